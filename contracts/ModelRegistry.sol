@@ -1,0 +1,420 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {DatanetRegistry} from "./DatanetRegistry.sol";
+import {NodeStaking} from "./NodeStaking.sol";
+import {RewardDistributor} from "./RewardDistributor.sol";
+
+/// @title ModelRegistry
+/// @notice Fine-tuning jobs and the models they produce. A poster escrows an OPEN pool for a job
+/// (base model, Datanets, method, hyperparameters in a config on IPFS). A staked node claims it
+/// and submits the result: adapter CID and sha256, metrics CID, the data root (what exactly was
+/// trained on) and the attribution root (who gets paid). Submission registers the model with its
+/// lineage and hands the pool to the RewardDistributor. A claimed job left past its deadline can
+/// be expired by anyone: the pool goes back and the node is slashed.
+contract ModelRegistry {
+    using SafeERC20 for IERC20;
+
+    enum Method {
+        LoRA,
+        QLoRA
+    }
+
+    enum JobStatus {
+        None,
+        Open,
+        Claimed,
+        Completed,
+        Cancelled,
+        Expired
+    }
+
+    /// @notice What a poster chooses for a job.
+    struct JobParams {
+        string baseModel; // a hub id or name, for people
+        bytes32 baseModelHash; // sha256 over the weight files: the identity nodes check
+        uint256[] datanetIds; // strictly ascending, 1..MAX_DATANETS entries
+        string configCID; // training config JSON on IPFS (hyperparameters)
+        bytes32 configHash; // sha256 of that JSON, so a node can verify what it fetched
+        Method method;
+        uint256 pool; // OPEN escrowed for fees and contributors
+        uint64 deadline; // the result must be submitted before this
+        uint16 nodeFeeBps;
+        uint16 datanetFeeBps;
+        uint256 parentModelId; // 0, or a registered model to continue from (lineage)
+    }
+
+    struct Job {
+        address poster;
+        JobStatus status;
+        Method method;
+        uint16 nodeFeeBps;
+        uint16 datanetFeeBps;
+        uint64 deadline;
+        uint64 postedAt;
+        address node;
+        uint64 claimedAt;
+        bytes32 baseModelHash;
+        bytes32 configHash;
+        uint256 pool;
+        uint256 parentModelId;
+        uint256 modelId;
+        string baseModel;
+        string configCID;
+        uint256[] datanetIds;
+    }
+
+    /// @notice What a node submits for a claimed job.
+    struct ResultParams {
+        string adapterCID; // the PEFT adapter directory on IPFS
+        bytes32 adapterHash; // sha256 over the adapter files
+        string metricsCID; // metrics JSON on IPFS
+        bytes32 dataRoot; // Merkle root of the training-set manifest
+        bytes32 attributionRoot; // Merkle root of (jobId, index, account, amount) reward leaves
+        string attributionCID; // the attribution tree JSON on IPFS (proofs for claimants)
+    }
+
+    struct Model {
+        uint256 jobId;
+        uint256 parentModelId;
+        address node;
+        Method method;
+        uint64 registeredAt;
+        bytes32 baseModelHash;
+        bytes32 adapterHash;
+        bytes32 dataRoot;
+        bytes32 attributionRoot;
+        bytes32 configHash;
+        string baseModel;
+        string adapterCID;
+        string metricsCID;
+        string attributionCID;
+        string configCID;
+        uint256[] datanetIds;
+    }
+
+    uint256 public constant MAX_DATANETS = 16;
+    uint16 public constant MAX_FEE_BPS = 5_000;
+    /// @notice Share of a node's minimum stake slashed when it lets a claimed job expire.
+    uint16 public constant EXPIRY_SLASH_BPS = 5_000;
+
+    IERC20 public immutable token;
+    DatanetRegistry public immutable datanets;
+    NodeStaking public immutable staking;
+    RewardDistributor public immutable rewards;
+
+    uint256 private _jobCount;
+    uint256 private _modelCount;
+    mapping(uint256 jobId => Job) private _jobs;
+    mapping(uint256 modelId => Model) private _models;
+    mapping(uint256 datanetId => uint256[] modelIds) private _modelsByDatanet;
+    mapping(bytes32 baseModelHash => uint256[] modelIds) private _modelsByBase;
+    mapping(address node => uint256[] modelIds) private _modelsByNode;
+
+    error ModelRegistryInvalidParams(string field);
+    error ModelRegistryDatanetNotTrainable(uint256 datanetId, address poster);
+    error ModelRegistryUnknownJob(uint256 jobId);
+    error ModelRegistryUnknownModel(uint256 modelId);
+    error ModelRegistryWrongStatus(uint256 jobId, JobStatus status);
+    error ModelRegistryNotPoster(uint256 jobId, address account);
+    error ModelRegistryNotJobNode(uint256 jobId, address account);
+    error ModelRegistryNodeNotStaked(address node);
+    error ModelRegistryDeadlinePassed(uint256 jobId, uint64 deadline);
+    error ModelRegistryDeadlineNotPassed(uint256 jobId, uint64 deadline);
+
+    /// @notice Emitted when a job is posted and its pool escrowed.
+    event JobPosted(
+        uint256 indexed jobId,
+        address indexed poster,
+        bytes32 indexed baseModelHash,
+        string baseModel,
+        uint256[] datanetIds,
+        Method method,
+        string configCID,
+        uint256 pool,
+        uint64 deadline
+    );
+    /// @notice Emitted when a staked node claims a job.
+    event JobClaimed(uint256 indexed jobId, address indexed node);
+    /// @notice Emitted when the poster cancels an unclaimed job and gets the pool back.
+    event JobCancelled(uint256 indexed jobId);
+    /// @notice Emitted when a job passes its deadline without a result; `slashed` went to the poster.
+    event JobExpired(uint256 indexed jobId, address indexed node, uint256 slashed);
+    /// @notice Emitted when a node's result registers a model.
+    event ModelRegistered(
+        uint256 indexed modelId,
+        uint256 indexed jobId,
+        address indexed node,
+        bytes32 baseModelHash,
+        string adapterCID,
+        bytes32 adapterHash,
+        bytes32 dataRoot,
+        bytes32 attributionRoot
+    );
+
+    constructor(IERC20 token_, DatanetRegistry datanets_, NodeStaking staking_, RewardDistributor rewards_) {
+        token = token_;
+        datanets = datanets_;
+        staking = staking_;
+        rewards = rewards_;
+    }
+
+    // ---------------------------------------------------------------------- Jobs
+
+    /// @notice Posts a job and escrows `p.pool` from the caller's allowance. Emits {JobPosted}.
+    function postJob(JobParams calldata p) external returns (uint256) {
+        return _postJob(p);
+    }
+
+    /// @notice Like {postJob}, with an EIP-2612 permit over `p.pool` instead of an allowance.
+    function postJobWithPermit(JobParams calldata p, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
+        external
+        returns (uint256)
+    {
+        // Failing permit (front-run, already used) falls through to the allowance check.
+        try IERC20Permit(address(token)).permit(msg.sender, address(this), p.pool, deadline, v, r, s) {} catch {}
+        return _postJob(p);
+    }
+
+    /// @notice Claims an open job for the caller, a node with an eligible stake, and locks that
+    /// stake until the job ends. Emits {JobClaimed}.
+    function claimJob(uint256 jobId) external {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.status != JobStatus.Open) revert ModelRegistryWrongStatus(jobId, j.status);
+        if (block.timestamp >= j.deadline) revert ModelRegistryDeadlinePassed(jobId, j.deadline);
+        if (!staking.isEligible(msg.sender)) revert ModelRegistryNodeNotStaked(msg.sender);
+        // Effects
+        j.status = JobStatus.Claimed;
+        j.node = msg.sender;
+        j.claimedAt = uint64(block.timestamp);
+        emit JobClaimed(jobId, msg.sender);
+        // Interactions (trusted protocol contract)
+        staking.lock(msg.sender);
+    }
+
+    /// @notice Cancels an unclaimed job and refunds the pool to its poster. Emits {JobCancelled}.
+    function cancelJob(uint256 jobId) external {
+        Job storage j = _job(jobId);
+        if (j.poster != msg.sender) revert ModelRegistryNotPoster(jobId, msg.sender);
+        if (j.status != JobStatus.Open) revert ModelRegistryWrongStatus(jobId, j.status);
+        uint256 pool = j.pool;
+        j.status = JobStatus.Cancelled;
+        emit JobCancelled(jobId);
+        token.safeTransfer(msg.sender, pool);
+    }
+
+    /// @notice Ends a job that passed its deadline without a result: refunds the pool and, if a
+    /// node had claimed it, slashes that node to the poster. Anyone may call. Emits {JobExpired}.
+    function expireJob(uint256 jobId) external {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.status != JobStatus.Open && j.status != JobStatus.Claimed) revert ModelRegistryWrongStatus(jobId, j.status);
+        if (block.timestamp < j.deadline) revert ModelRegistryDeadlineNotPassed(jobId, j.deadline);
+        // Effects
+        bool claimed = j.status == JobStatus.Claimed;
+        j.status = JobStatus.Expired;
+        address node = j.node;
+        address poster = j.poster;
+        uint256 pool = j.pool;
+        // Interactions
+        uint256 slashed;
+        if (claimed) {
+            staking.unlock(node);
+            uint256 penalty = (staking.minStake() * EXPIRY_SLASH_BPS) / 10_000;
+            slashed = staking.slash(node, penalty, poster, bytes32("job-expired"));
+        }
+        emit JobExpired(jobId, node, slashed);
+        token.safeTransfer(poster, pool);
+    }
+
+    /// @notice Submits the result of a job the caller claimed: registers the model and opens the
+    /// reward round with the pool. Emits {ModelRegistered} (and the distributor's events).
+    function submitResult(uint256 jobId, ResultParams calldata r) external returns (uint256 modelId) {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.status != JobStatus.Claimed) revert ModelRegistryWrongStatus(jobId, j.status);
+        if (j.node != msg.sender) revert ModelRegistryNotJobNode(jobId, msg.sender);
+        if (block.timestamp >= j.deadline) revert ModelRegistryDeadlinePassed(jobId, j.deadline);
+        if (bytes(r.adapterCID).length == 0) revert ModelRegistryInvalidParams("adapterCID");
+        if (r.adapterHash == bytes32(0)) revert ModelRegistryInvalidParams("adapterHash");
+        if (r.dataRoot == bytes32(0)) revert ModelRegistryInvalidParams("dataRoot");
+        if (r.attributionRoot == bytes32(0)) revert ModelRegistryInvalidParams("attributionRoot");
+        // Effects
+        modelId = ++_modelCount;
+        j.status = JobStatus.Completed;
+        j.modelId = modelId;
+        _storeModel(modelId, jobId, j, r);
+        emit ModelRegistered(
+            modelId, jobId, msg.sender, j.baseModelHash, r.adapterCID, r.adapterHash, r.dataRoot, r.attributionRoot
+        );
+        // Interactions (trusted protocol contracts)
+        staking.unlock(msg.sender);
+        _fundRewards(jobId, j, r.attributionRoot);
+    }
+
+    // --------------------------------------------------------------------- Views
+
+    /// @notice Number of jobs posted; ids run from 1 to this.
+    function jobCount() external view returns (uint256) {
+        return _jobCount;
+    }
+
+    /// @notice Number of models registered; ids run from 1 to this.
+    function modelCount() external view returns (uint256) {
+        return _modelCount;
+    }
+
+    /// @notice A job. Reverts for an unknown id.
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        return _job(jobId);
+    }
+
+    /// @notice A model with its provenance. Reverts for an unknown id.
+    function getModel(uint256 modelId) public view returns (Model memory) {
+        if (_models[modelId].jobId == 0) revert ModelRegistryUnknownModel(modelId);
+        return _models[modelId];
+    }
+
+    /// @notice Model ids trained on `datanetId`, oldest first, paginated.
+    function modelsByDatanet(uint256 datanetId, uint256 offset, uint256 limit) external view returns (uint256[] memory) {
+        return _page(_modelsByDatanet[datanetId], offset, limit);
+    }
+
+    /// @notice Model ids fine-tuned from the base model with weights hash `baseModelHash`, paginated.
+    function modelsByBaseModel(bytes32 baseModelHash, uint256 offset, uint256 limit)
+        external
+        view
+        returns (uint256[] memory)
+    {
+        return _page(_modelsByBase[baseModelHash], offset, limit);
+    }
+
+    /// @notice Model ids produced by `node`, paginated.
+    function modelsByNode(address node, uint256 offset, uint256 limit) external view returns (uint256[] memory) {
+        return _page(_modelsByNode[node], offset, limit);
+    }
+
+    /// @notice The model produced by `jobId` (0 if none yet).
+    function modelOfJob(uint256 jobId) external view returns (uint256) {
+        return _job(jobId).modelId;
+    }
+
+    /// @notice The chain of models from `modelId` back to the one fine-tuned from a base model:
+    /// `[modelId, parent, grandparent, ...]`.
+    function lineage(uint256 modelId) external view returns (uint256[] memory chain) {
+        uint256 depth;
+        for (uint256 id = modelId; id != 0; id = _models[id].parentModelId) {
+            if (_models[id].jobId == 0) revert ModelRegistryUnknownModel(id);
+            ++depth;
+        }
+        chain = new uint256[](depth);
+        uint256 cur = modelId;
+        for (uint256 i = 0; i < depth; ++i) {
+            chain[i] = cur;
+            cur = _models[cur].parentModelId;
+        }
+    }
+
+    // ------------------------------------------------------------------ Internal
+
+    function _postJob(JobParams calldata p) private returns (uint256 jobId) {
+        // Checks
+        _validateJob(p);
+        // Effects
+        jobId = ++_jobCount;
+        Job storage j = _jobs[jobId];
+        j.poster = msg.sender;
+        j.status = JobStatus.Open;
+        j.method = p.method;
+        j.nodeFeeBps = p.nodeFeeBps;
+        j.datanetFeeBps = p.datanetFeeBps;
+        j.deadline = p.deadline;
+        j.postedAt = uint64(block.timestamp);
+        j.baseModelHash = p.baseModelHash;
+        j.configHash = p.configHash;
+        j.pool = p.pool;
+        j.parentModelId = p.parentModelId;
+        j.baseModel = p.baseModel;
+        j.configCID = p.configCID;
+        j.datanetIds = p.datanetIds;
+        emit JobPosted(
+            jobId, msg.sender, p.baseModelHash, p.baseModel, p.datanetIds, p.method, p.configCID, p.pool, p.deadline
+        );
+        // Interactions
+        token.safeTransferFrom(msg.sender, address(this), p.pool);
+    }
+
+    function _validateJob(JobParams calldata p) private view {
+        if (p.pool == 0) revert ModelRegistryInvalidParams("pool");
+        if (p.deadline <= block.timestamp) revert ModelRegistryInvalidParams("deadline");
+        if (p.baseModelHash == bytes32(0)) revert ModelRegistryInvalidParams("baseModelHash");
+        if (bytes(p.configCID).length == 0) revert ModelRegistryInvalidParams("configCID");
+        if (uint256(p.nodeFeeBps) + p.datanetFeeBps > MAX_FEE_BPS) revert ModelRegistryInvalidParams("fees");
+        uint256 n = p.datanetIds.length;
+        if (n == 0 || n > MAX_DATANETS) revert ModelRegistryInvalidParams("datanetIds");
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 id = p.datanetIds[i];
+            // Strictly ascending: no duplicates, one cheap comparison each.
+            if (i != 0 && id <= p.datanetIds[i - 1]) revert ModelRegistryInvalidParams("datanetIds");
+            if (!datanets.canTrain(id, msg.sender)) revert ModelRegistryDatanetNotTrainable(id, msg.sender);
+        }
+        if (p.parentModelId != 0 && _models[p.parentModelId].jobId == 0) {
+            revert ModelRegistryUnknownModel(p.parentModelId);
+        }
+    }
+
+    function _storeModel(uint256 modelId, uint256 jobId, Job storage j, ResultParams calldata r) private {
+        Model storage m = _models[modelId];
+        m.jobId = jobId;
+        m.parentModelId = j.parentModelId;
+        m.node = j.node;
+        m.method = j.method;
+        m.registeredAt = uint64(block.timestamp);
+        m.baseModelHash = j.baseModelHash;
+        m.adapterHash = r.adapterHash;
+        m.dataRoot = r.dataRoot;
+        m.attributionRoot = r.attributionRoot;
+        m.configHash = j.configHash;
+        m.baseModel = j.baseModel;
+        m.adapterCID = r.adapterCID;
+        m.metricsCID = r.metricsCID;
+        m.attributionCID = r.attributionCID;
+        m.configCID = j.configCID;
+        m.datanetIds = j.datanetIds;
+        for (uint256 i = 0; i < j.datanetIds.length; ++i) {
+            _modelsByDatanet[j.datanetIds[i]].push(modelId);
+        }
+        _modelsByBase[j.baseModelHash].push(modelId);
+        _modelsByNode[j.node].push(modelId);
+    }
+
+    function _fundRewards(uint256 jobId, Job storage j, bytes32 root) private {
+        uint256 n = j.datanetIds.length;
+        address[] memory treasuries = new address[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            (, treasuries[i]) = datanets.ownerAndTreasury(j.datanetIds[i]);
+        }
+        token.safeTransfer(address(rewards), j.pool);
+        rewards.openRound(jobId, root, j.pool, j.node, j.nodeFeeBps, treasuries, j.datanetFeeBps, j.poster);
+    }
+
+    function _job(uint256 jobId) private view returns (Job storage j) {
+        j = _jobs[jobId];
+        if (j.status == JobStatus.None) revert ModelRegistryUnknownJob(jobId);
+    }
+
+    function _page(uint256[] storage ids, uint256 offset, uint256 limit) private view returns (uint256[] memory out) {
+        uint256 len = ids.length;
+        if (offset >= len) return new uint256[](0);
+        uint256 end = offset + limit;
+        if (end > len || end < offset) end = len;
+        out = new uint256[](end - offset);
+        for (uint256 i = offset; i < end; ++i) {
+            out[i - offset] = ids[i];
+        }
+    }
+}

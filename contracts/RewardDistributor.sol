@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+
+/// @title RewardDistributor
+/// @notice Pays each finished job's reward pool: explicit fees to the node operator and the
+/// Datanet treasuries, the rest to contributors against the job's attribution Merkle root.
+/// Leaves follow OpenZeppelin's StandardMerkleTree with leaf encoding
+/// `(uint256 jobId, uint256 index, address account, uint256 amount)`, double-hashed. `index`
+/// addresses a packed claimed-bitmap (as in Uniswap's MerkleDistributor). Whatever is left
+/// unclaimed after the claim window can be swept back to the job's poster.
+contract RewardDistributor is AccessControl {
+    using SafeERC20 for IERC20;
+
+    /// @notice May open reward rounds (granted to the ModelRegistry).
+    bytes32 public constant FUNDER_ROLE = keccak256("FUNDER_ROLE");
+    uint16 public constant MAX_BPS = 10_000;
+
+    struct Round {
+        bytes32 root;
+        uint128 total; // the contributors' share of the pool
+        uint128 claimed; // never exceeds `total`
+        uint64 claimDeadline;
+        bool swept;
+        address refundTo;
+    }
+
+    /// @notice How a funded pool is split, computed on-chain from explicit basis points.
+    struct Split {
+        uint256 nodeFee;
+        uint256 datanetFeeEach;
+        uint256 contributors;
+    }
+
+    IERC20 public immutable token;
+    /// @notice Seconds contributors have to claim before the remainder may be swept.
+    uint64 public immutable claimWindow;
+
+    /// @notice Sum of `total - claimed` over unswept rounds: what the contract owes.
+    uint256 public totalOwed;
+
+    mapping(uint256 jobId => Round) private _rounds;
+    mapping(uint256 jobId => mapping(uint256 word => uint256 bits)) private _claimedBitmap;
+
+    error RewardRoundExists(uint256 jobId);
+    error RewardUnknownRound(uint256 jobId);
+    error RewardZeroRoot();
+    error RewardInvalidFees(uint256 nodeFeeBps, uint256 datanetFeeBps);
+    error RewardNoDatanets();
+    error RewardUnderfunded(uint256 balance, uint256 owed);
+    error RewardAlreadyClaimed(uint256 jobId, uint256 index);
+    error RewardInvalidProof(uint256 jobId, uint256 index, address account, uint256 amount);
+    error RewardExceedsPool(uint256 jobId, uint256 claimed, uint256 amount, uint256 total);
+    error RewardClaimWindowClosed(uint256 jobId, uint64 claimDeadline);
+    error RewardClaimWindowOpen(uint256 jobId, uint64 claimDeadline);
+    error RewardAlreadySwept(uint256 jobId);
+
+    /// @notice Emitted when a job's pool is funded and its fees paid.
+    event RoundOpened(
+        uint256 indexed jobId,
+        bytes32 indexed root,
+        uint256 contributorsTotal,
+        uint256 nodeFee,
+        uint256 datanetFees,
+        uint64 claimDeadline
+    );
+    /// @notice Emitted for each fee paid when a round opens.
+    event FeePaid(uint256 indexed jobId, address indexed recipient, uint256 amount, bool toNode);
+    /// @notice Emitted when `account` claims `amount` for leaf `index` of `jobId`.
+    event Claimed(uint256 indexed jobId, uint256 index, address indexed account, uint256 amount);
+    /// @notice Emitted when the unclaimed remainder of a round goes back to the poster.
+    event Swept(uint256 indexed jobId, address indexed refundTo, uint256 amount);
+
+    /// @param token_ The OPEN token.
+    /// @param admin Holds DEFAULT_ADMIN_ROLE (grants FUNDER_ROLE).
+    /// @param claimWindow_ Seconds from funding until unclaimed rewards may be swept.
+    constructor(IERC20 token_, address admin, uint64 claimWindow_) {
+        token = token_;
+        claimWindow = claimWindow_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /// @notice Opens the reward round of `jobId`. The caller must have transferred `pool` OPEN
+    /// to this contract beforehand; the balance check below enforces it. Pays the node fee and
+    /// one equal Datanet fee per treasury; the rest becomes claimable under `root`.
+    /// Emits {RoundOpened} and one {FeePaid} per fee.
+    function openRound(
+        uint256 jobId,
+        bytes32 root,
+        uint256 pool,
+        address node,
+        uint16 nodeFeeBps,
+        address[] calldata datanetTreasuries,
+        uint16 datanetFeeBps,
+        address refundTo
+    ) external onlyRole(FUNDER_ROLE) {
+        // Checks
+        if (_rounds[jobId].root != bytes32(0)) revert RewardRoundExists(jobId);
+        if (root == bytes32(0)) revert RewardZeroRoot();
+        if (uint256(nodeFeeBps) + datanetFeeBps > MAX_BPS) revert RewardInvalidFees(nodeFeeBps, datanetFeeBps);
+        if (datanetTreasuries.length == 0) revert RewardNoDatanets();
+        Split memory split = splitPool(pool, nodeFeeBps, datanetFeeBps, datanetTreasuries.length);
+        uint256 owed = totalOwed + split.contributors;
+        uint256 fees = pool - split.contributors;
+        uint256 balance = token.balanceOf(address(this));
+        if (balance < owed + fees) revert RewardUnderfunded(balance, owed + fees);
+        // Effects
+        uint64 deadline = uint64(block.timestamp) + claimWindow;
+        _rounds[jobId] = Round({
+            root: root,
+            total: uint128(split.contributors),
+            claimed: 0,
+            claimDeadline: deadline,
+            swept: false,
+            refundTo: refundTo
+        });
+        totalOwed = owed;
+        emit RoundOpened(jobId, root, split.contributors, split.nodeFee, fees - split.nodeFee, deadline);
+        // Interactions
+        _payFee(jobId, node, split.nodeFee, true);
+        for (uint256 i = 0; i < datanetTreasuries.length; ++i) {
+            _payFee(jobId, datanetTreasuries[i], split.datanetFeeEach, false);
+        }
+    }
+
+    /// @notice Claims `amount` for `account` (anyone may send it; the tokens go to `account`).
+    /// Emits {Claimed}.
+    function claim(uint256 jobId, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
+        external
+    {
+        Round storage r = _rounds[jobId];
+        // Checks
+        if (r.root == bytes32(0)) revert RewardUnknownRound(jobId);
+        if (block.timestamp > r.claimDeadline) revert RewardClaimWindowClosed(jobId, r.claimDeadline);
+        if (isClaimed(jobId, index)) revert RewardAlreadyClaimed(jobId, index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(jobId, index, account, amount))));
+        if (!MerkleProof.verifyCalldata(proof, r.root, leaf)) {
+            revert RewardInvalidProof(jobId, index, account, amount);
+        }
+        uint256 claimedAfter = uint256(r.claimed) + amount;
+        if (claimedAfter > r.total) revert RewardExceedsPool(jobId, r.claimed, amount, r.total);
+        // Effects
+        _claimedBitmap[jobId][index >> 8] |= (1 << (index & 0xff));
+        r.claimed = uint128(claimedAfter); // safe: claimedAfter <= total, a uint128
+        totalOwed -= amount;
+        emit Claimed(jobId, index, account, amount);
+        // Interactions
+        token.safeTransfer(account, amount);
+    }
+
+    /// @notice After the claim window, returns what was not claimed to the job's poster.
+    /// Emits {Swept}.
+    function sweep(uint256 jobId) external {
+        Round storage r = _rounds[jobId];
+        // Checks
+        if (r.root == bytes32(0)) revert RewardUnknownRound(jobId);
+        if (block.timestamp <= r.claimDeadline) revert RewardClaimWindowOpen(jobId, r.claimDeadline);
+        if (r.swept) revert RewardAlreadySwept(jobId);
+        // Effects
+        uint256 remainder = uint256(r.total) - r.claimed;
+        r.swept = true;
+        totalOwed -= remainder;
+        emit Swept(jobId, r.refundTo, remainder);
+        // Interactions
+        if (remainder != 0) token.safeTransfer(r.refundTo, remainder);
+    }
+
+    /// @notice Whether leaf `index` of `jobId` has been claimed.
+    function isClaimed(uint256 jobId, uint256 index) public view returns (bool) {
+        return (_claimedBitmap[jobId][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
+    /// @notice The reward round of `jobId` (root zero if none).
+    function getRound(uint256 jobId) external view returns (Round memory) {
+        return _rounds[jobId];
+    }
+
+    /// @notice How `pool` splits for the given fees and number of Datanets. Rounding dust stays
+    /// with the contributors, so the three parts always add up to `pool` exactly.
+    function splitPool(uint256 pool, uint16 nodeFeeBps, uint16 datanetFeeBps, uint256 datanets)
+        public
+        pure
+        returns (Split memory s)
+    {
+        s.nodeFee = (pool * nodeFeeBps) / MAX_BPS;
+        s.datanetFeeEach = datanets == 0 ? 0 : (pool * datanetFeeBps) / MAX_BPS / datanets;
+        s.contributors = pool - s.nodeFee - s.datanetFeeEach * datanets;
+    }
+
+    function _payFee(uint256 jobId, address to, uint256 amount, bool toNode) private {
+        if (amount == 0) return;
+        emit FeePaid(jobId, to, amount, toNode);
+        token.safeTransfer(to, amount);
+    }
+}
