@@ -1,0 +1,64 @@
+"""Signing accounts: an encrypted JSON keystore, a key from the environment, or dev accounts.
+
+Private keys are never printed or logged; only addresses are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from node.chain.devchain import DEV_MNEMONIC
+from node.errors import KeystoreError
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def dev_account(index: int) -> LocalAccount:
+    """The `index`-th account of the public dev mnemonic (funded on the dev chain only)."""
+    acct: LocalAccount = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return acct
+
+
+def from_private_key(key: str) -> LocalAccount:
+    try:
+        acct: LocalAccount = Account.from_key(key)
+    except (ValueError, TypeError):
+        # `from None`: the original exception's message could echo key material.
+        raise KeystoreError(
+            "The private key is not a valid 32-byte hex key (check DATANET_PRIVATE_KEY)."
+        ) from None
+    return acct
+
+
+def load_keystore(path: Path, password: str) -> LocalAccount:
+    """Decrypts a JSON keystore (Web3 Secret Storage, as geth and eth-account write)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KeystoreError(f"Keystore {path} does not exist; create one with `datanet wallet new`.") from None
+    except ValueError:
+        raise KeystoreError(f"Keystore {path} is not JSON; is it really a keystore file?") from None
+    try:
+        key = Account.decrypt(data, password)
+    except ValueError:
+        raise KeystoreError(f"Wrong password for keystore {path}.") from None
+    return from_private_key(key.hex())
+
+
+def save_keystore(account: LocalAccount, path: Path, password: str) -> Path:
+    """Writes `account` encrypted (scrypt) to `path`, atomically, readable by the owner only."""
+    if not password:
+        raise KeystoreError("Refusing to write a keystore with an empty password.")
+    encrypted = Account.encrypt(account.key, password)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(encrypted, f)
+    os.replace(tmp, path)
+    return path

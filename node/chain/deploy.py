@@ -1,0 +1,80 @@
+"""Deploys the protocol and records where it lives (deployments/<network>.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from node.chain.artifacts import ensure_compiled
+from node.chain.client import ChainClient
+from node.chain.models import Deployment
+from node.errors import DeploymentError
+
+OPEN = 10**18
+
+
+class DeployConfig(BaseModel):
+    """Protocol parameters chosen at deployment."""
+
+    initial_supply: int = Field(1_000_000_000 * OPEN, description="OPEN minted to the deployer.")
+    min_node_stake: int = Field(1_000 * OPEN, description="Active stake a node needs to claim jobs.")
+    unbonding_period: int = Field(7 * 24 * 3600, description="Seconds a node's unbonding stays slashable.")
+    claim_window: int = Field(90 * 24 * 3600, description="Seconds contributors have to claim rewards.")
+
+
+def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
+    """Deploys all five contracts from `client`'s account and wires their roles."""
+    cfg = config or DeployConfig()
+    ensure_compiled()
+    admin = client.address
+    start_block = client.block_number()
+    token = client.deploy("OpenToken", admin, cfg.initial_supply)
+    datanets = client.deploy("DatanetRegistry", token)
+    staking = client.deploy("NodeStaking", token, admin, cfg.min_node_stake, cfg.unbonding_period)
+    rewards = client.deploy("RewardDistributor", token, admin, cfg.claim_window)
+    models = client.deploy("ModelRegistry", token, datanets, staking, rewards)
+    # The ModelRegistry locks/slashes node stakes and funds reward rounds; nothing else may.
+    staking_c = client.contract("NodeStaking", staking)
+    rewards_c = client.contract("RewardDistributor", rewards)
+    client.transact(staking_c.functions.grantRole(staking_c.functions.JOB_MANAGER_ROLE().call(), models))
+    client.transact(rewards_c.functions.grantRole(rewards_c.functions.FUNDER_ROLE().call(), models))
+    return Deployment(
+        network=network,
+        chain_id=client.chain_id,
+        rpc_url=client.rpc_url,
+        deployer=admin,
+        deploy_block=start_block + 1,
+        deployed_at=int(time.time()),
+        contracts={
+            "OpenToken": token,
+            "DatanetRegistry": datanets,
+            "NodeStaking": staking,
+            "RewardDistributor": rewards,
+            "ModelRegistry": models,
+        },
+    )
+
+
+def save_deployment(deployment: Deployment, path: Path) -> Path:
+    """Writes the deployment file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(deployment.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_deployment(path: Path) -> Deployment:
+    if not path.exists():
+        raise DeploymentError(
+            f"No deployment file at {path}. Deploy first with `datanet deploy` (or pass "
+            "--network / set DATANET_NETWORK to the name of an existing file)."
+        )
+    try:
+        return Deployment.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError) as e:
+        raise DeploymentError(f"Deployment file {path} is malformed: {e}") from e

@@ -1,0 +1,203 @@
+"""Typed values that cross the chain boundary (mirrors of the contracts' structs)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from eth_typing import ChecksumAddress
+from pydantic import BaseModel, Field, field_validator
+
+
+class ContributionStatus(IntEnum):
+    NONE = 0
+    PENDING = 1
+    APPROVED = 2
+    REJECTED = 3
+    WITHDRAWN = 4
+
+
+class JobStatus(IntEnum):
+    NONE = 0
+    OPEN = 1
+    CLAIMED = 2
+    COMPLETED = 3
+    CANCELLED = 4
+    EXPIRED = 5
+
+
+class Method(IntEnum):
+    LORA = 0
+    QLORA = 1
+
+
+class DatanetParams(BaseModel):
+    """What a creator chooses for a new Datanet (DatanetRegistry.DatanetParams)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    metadataCID: str = ""
+    license: str = "CC-BY-4.0"
+    commercialUse: bool = True
+    isPrivate: bool = False
+    restricted: bool = False
+    minStake: int = Field(10**18, ge=0, description="OPEN base units per contribution.")
+    slashBps: int = Field(5000, ge=0, le=10_000)
+    lockPeriod: int = Field(7 * 24 * 3600, ge=0, description="Seconds.")
+    treasury: ChecksumAddress
+    curators: list[ChecksumAddress] = []
+
+
+class Datanet(BaseModel):
+    id: int
+    owner: ChecksumAddress
+    treasury: ChecksumAddress
+    name: str
+    metadataCID: str
+    license: str
+    commercialUse: bool
+    isPrivate: bool
+    restricted: bool
+    slashBps: int
+    lockPeriod: int
+    createdAt: int
+    minStake: int
+    contributionCount: int
+    approvedCount: int
+
+
+class ContributionInput(BaseModel):
+    datanetId: int
+    cid: str = Field(min_length=1)
+    contentHash: bytes = Field(description="sha256 of the uploaded bytes (32 bytes).")
+    byteSize: int = Field(ge=0)
+    recordCount: int = Field(ge=1)
+    stake: int = Field(ge=1)
+
+    @field_validator("contentHash")
+    @classmethod
+    def _is_32_bytes(cls, v: bytes) -> bytes:
+        if len(v) != 32:
+            raise ValueError(f"contentHash must be 32 bytes (a sha256), got {len(v)}")
+        return v
+
+
+class Permit(BaseModel):
+    """An EIP-2612 permit signature; deadline 0 means none (use the allowance)."""
+
+    deadline: int = 0
+    v: int = 0
+    r: bytes = b"\0" * 32
+    s: bytes = b"\0" * 32
+
+
+class Contribution(BaseModel):
+    id: int
+    datanetId: int
+    contributor: ChecksumAddress
+    status: ContributionStatus
+    byteSize: int
+    recordCount: int
+    submittedAt: int
+    decidedAt: int
+    contentHash: bytes
+    stake: int
+    cid: str
+
+
+class JobParams(BaseModel):
+    baseModel: str = Field(min_length=1)
+    baseModelHash: bytes
+    datanetIds: list[int] = Field(min_length=1, max_length=16)
+    configCID: str = Field(min_length=1)
+    configHash: bytes
+    method: Method = Method.QLORA
+    pool: int = Field(ge=1)
+    deadline: int
+    nodeFeeBps: int = Field(1000, ge=0, le=5000)
+    datanetFeeBps: int = Field(1000, ge=0, le=5000)
+    parentModelId: int = 0
+
+    @field_validator("datanetIds")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        return sorted(set(v))
+
+
+class Job(BaseModel):
+    id: int
+    poster: ChecksumAddress
+    status: JobStatus
+    method: Method
+    nodeFeeBps: int
+    datanetFeeBps: int
+    deadline: int
+    postedAt: int
+    node: ChecksumAddress
+    claimedAt: int
+    baseModelHash: bytes
+    configHash: bytes
+    pool: int
+    parentModelId: int
+    modelId: int
+    baseModel: str
+    configCID: str
+    datanetIds: list[int]
+
+
+class ResultParams(BaseModel):
+    adapterCID: str = Field(min_length=1)
+    adapterHash: bytes
+    metricsCID: str = ""
+    dataRoot: bytes
+    attributionRoot: bytes
+    attributionCID: str = ""
+
+
+class Model(BaseModel):
+    id: int
+    jobId: int
+    parentModelId: int
+    node: ChecksumAddress
+    method: Method
+    registeredAt: int
+    baseModelHash: bytes
+    adapterHash: bytes
+    dataRoot: bytes
+    attributionRoot: bytes
+    configHash: bytes
+    baseModel: str
+    adapterCID: str
+    metricsCID: str
+    attributionCID: str
+    configCID: str
+    datanetIds: list[int]
+
+
+class NodeStake(BaseModel):
+    active: int
+    unbonding: int
+    unbondingEndsAt: int
+    locks: int
+
+
+class Round(BaseModel):
+    root: bytes
+    total: int
+    claimed: int
+    claimDeadline: int
+    swept: bool
+    refundTo: ChecksumAddress
+
+
+class Deployment(BaseModel):
+    """What `datanet deploy` writes to deployments/<network>.json."""
+
+    network: str
+    chain_id: int
+    rpc_url: str
+    deployer: ChecksumAddress
+    deploy_block: int
+    deployed_at: int
+    contracts: dict[str, ChecksumAddress] = Field(
+        description="Contract name -> address, for OpenToken, DatanetRegistry, NodeStaking, "
+        "RewardDistributor and ModelRegistry."
+    )

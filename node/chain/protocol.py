@@ -1,0 +1,262 @@
+"""Typed bindings of the five protocol contracts for one account.
+
+Each write returns what a caller needs next (a new id parsed from the event, or the receipt);
+each read returns a pydantic model. Reverts surface as `ContractRevertError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from node.chain import signing
+from node.chain.client import ChainClient
+from node.chain.models import (
+    Contribution,
+    ContributionInput,
+    Datanet,
+    DatanetParams,
+    Deployment,
+    Job,
+    JobParams,
+    Model,
+    NodeStake,
+    Permit,
+    ResultParams,
+    Round,
+)
+from node.errors import DeploymentError
+
+
+def _args(model: Any) -> dict[str, Any]:
+    """A pydantic model as the dict web3 encodes into a Solidity struct."""
+    return model.model_dump() if hasattr(model, "model_dump") else dict(model)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value._asdict() if hasattr(value, "_asdict") else dict(value)
+
+
+class Protocol:
+    """All protocol contracts, bound to one client (one signing account)."""
+
+    def __init__(self, client: ChainClient, deployment: Deployment):
+        chain_id = client.chain_id
+        if chain_id != deployment.chain_id:
+            raise DeploymentError(
+                f"The deployment file is for chain id {deployment.chain_id} but {client.rpc_url} is "
+                f"chain id {chain_id}. Redeploy (`datanet deploy`) or point at the right RPC URL."
+            )
+        self.client = client
+        self.deployment = deployment
+        self.chain_id = chain_id
+        c = deployment.contracts
+        self.token: Contract = client.contract("OpenToken", c["OpenToken"])
+        self.datanets: Contract = client.contract("DatanetRegistry", c["DatanetRegistry"])
+        self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])
+        self.rewards: Contract = client.contract("RewardDistributor", c["RewardDistributor"])
+        self.models: Contract = client.contract("ModelRegistry", c["ModelRegistry"])
+
+    def as_account(self, account: LocalAccount) -> Protocol:
+        return Protocol(self.client.with_account(account), self.deployment)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        return self.client.address
+
+    def _event_arg(self, receipt: TxReceipt, contract: Contract, event: str, arg: str) -> Any:
+        logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
+        return logs[0]["args"][arg]
+
+    # ------------------------------------------------------------------ OPEN token
+
+    def balance(self, account: str | None = None) -> int:
+        who = Web3.to_checksum_address(account) if account else self.address
+        return int(self.client.call(self.token.functions.balanceOf(who)))
+
+    def transfer(self, to: str, amount: int) -> TxReceipt:
+        return self.client.transact(self.token.functions.transfer(Web3.to_checksum_address(to), amount))
+
+    def approve(self, spender: str, amount: int) -> TxReceipt:
+        return self.client.transact(self.token.functions.approve(Web3.to_checksum_address(spender), amount))
+
+    def permit(self, spender: ChecksumAddress, value: int, deadline: int) -> Permit:
+        """Signs (offline) an EIP-2612 permit of this account's OPEN for `spender`."""
+        assert self.client.account is not None
+        nonce = int(self.client.call(self.token.functions.nonces(self.address)))
+        return signing.sign_permit(
+            self.client.account, self.token.address, self.chain_id, spender, value, nonce, deadline
+        )
+
+    # ---------------------------------------------------------------- Datanets
+
+    def create_datanet(self, params: DatanetParams) -> int:
+        receipt = self.client.transact(self.datanets.functions.createDatanet(_args(params)))
+        return int(self._event_arg(receipt, self.datanets, "DatanetCreated", "datanetId"))
+
+    def set_curator(self, datanet_id: int, account: str, allowed: bool = True) -> TxReceipt:
+        fn = self.datanets.functions.setCurator(datanet_id, Web3.to_checksum_address(account), allowed)
+        return self.client.transact(fn)
+
+    def set_trainer(self, datanet_id: int, account: str, allowed: bool = True) -> TxReceipt:
+        fn = self.datanets.functions.setTrainer(datanet_id, Web3.to_checksum_address(account), allowed)
+        return self.client.transact(fn)
+
+    def set_metadata(self, datanet_id: int, metadata_cid: str) -> TxReceipt:
+        return self.client.transact(self.datanets.functions.setMetadata(datanet_id, metadata_cid))
+
+    def contribute(self, contribution: ContributionInput, permit: Permit | None = None) -> int:
+        """Submits from this account; with `permit` there is no separate approve step."""
+        fns = self.datanets.functions
+        fn = (
+            fns.contributeWithPermit(_args(contribution), _args(permit))
+            if permit
+            else fns.contribute(_args(contribution))
+        )
+        receipt = self.client.transact(fn)
+        return int(self._event_arg(receipt, self.datanets, "ContributionSubmitted", "contributionId"))
+
+    def sign_contribution(self, contribution: ContributionInput, deadline: int) -> bytes:
+        """This account's EIP-712 signature of `contribution`, for a relayer to submit."""
+        assert self.client.account is not None
+        nonce = int(self.client.call(self.datanets.functions.nonces(self.address)))
+        return signing.sign_contribution(
+            self.client.account, self.datanets.address, self.chain_id, contribution, nonce, deadline
+        )
+
+    def relay_contribution(
+        self,
+        contribution: ContributionInput,
+        contributor: str,
+        deadline: int,
+        signature: bytes,
+        permit: Permit | None = None,
+    ) -> int:
+        """Sends someone else's signed contribution, paying the gas (this account relays)."""
+        fn = self.datanets.functions.contributeBySig(
+            _args(contribution),
+            Web3.to_checksum_address(contributor),
+            deadline,
+            signature,
+            _args(permit or Permit()),
+        )
+        receipt = self.client.transact(fn)
+        return int(self._event_arg(receipt, self.datanets, "ContributionSubmitted", "contributionId"))
+
+    def approve_contribution(self, contribution_id: int) -> TxReceipt:
+        return self.client.transact(self.datanets.functions.approve(contribution_id))
+
+    def reject_contribution(self, contribution_id: int, reason: str) -> TxReceipt:
+        return self.client.transact(self.datanets.functions.reject(contribution_id, reason))
+
+    def withdraw_contribution(self, contribution_id: int) -> TxReceipt:
+        return self.client.transact(self.datanets.functions.withdraw(contribution_id))
+
+    def datanet(self, datanet_id: int) -> Datanet:
+        raw = _as_dict(self.client.call(self.datanets.functions.getDatanet(datanet_id)))
+        return Datanet(id=datanet_id, **raw)
+
+    def datanet_count(self) -> int:
+        return int(self.client.call(self.datanets.functions.datanetCount()))
+
+    def contribution(self, contribution_id: int) -> Contribution:
+        raw = _as_dict(self.client.call(self.datanets.functions.getContribution(contribution_id)))
+        return Contribution(id=contribution_id, **raw)
+
+    def contribution_count(self) -> int:
+        return int(self.client.call(self.datanets.functions.contributionCount()))
+
+    def is_curator(self, datanet_id: int, account: str) -> bool:
+        fn = self.datanets.functions.isCurator(datanet_id, Web3.to_checksum_address(account))
+        return bool(self.client.call(fn))
+
+    # ------------------------------------------------------------- node staking
+
+    def stake(self, amount: int, permit: Permit | None = None) -> TxReceipt:
+        fns = self.staking.functions
+        fn = fns.stakeWithPermit(amount, permit.deadline, permit.v, permit.r, permit.s) if permit else fns.stake(amount)
+        return self.client.transact(fn)
+
+    def request_unbond(self, amount: int) -> TxReceipt:
+        return self.client.transact(self.staking.functions.requestUnbond(amount))
+
+    def withdraw_stake(self) -> TxReceipt:
+        return self.client.transact(self.staking.functions.withdraw())
+
+    def node_stake(self, node: str | None = None) -> NodeStake:
+        who = Web3.to_checksum_address(node) if node else self.address
+        return NodeStake(**_as_dict(self.client.call(self.staking.functions.stakeOf(who))))
+
+    def min_node_stake(self) -> int:
+        return int(self.client.call(self.staking.functions.minStake()))
+
+    # ------------------------------------------------------------ jobs & models
+
+    def post_job(self, params: JobParams, permit: Permit | None = None) -> int:
+        fns = self.models.functions
+        fn = (
+            fns.postJobWithPermit(_args(params), permit.deadline, permit.v, permit.r, permit.s)
+            if permit
+            else fns.postJob(_args(params))
+        )
+        receipt = self.client.transact(fn)
+        return int(self._event_arg(receipt, self.models, "JobPosted", "jobId"))
+
+    def claim_job(self, job_id: int) -> TxReceipt:
+        return self.client.transact(self.models.functions.claimJob(job_id))
+
+    def cancel_job(self, job_id: int) -> TxReceipt:
+        return self.client.transact(self.models.functions.cancelJob(job_id))
+
+    def expire_job(self, job_id: int) -> TxReceipt:
+        return self.client.transact(self.models.functions.expireJob(job_id))
+
+    def submit_result(self, job_id: int, result: ResultParams) -> int:
+        receipt = self.client.transact(self.models.functions.submitResult(job_id, _args(result)))
+        return int(self._event_arg(receipt, self.models, "ModelRegistered", "modelId"))
+
+    def job(self, job_id: int) -> Job:
+        return Job(id=job_id, **_as_dict(self.client.call(self.models.functions.getJob(job_id))))
+
+    def job_count(self) -> int:
+        return int(self.client.call(self.models.functions.jobCount()))
+
+    def model(self, model_id: int) -> Model:
+        return Model(id=model_id, **_as_dict(self.client.call(self.models.functions.getModel(model_id))))
+
+    def model_count(self) -> int:
+        return int(self.client.call(self.models.functions.modelCount()))
+
+    def models_by_datanet(self, datanet_id: int, offset: int = 0, limit: int = 100) -> list[int]:
+        return list(self.client.call(self.models.functions.modelsByDatanet(datanet_id, offset, limit)))
+
+    def models_by_base_model(self, base_hash: bytes, offset: int = 0, limit: int = 100) -> list[int]:
+        return list(self.client.call(self.models.functions.modelsByBaseModel(base_hash, offset, limit)))
+
+    def models_by_node(self, node: str, offset: int = 0, limit: int = 100) -> list[int]:
+        fn = self.models.functions.modelsByNode(Web3.to_checksum_address(node), offset, limit)
+        return list(self.client.call(fn))
+
+    def lineage(self, model_id: int) -> list[int]:
+        return list(self.client.call(self.models.functions.lineage(model_id)))
+
+    # ----------------------------------------------------------------- rewards
+
+    def claim_reward(self, job_id: int, index: int, account: str, amount: int, proof: list[bytes]) -> TxReceipt:
+        fn = self.rewards.functions.claim(job_id, index, Web3.to_checksum_address(account), amount, proof)
+        return self.client.transact(fn)
+
+    def sweep(self, job_id: int) -> TxReceipt:
+        return self.client.transact(self.rewards.functions.sweep(job_id))
+
+    def is_claimed(self, job_id: int, index: int) -> bool:
+        return bool(self.client.call(self.rewards.functions.isClaimed(job_id, index)))
+
+    def reward_round(self, job_id: int) -> Round:
+        return Round(**_as_dict(self.client.call(self.rewards.functions.getRound(job_id))))

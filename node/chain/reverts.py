@@ -1,0 +1,83 @@
+"""Turns revert data into `ContractRevertError`s named after the Solidity custom error.
+
+Selectors are collected from every contract ABI (our errors and OpenZeppelin's), so a revert
+raised deep in a library call still decodes. Hints say how a user fixes the common ones.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from eth_abi import decode
+from eth_utils import keccak
+
+from node.chain.artifacts import all_abis
+from node.errors import ContractRevertError
+
+HINTS: dict[str, str] = {
+    "DatanetStakeTooLow": "Stake at least the Datanet's minStake (see `datanet datanet show`).",
+    "DatanetNotCurator": "Only the Datanet's curators can decide; ask its owner to add you.",
+    "DatanetDuplicateContent": "This exact content is already in the Datanet; nothing to do.",
+    "DatanetInvalidSignature": "The EIP-712 signature does not match the contributor, data, "
+    "nonce or deadline; sign again with the current nonce.",
+    "DatanetSignatureExpired": "The signature's deadline passed; sign again.",
+    "DatanetStillLocked": "The stake is locked until the given time; try again after it.",
+    "ModelRegistryNodeNotStaked": "Stake at least NodeStaking.minStake first (`datanet stake`).",
+    "ModelRegistryDatanetNotTrainable": "The Datanet is restricted; ask its owner to allow you.",
+    "ERC20InsufficientBalance": "The account does not hold enough OPEN.",
+    "ERC20InsufficientAllowance": "Approve the contract first, or use the permit variant.",
+    "RewardInvalidProof": "The proof does not match the job's reward root; fetch the "
+    "attribution tree again and use the leaf exactly as published.",
+    "RewardAlreadyClaimed": "This reward was already paid out.",
+    "AccessControlUnauthorizedAccount": "The sender lacks the role for this call.",
+}
+
+PANICS = {
+    0x01: "assert failed",
+    0x11: "arithmetic overflow or underflow",
+    0x12: "division by zero",
+    0x32: "array index out of bounds",
+}
+
+
+@cache
+def _selectors() -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for abi in all_abis():
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = [_canonical_type(i) for i in item["inputs"]]
+            sig = f"{item['name']}({','.join(types)})"
+            names = [i["name"] or f"arg{k}" for k, i in enumerate(item["inputs"])]
+            table[keccak(text=sig)[:4]] = (item["name"], types, names)
+    return table
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    t: str = param["type"]
+    if t.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in param["components"])
+        return f"({inner}){t[5:]}"
+    return t
+
+
+def decode_revert(data: str | bytes | None, tx_hash: str | None = None) -> ContractRevertError:
+    """Decodes revert `data` (hex or bytes) into a `ContractRevertError`."""
+    raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data
+    if not raw:
+        return ContractRevertError("Reverted", {}, "The call reverted without a reason.", tx_hash)
+    selector, body = raw[:4], raw[4:]
+    if selector == keccak(text="Error(string)")[:4]:
+        (msg,) = decode(["string"], body)
+        return ContractRevertError("Error", {"message": msg}, "", tx_hash)
+    if selector == keccak(text="Panic(uint256)")[:4]:
+        (code,) = decode(["uint256"], body)
+        return ContractRevertError("Panic", {"code": hex(code)}, PANICS.get(code, ""), tx_hash)
+    known = _selectors().get(selector)
+    if known is None:
+        return ContractRevertError("UnknownError", {"data": raw}, "Not one of our contracts' errors.", tx_hash)
+    name, types, names = known
+    values = decode(types, body)
+    return ContractRevertError(name, dict(zip(names, values, strict=True)), HINTS.get(name, ""), tx_hash)

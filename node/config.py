@@ -1,0 +1,64 @@
+"""Node settings: environment variables (``DATANET_*``), an optional TOML file, defaults.
+
+Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545, state under
+``.datanet/``), so the demo and the tests need no configuration at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Precedence: init args > env > TOML file > defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DATANET_", toml_file="datanet.toml", extra="ignore", validate_default=True
+    )
+
+    network: str = Field("localhost", description="Name of the deployment file in deployments_dir.")
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of the EVM chain.")
+    data_dir: Path = Field(Path(".datanet"), description="Where the node keeps its state.")
+    deployments_dir: Path = Field(Path("deployments"), description="Where deploy writes addresses.")
+    artifacts_dir: Path = Field(
+        REPO_ROOT / "artifacts", description="Hardhat artifacts (npx hardhat compile writes them)."
+    )
+    keystore: Path | None = Field(None, description="Encrypted JSON keystore of the node's account.")
+    keystore_password: SecretStr | None = Field(None, description="Password of that keystore.")
+    private_key: SecretStr | None = Field(
+        None, description="Hex private key (prefer a keystore; never logged)."
+    )
+    confirmations: int = Field(2, ge=0, description="Blocks an event must be buried under.")
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between watcher polls.")
+    rpc_timeout: float = Field(10.0, gt=0, description="Seconds before one RPC call times out.")
+    rpc_retries: int = Field(5, ge=0, description="Retries (with backoff) of a failing RPC call.")
+    gas_multiplier: float = Field(1.2, ge=1.0, description="Safety margin on estimated gas.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def state_db(self) -> Path:
+        """SQLite file holding watcher checkpoints and (later) job states."""
+        return self.data_dir / "state.sqlite"
+
+    def deployment_file(self, network: str | None = None) -> Path:
+        return self.deployments_dir / f"{network or self.network}.json"

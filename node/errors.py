@@ -1,0 +1,68 @@
+"""One exception tree for the whole node.
+
+Every error says what was wrong, the offending value, and how to fix it. Subclasses also
+inherit the matching builtin (as web3.py does), so callers can catch either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NodeError(Exception):
+    """Base of every error the node raises on purpose."""
+
+
+class ConfigError(NodeError, ValueError):
+    """A setting is missing or invalid."""
+
+
+class KeystoreError(NodeError, ValueError):
+    """A key could not be loaded or stored (wrong password, missing file, bad format)."""
+
+
+class ChainError(NodeError):
+    """Anything that went wrong talking to the chain."""
+
+
+class RpcUnavailableError(ChainError, ConnectionError):
+    """The JSON-RPC endpoint did not answer after retries."""
+
+
+class DeploymentError(ChainError, LookupError):
+    """No (or a mismatching) deployment file for the network."""
+
+
+class ArtifactError(ChainError, FileNotFoundError):
+    """Compiled contract artifacts are missing or unreadable."""
+
+
+class TransactionError(ChainError):
+    """A transaction could not be sent or was mined but failed without a decodable reason."""
+
+
+class ContractRevertError(ChainError):
+    """A call or transaction reverted with a custom error of our contracts (or a string/panic).
+
+    `name` is the Solidity error name (e.g. ``DatanetStakeTooLow``), `args` its decoded
+    arguments by parameter name. Match on `name`; the message adds a hint on how to fix it.
+    """
+
+    def __init__(self, name: str, args: dict[str, Any], hint: str = "", tx_hash: str | None = None):
+        self.name = name
+        self.args_by_name = args
+        self.hint = hint
+        self.tx_hash = tx_hash
+        rendered = ", ".join(f"{k}={_fmt(v)}" for k, v in args.items())
+        msg = f"contract reverted: {name}({rendered})"
+        if tx_hash:
+            msg += f" in tx {tx_hash}"
+        if hint:
+            msg += f". {hint}"
+        super().__init__(msg)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bytes):
+        return "0x" + v.hex()
+    return str(v)
