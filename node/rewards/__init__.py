@@ -1,0 +1,1 @@
+"""Reward trees (OpenZeppelin StandardMerkleTree compatible), proofs and claims."""

@@ -1,0 +1,89 @@
+"""Shared fixtures: one real anvil dev chain per test session, the protocol deployed once, and
+every test isolated by an EVM snapshot taken before it and reverted after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from node.chain.accounts import dev_account
+from node.chain.client import ChainClient
+from node.chain.deploy import OPEN, DeployConfig, deploy
+from node.chain.devchain import DevChain, DevChainConfig
+from node.chain.models import Deployment
+from node.chain.protocol import Protocol
+
+# Dev-account indices by role (accounts of anvil's public dev mnemonic).
+DEPLOYER, CURATOR, NODE, POSTER, RELAYER = 0, 1, 2, 3, 4
+CONTRIBUTORS = (5, 6, 7, 8)
+OUTSIDER = 9
+FUNDED = 1_000_000 * OPEN
+
+
+@pytest.fixture(scope="session")
+def devchain() -> Iterator[DevChain]:
+    with DevChain(DevChainConfig(port=0, accounts=20)) as chain:
+        yield chain
+
+
+@pytest.fixture(scope="session")
+def deployment(devchain: DevChain) -> Deployment:
+    """Deploys once and gives every role account OPEN to work with."""
+    admin = ChainClient(devchain.rpc_url, dev_account(DEPLOYER))
+    dep = deploy(admin, "test", DeployConfig())
+    proto = Protocol(admin, dep)
+    for i in (CURATOR, NODE, POSTER, RELAYER, *CONTRIBUTORS):
+        proto.transfer(dev_account(i).address, FUNDED)
+    return dep
+
+
+@dataclass
+class World:
+    """The deployed protocol seen from each role, with fresh clients (fresh nonce counters)."""
+
+    rpc_url: str
+    deployment: Deployment
+    admin: Protocol
+    curator: Protocol
+    node: Protocol
+    poster: Protocol
+    relayer: Protocol
+    contributors: list[Protocol]
+    outsider: Protocol
+
+    def as_(self, account: LocalAccount) -> Protocol:
+        return self.admin.as_account(account)
+
+    def rpc(self, method: str, *params: object) -> object:
+        return self.admin.client.w3.provider.make_request(method, list(params))["result"]  # type: ignore[arg-type]
+
+    def now(self) -> int:
+        return int(self.admin.client.w3.eth.get_block("latest")["timestamp"])
+
+    def advance(self, seconds: int) -> None:
+        """Moves chain time forward and mines a block."""
+        self.rpc("evm_increaseTime", seconds)
+        self.rpc("evm_mine")
+
+
+@pytest.fixture
+def world(devchain: DevChain, deployment: Deployment) -> Iterator[World]:
+    admin = Protocol(ChainClient(devchain.rpc_url, dev_account(DEPLOYER)), deployment)
+    snapshot = admin.client.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    try:
+        yield World(
+            rpc_url=devchain.rpc_url,
+            deployment=deployment,
+            admin=admin,
+            curator=admin.as_account(dev_account(CURATOR)),
+            node=admin.as_account(dev_account(NODE)),
+            poster=admin.as_account(dev_account(POSTER)),
+            relayer=admin.as_account(dev_account(RELAYER)),
+            contributors=[admin.as_account(dev_account(i)) for i in CONTRIBUTORS],
+            outsider=admin.as_account(dev_account(OUTSIDER)),
+        )
+    finally:
+        admin.client.w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
