@@ -62,3 +62,35 @@ def save_keystore(account: LocalAccount, path: Path, password: str) -> Path:
         json.dump(encrypted, f)
     os.replace(tmp, path)
     return path
+
+
+def resolve_account(
+    keystore: Path | None,
+    password: str | None,
+    private_key: str | None,
+    chain_id: int,
+    prompt: bool = True,
+) -> tuple[LocalAccount, str]:
+    """The account to sign with, and where it came from (for a log line without secrets).
+
+    Order: an encrypted keystore (password from the setting/env, else a prompt), then a private
+    key from the environment, then, on the dev chain only, dev account 0.
+    """
+    from node.chain.devchain import DEV_CHAIN_ID
+
+    if keystore is not None:
+        if password is None and prompt:
+            import getpass
+
+            password = getpass.getpass(f"Password for {keystore}: ")
+        if password is None:
+            raise KeystoreError(f"No password for keystore {keystore}; set DATANET_KEYSTORE_PASSWORD.")
+        return load_keystore(keystore, password), f"keystore {keystore}"
+    if private_key:
+        return from_private_key(private_key), "DATANET_PRIVATE_KEY"
+    if chain_id == DEV_CHAIN_ID:
+        return dev_account(0), "dev account 0 (public dev mnemonic: dev chains only)"
+    raise KeystoreError(
+        f"No signing key configured for chain id {chain_id}. Set DATANET_KEYSTORE (an encrypted "
+        "JSON keystore) and DATANET_KEYSTORE_PASSWORD, or DATANET_PRIVATE_KEY."
+    )

@@ -59,6 +59,7 @@ class ChainClient:
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
         self._nonce: int | None = None
         self._lock = threading.Lock()
+        self.last_receipt: TxReceipt | None = None  # the latest successful tx, for reporting
 
     @classmethod
     def from_settings(cls, settings: Settings, account: LocalAccount | None = None) -> ChainClient:
@@ -198,6 +199,7 @@ class ChainClient:
             ) from e
         if receipt["status"] != 1:
             raise self._explain_failure(tx, receipt, what)
+        self.last_receipt = receipt
         return receipt
 
     def _take_nonce(self) -> int:

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Annotated
 
 from eth_typing import ChecksumAddress
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, field_validator
+
+
+def _from_hex(v: object) -> object:
+    if isinstance(v, str):
+        return bytes.fromhex(v.removeprefix("0x"))
+    return v
+
+
+HexBytes = Annotated[
+    bytes,
+    BeforeValidator(_from_hex),
+    PlainSerializer(lambda b: "0x" + b.hex(), return_type=str, when_used="json"),
+]
+"""Bytes that read and write as 0x-hex in JSON (hashes, roots, signatures)."""
 
 
 class ContributionStatus(IntEnum):
@@ -67,7 +82,7 @@ class Datanet(BaseModel):
 class ContributionInput(BaseModel):
     datanetId: int
     cid: str = Field(min_length=1)
-    contentHash: bytes = Field(description="sha256 of the uploaded bytes (32 bytes).")
+    contentHash: HexBytes = Field(description="sha256 of the uploaded bytes (32 bytes).")
     byteSize: int = Field(ge=0)
     recordCount: int = Field(ge=1)
     stake: int = Field(ge=1)
@@ -85,8 +100,8 @@ class Permit(BaseModel):
 
     deadline: int = 0
     v: int = 0
-    r: bytes = b"\0" * 32
-    s: bytes = b"\0" * 32
+    r: HexBytes = b"\0" * 32
+    s: HexBytes = b"\0" * 32
 
 
 class Contribution(BaseModel):
@@ -98,17 +113,17 @@ class Contribution(BaseModel):
     recordCount: int
     submittedAt: int
     decidedAt: int
-    contentHash: bytes
+    contentHash: HexBytes
     stake: int
     cid: str
 
 
 class JobParams(BaseModel):
     baseModel: str = Field(min_length=1)
-    baseModelHash: bytes
+    baseModelHash: HexBytes
     datanetIds: list[int] = Field(min_length=1, max_length=16)
     configCID: str = Field(min_length=1)
-    configHash: bytes
+    configHash: HexBytes
     method: Method = Method.QLORA
     pool: int = Field(ge=1)
     deadline: int
@@ -133,8 +148,8 @@ class Job(BaseModel):
     postedAt: int
     node: ChecksumAddress
     claimedAt: int
-    baseModelHash: bytes
-    configHash: bytes
+    baseModelHash: HexBytes
+    configHash: HexBytes
     pool: int
     parentModelId: int
     modelId: int
@@ -145,10 +160,10 @@ class Job(BaseModel):
 
 class ResultParams(BaseModel):
     adapterCID: str = Field(min_length=1)
-    adapterHash: bytes
+    adapterHash: HexBytes
     metricsCID: str = ""
-    dataRoot: bytes
-    attributionRoot: bytes
+    dataRoot: HexBytes
+    attributionRoot: HexBytes
     attributionCID: str = ""
 
 
@@ -159,11 +174,11 @@ class Model(BaseModel):
     node: ChecksumAddress
     method: Method
     registeredAt: int
-    baseModelHash: bytes
-    adapterHash: bytes
-    dataRoot: bytes
-    attributionRoot: bytes
-    configHash: bytes
+    baseModelHash: HexBytes
+    adapterHash: HexBytes
+    dataRoot: HexBytes
+    attributionRoot: HexBytes
+    configHash: HexBytes
     baseModel: str
     adapterCID: str
     metricsCID: str
@@ -180,7 +195,7 @@ class NodeStake(BaseModel):
 
 
 class Round(BaseModel):
-    root: bytes
+    root: HexBytes
     total: int
     claimed: int
     claimDeadline: int

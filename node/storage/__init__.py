@@ -1,0 +1,1 @@
+"""Content addressing and content stores (IPFS-compatible)."""

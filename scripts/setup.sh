@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything into the repo: npm packages (Hardhat, solc wasm, OpenZeppelin, anvil),
+# the compiled contracts, and a Python virtual environment at .venv with the `datanet` command.
+# Idempotent: a second run reuses what is there. Usage: bash scripts/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+if [[ ! -x node_modules/.bin/hardhat || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "==> npm ci (Hardhat 2, solc wasm, OpenZeppelin, anvil)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "==> compiling contracts (offline, wasm solc)"
+node_modules/.bin/hardhat compile --quiet
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "==> creating .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first, pinned: 2.13.0 is the CPU build on disk here; any other spec pulls GBs of CUDA.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "==> installing torch==2.13.0 (CPU)"
+  .venv/bin/python -m pip install --quiet torch==2.13.0
+fi
+echo "==> installing datanet-node${extras}"
+.venv/bin/python -m pip install --quiet -e ".${extras}"

@@ -1,0 +1,73 @@
+"""The `datanet` command end to end: the demo on a fresh dev chain, `--keep`, read views,
+and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.chain.deploy import OPEN
+from node.cli import app
+
+runner = CliRunner()
+
+
+def _json(args: list[str]) -> dict:  # type: ignore[type-arg]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo leaves the promised on-chain state, and the read views show it."""
+    monkeypatch.chdir(tmp_path)
+    summary = _json(["demo", "--json", "--keep", "--port", "0"])
+    try:
+        assert summary["chain_kept"] and summary["chain_pid"]
+        statuses = [c["status"] for c in summary["contributions"]]
+        assert statuses == ["approved", "approved", "rejected"]
+        assert [c["relayed"] for c in summary["contributions"]] == [False, False, True]
+        assert summary["treasury_slashed"] == "10.00 OPEN"  # 50% of a 20 OPEN stake
+        assert len({c["contributor"] for c in summary["contributions"]}) == 3
+        assert all(s["tx"] and s["tx"].startswith("0x") for s in summary["steps"])
+        assert (tmp_path / summary["deployment_file"]).exists()
+        for c in summary["contributions"]:  # the files on disk are what was registered
+            data = (tmp_path / c["file"]).read_bytes()
+            import hashlib
+
+            assert hashlib.sha256(data).hexdigest() == c["sha256"]
+
+        status = _json(["status", "--json"])
+        assert status["rpc_url"] == summary["rpc_url"]
+        assert (status["datanets"], status["contributions"], status["jobs"], status["models"]) == (1, 3, 1, 0)
+
+        job = _json(["job", "show", "1", "--json"])
+        assert job["status"] == 2  # CLAIMED
+        assert job["node"] == summary["node"]
+        assert int(job["pool"]) == 1_000 * OPEN
+
+        shown = _json(["datanet", "show", "1", "--json"])
+        assert shown["datanet"]["approvedCount"] == 2
+        assert [c["status"] for c in shown["contributions"]] == [2, 2, 3]
+    finally:
+        result = runner.invoke(app, ["chain", "down"], catch_exceptions=False)
+        assert "stopped the dev chain" in result.stdout
+    assert not (tmp_path / ".datanet" / "devchain.json").exists()
+
+
+def test_missing_deployment_is_a_clear_error(tmp_path: Path) -> None:
+    """Without a deployment file the command says what to do, exits 1, and shows no traceback."""
+    env = {**os.environ, "DATANET_RPC_RETRIES": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "node.cli", "--network", "nowhere", "status"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "No deployment file" in proc.stderr and "datanet deploy" in proc.stderr
+    assert "Traceback" not in proc.stderr
