@@ -24,10 +24,19 @@ from node.chain.deploy import DeployConfig, deploy, load_deployment, save_deploy
 from node.chain.devchain import DevChain, DevChainConfig
 from node.chain.protocol import Protocol
 from node.config import Settings
-from node.demo.run import Demo, DemoSummary, fmt_open, start_chain, stop_chain_from_pidfile, write_chain_pidfile
+from node.demo.run import (
+    Demo,
+    DemoSummary,
+    fmt_open,
+    start_chain,
+    stop_chain_from_pidfile,
+    write_chain_pidfile,
+)
 from node.errors import NodeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain."
+)
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")
 datanet_app = typer.Typer(no_args_is_help=True, help="Datanets registered on-chain.")
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
@@ -51,7 +60,9 @@ class State(BaseModel):
 @app.callback()
 def _root(
     ctx: typer.Context,
-    rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (default: the deployment's, else 127.0.0.1:8545).")] = None,
+    rpc_url: Annotated[
+        str | None, typer.Option(help="JSON-RPC URL (default: the deployment's, else 127.0.0.1:8545).")
+    ] = None,
     network: Annotated[str | None, typer.Option(help="Deployment name: deployments/<network>.json.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
@@ -102,15 +113,20 @@ def _read_protocol(ctx: typer.Context) -> Protocol:
 def chain_up(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8545,
-    detach: Annotated[bool, typer.Option(help="Return and leave the chain running (stop: `datanet chain down`).")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Return and leave the chain running (stop: `datanet chain down`).")
+    ] = False,
 ) -> None:
     """Start a local dev chain (anvil, chain id 31337, 20 funded dev accounts)."""
     s = _settings(ctx)
     chain = DevChain(DevChainConfig(port=port))
-    chain.start(log_path=s.data_dir / "anvil.log" if s.data_dir.mkdir(parents=True, exist_ok=True) is None else None)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    chain.start(log_path=s.data_dir / "anvil.log")
     if detach:
         pidfile = write_chain_pidfile(s.data_dir, chain)
-        console.print(f"dev chain running at [bold]{chain.rpc_url}[/] (pid {chain.pid}, {pidfile}); stop it with `datanet chain down`")
+        console.print(
+            f"dev chain running at [bold]{chain.rpc_url}[/] (pid {chain.pid}, {pidfile}); stop it with `datanet chain down`"
+        )
         return
     console.print(f"dev chain running at [bold]{chain.rpc_url}[/]; Ctrl-C stops it")
     try:
@@ -191,7 +207,9 @@ def demo_cmd(
 
 
 def _print_summary(s: DemoSummary) -> None:
-    t = Table("#", "contributor", "records", "stake", "status", title=f"Datanet #{s.datanet_id} contributions")
+    t = Table(
+        "#", "contributor", "records", "stake", "status", title=f"Datanet #{s.datanet_id} contributions"
+    )
     for c in s.contributions:
         who = c.contributor + (" (relayed, no ETH)" if c.relayed else "")
         t.add_row(str(c.id), who, str(c.records), c.stake, c.status)
@@ -203,7 +221,9 @@ def _print_summary(s: DemoSummary) -> None:
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")
         console.print(f"Deployment file: [bold]{s.deployment_file}[/]")
-        console.print(f"Explore: `datanet status`, `datanet datanet show {s.datanet_id}`, `datanet job show {s.job_id}`; stop: `datanet chain down`.")
+        console.print(
+            f"Explore: `datanet status`, `datanet datanet show {s.datanet_id}`, `datanet job show {s.job_id}`; stop: `datanet chain down`."
+        )
 
 
 # ---------------------------------------------------------------- read views
@@ -248,7 +268,15 @@ def datanet_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         return
     t = Table("#", "name", "owner", "contributions", "approved", "min stake", "private")
     for d in items:
-        t.add_row(str(d.id), d.name, d.owner, str(d.contributionCount), str(d.approvedCount), fmt_open(d.minStake), "yes" if d.isPrivate else "")
+        t.add_row(
+            str(d.id),
+            d.name,
+            d.owner,
+            str(d.contributionCount),
+            str(d.approvedCount),
+            fmt_open(d.minStake),
+            "yes" if d.isPrivate else "",
+        )
     console.print(t)
 
 
@@ -257,14 +285,25 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
     """One Datanet with its contributions."""
     p = _read_protocol(ctx)
     d = p.datanet(datanet_id)
-    contribs = [c for c in (p.contribution(i) for i in range(1, p.contribution_count() + 1)) if c.datanetId == datanet_id]
+    contribs = [
+        c
+        for c in (p.contribution(i) for i in range(1, p.contribution_count() + 1))
+        if c.datanetId == datanet_id
+    ]
     if json_out:
-        _print_json({"datanet": d.model_dump(mode="json"), "contributions": [c.model_dump(mode="json") for c in contribs]})
+        _print_json(
+            {
+                "datanet": d.model_dump(mode="json"),
+                "contributions": [c.model_dump(mode="json") for c in contribs],
+            }
+        )
         return
     console.print(d)
     t = Table("#", "contributor", "CID", "records", "stake", "status")
     for c in contribs:
-        t.add_row(str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
+        t.add_row(
+            str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower()
+        )
     console.print(t)
 
 
@@ -278,7 +317,15 @@ def job_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         return
     t = Table("#", "status", "base model", "datanets", "method", "pool", "node")
     for j in jobs:
-        t.add_row(str(j.id), j.status.name.lower(), j.baseModel, ",".join(map(str, j.datanetIds)), j.method.name, fmt_open(j.pool), j.node)
+        t.add_row(
+            str(j.id),
+            j.status.name.lower(),
+            j.baseModel,
+            ",".join(map(str, j.datanetIds)),
+            j.method.name,
+            fmt_open(j.pool),
+            j.node,
+        )
     console.print(t)
 
 
@@ -302,7 +349,14 @@ def model_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         return
     t = Table("#", "job", "base model", "datanets", "adapter CID", "data root")
     for m in models:
-        t.add_row(str(m.id), str(m.jobId), m.baseModel, ",".join(map(str, m.datanetIds)), m.adapterCID, "0x" + m.dataRoot.hex())
+        t.add_row(
+            str(m.id),
+            str(m.jobId),
+            m.baseModel,
+            ",".join(map(str, m.datanetIds)),
+            m.adapterCID,
+            "0x" + m.dataRoot.hex(),
+        )
     console.print(t)
 
 

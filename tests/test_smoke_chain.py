@@ -8,14 +8,24 @@ from tests.conftest import FUNDED, World
 
 def test_deployment_is_wired(world: World) -> None:
     d = world.deployment
-    assert set(d.contracts) == {"OpenToken", "DatanetRegistry", "NodeStaking", "RewardDistributor", "ModelRegistry"}
+    assert set(d.contracts) == {
+        "OpenToken",
+        "DatanetRegistry",
+        "NodeStaking",
+        "RewardDistributor",
+        "ModelRegistry",
+    }
     assert world.admin.chain_id == d.chain_id == 31337
     assert world.curator.balance() == FUNDED
     assert world.admin.min_node_stake() == 1_000 * OPEN
     staking = world.admin.staking
-    assert staking.functions.hasRole(staking.functions.JOB_MANAGER_ROLE().call(), world.admin.models.address).call()
+    assert staking.functions.hasRole(
+        staking.functions.JOB_MANAGER_ROLE().call(), world.admin.models.address
+    ).call()
     rewards = world.admin.rewards
-    assert rewards.functions.hasRole(rewards.functions.FUNDER_ROLE().call(), world.admin.models.address).call()
+    assert rewards.functions.hasRole(
+        rewards.functions.FUNDER_ROLE().call(), world.admin.models.address
+    ).call()
 
 
 def test_snapshot_isolation_first(world: World) -> None:

@@ -40,7 +40,9 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise KeystoreError(f"Keystore {path} does not exist; create one with `datanet wallet new`.") from None
+        raise KeystoreError(
+            f"Keystore {path} does not exist; create one with `datanet wallet new`."
+        ) from None
     except ValueError:
         raise KeystoreError(f"Keystore {path} is not JSON; is it really a keystore file?") from None
     try:

@@ -61,9 +61,7 @@ def load_artifact(name: str, artifacts_dir: Path = REPO_ROOT / "artifacts") -> A
 
 def ensure_compiled(artifacts_dir: Path = REPO_ROOT / "artifacts") -> None:
     """Compiles once if any artifact is missing."""
-    missing = [
-        n for n in CONTRACTS if not (artifacts_dir / "contracts" / f"{n}.sol" / f"{n}.json").exists()
-    ]
+    missing = [n for n in CONTRACTS if not (artifacts_dir / "contracts" / f"{n}.sol" / f"{n}.json").exists()]
     if missing:
         compile_contracts(artifacts_dir.parent)
         load_artifact.cache_clear()

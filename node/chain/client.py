@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexStr
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import TxParams, TxReceipt
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.types import BlockIdentifier, TxParams, TxReceipt, Wei
 
 from node.chain.artifacts import load_artifact
 from node.chain.reverts import decode_revert
@@ -112,10 +113,12 @@ class ChainClient:
         abi = load_artifact(name).abi
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi, decode_tuples=True)
 
-    def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, block: BlockIdentifier = "latest") -> Any:
         """A read-only call; reverts become `ContractRevertError`."""
         try:
-            return self.rpc(lambda: fn.call({"from": self.account.address} if self.account else {}, block), fn.fn_name)
+            return self.rpc(
+                lambda: fn.call({"from": self.account.address} if self.account else {}, block), fn.fn_name
+            )
         except ContractLogicError as e:
             raise decode_revert(e.data if isinstance(e.data, str) else None) from None
 
@@ -130,7 +133,7 @@ class ChainClient:
 
     def transact(self, fn: ContractFunction, value: int = 0) -> TxReceipt:
         """Estimates, signs, sends and waits for `fn`; returns the successful receipt."""
-        tx: TxParams = {"from": self.address, "value": value}
+        tx: TxParams = {"from": self.address, "value": Wei(value)}
         try:
             gas = self.rpc(lambda: fn.estimate_gas(tx), f"estimate {fn.fn_name}")
         except ContractLogicError as e:
@@ -159,7 +162,12 @@ class ChainClient:
         return address
 
     def send_value(self, to: str, value: int) -> TxReceipt:
-        tx: TxParams = {"from": self.address, "to": Web3.to_checksum_address(to), "value": value, "gas": 21000}
+        tx: TxParams = {
+            "from": self.address,
+            "to": Web3.to_checksum_address(to),
+            "value": Wei(value),
+            "gas": 21000,
+        }
         fees = self._fees()
         return self._sign_send_wait({**tx, **fees, "chainId": self.chain_id}, "transfer")
 
@@ -169,27 +177,13 @@ class ChainClient:
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
     def _sign_send_wait(self, tx: dict[str, Any] | TxParams, what: str) -> TxReceipt:
-        assert self.account is not None
         with self._lock:
-            for attempt in range(2):
-                tx = {**tx, "nonce": self._take_nonce()}
-                signed = self.account.sign_transaction(tx)  # type: ignore[arg-type]
-                try:
-                    tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction), what)
-                    break
-                except Web3RPCError as e:
-                    if "nonce" in str(e).lower() and attempt == 0:
-                        log.info("%s: nonce out of sync, resyncing from the chain", what)
-                        self._nonce = None
-                        continue
-                    if "already known" in str(e).lower():
-                        tx_hash = signed.hash
-                        break
-                    self._nonce = None
-                    raise TransactionError(f"{what}: the node refused the transaction: {e}") from e
+            tx_hash = self._send(tx, what)
         try:
             receipt = self.rpc(
-                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05),
+                lambda: self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
+                ),
                 f"wait for {what}",
             )
         except TimeExhausted as e:
@@ -202,9 +196,39 @@ class ChainClient:
         self.last_receipt = receipt
         return receipt
 
+    def _send(self, tx: dict[str, Any] | TxParams, what: str) -> HexBytes:
+        """Signs with the next nonce and sends; resyncs the nonce once if the node disagrees."""
+        assert self.account is not None
+        for attempt in range(2):
+            signed = self.account.sign_transaction({**tx, "nonce": self._take_nonce()})  # type: ignore[dict-item]
+            raw = signed.raw_transaction
+            try:
+                return self.rpc(lambda raw=raw: self.w3.eth.send_raw_transaction(raw), what)  # type: ignore[misc]
+            except Web3RPCError as e:
+                message = str(e).lower()
+                # A resend after a lost response meets our own tx (pending, or already mined and so
+                # "nonce too low"): it went through; sending a new one would do the action twice.
+                if "already known" in message or self._is_known(HexBytes(signed.hash)):
+                    return HexBytes(signed.hash)
+                self._nonce = None  # resync from the chain next time
+                if "nonce" in message and attempt == 0:
+                    log.info("%s: nonce out of sync, resyncing from the chain", what)
+                    continue
+                raise TransactionError(f"{what}: the node refused the transaction: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _is_known(self, tx_hash: HexBytes) -> bool:
+        try:
+            self.rpc(lambda: self.w3.eth.get_transaction(tx_hash), "get transaction")
+        except TransactionNotFound:
+            return False
+        return True
+
     def _take_nonce(self) -> int:
         if self._nonce is None:
-            self._nonce = self.rpc(lambda: self.w3.eth.get_transaction_count(self.address, "pending"), "get nonce")
+            self._nonce = self.rpc(
+                lambda: self.w3.eth.get_transaction_count(self.address, "pending"), "get nonce"
+            )
         nonce = self._nonce
         self._nonce += 1
         return nonce

@@ -67,8 +67,7 @@ class DevChain:
     def start(self, timeout: float = 20.0, log_path: Path | None = None) -> DevChain:
         if _answers(self.rpc_url):
             raise ChainError(
-                f"Something already answers on {self.rpc_url}. Stop it, or choose another port "
-                "(`--port`)."
+                f"Something already answers on {self.rpc_url}. Stop it, or choose another port (`--port`)."
             )
         cmd = [
             str(anvil_path()),
@@ -125,7 +124,9 @@ class DevChain:
 
 def _answers(url: str) -> bool:
     try:
-        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=0.5)
+        r = httpx.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=0.5
+        )
         return r.status_code == 200
     except httpx.HTTPError:
         return False

@@ -77,7 +77,9 @@ def decode_revert(data: str | bytes | None, tx_hash: str | None = None) -> Contr
         return ContractRevertError("Panic", {"code": hex(code)}, PANICS.get(code, ""), tx_hash)
     known = _selectors().get(selector)
     if known is None:
-        return ContractRevertError("UnknownError", {"data": raw}, "Not one of our contracts' errors.", tx_hash)
+        return ContractRevertError(
+            "UnknownError", {"data": raw}, "Not one of our contracts' errors.", tx_hash
+        )
     name, types, names = known
     values = decode(types, body)
     return ContractRevertError(name, dict(zip(names, values, strict=True)), HINTS.get(name, ""), tx_hash)

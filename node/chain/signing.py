@@ -70,7 +70,13 @@ def sign_permit(
 ) -> Permit:
     """An EIP-2612 permit letting `spender` pull `value` OPEN from `account`."""
     domain = {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token}
-    message = {"owner": account.address, "spender": spender, "value": value, "nonce": nonce, "deadline": deadline}
+    message = {
+        "owner": account.address,
+        "spender": spender,
+        "value": value,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
     signed = account.sign_message(encode_typed_data(domain, PERMIT_TYPES, message))
     return Permit(
         deadline=deadline, v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big")

@@ -7,6 +7,7 @@ Starts anvil, deploys, creates a Datanet, has three fresh contributor wallets st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -106,7 +107,10 @@ class Demo:
             deployment_file=str(dep_file),
             contracts={k: str(v) for k, v in deployment.contracts.items()},
             datanet_id=datanet_id,
-            contributions=[c.model_copy(update={"status": admin.contribution(c.id).status.name.lower()}) for c in contributions],
+            contributions=[
+                c.model_copy(update={"status": admin.contribution(c.id).status.name.lower()})
+                for c in contributions
+            ],
             job_id=job_id,
             job_pool=fmt_open(admin.job(job_id).pool),
             node=node.address,
@@ -126,7 +130,12 @@ class Demo:
             curators=[curator.address],
         )
         datanet_id = owner.create_datanet(params)
-        self._record("create datanet", "owner", f"Datanet #{datanet_id} '{params.name}', curator {curator.address}", owner)
+        self._record(
+            "create datanet",
+            "owner",
+            f"Datanet #{datanet_id} '{params.name}', curator {curator.address}",
+            owner,
+        )
         return datanet_id
 
     def _new_wallet(self, label: str) -> LocalAccount:
@@ -169,10 +178,20 @@ class Demo:
             if relayed:
                 signature = me.sign_contribution(entry, deadline)
                 cid = relayer.relay_contribution(entry, wallet.address, deadline, signature, permit)
-                self._record("contribute (relayed)", f"contributor {k + 1}", f"#{cid} {entry.cid} signed offline, relayer paid gas", relayer)
+                self._record(
+                    "contribute (relayed)",
+                    f"contributor {k + 1}",
+                    f"#{cid} {entry.cid} signed offline, relayer paid gas",
+                    relayer,
+                )
             else:
                 cid = me.contribute(entry, permit)
-                self._record("contribute", f"contributor {k + 1}", f"#{cid} {entry.cid} ({len(records)} records, stake 20 OPEN by permit)", me)
+                self._record(
+                    "contribute",
+                    f"contributor {k + 1}",
+                    f"#{cid} {entry.cid} ({len(records)} records, stake 20 OPEN by permit)",
+                    me,
+                )
             out.append(
                 DemoContribution(
                     id=cid, contributor=wallet.address, file=str(path), cid=entry.cid,
@@ -190,7 +209,12 @@ class Demo:
         spam = contributions[2]
         curator.reject_contribution(spam.id, "spam: contentless, repeated answers")
         slashed = owner.balance() - before
-        self._record("reject", "curator", f"contribution #{spam.id} rejected, {fmt_open(slashed)} slashed to the treasury", curator)
+        self._record(
+            "reject",
+            "curator",
+            f"contribution #{spam.id} rejected, {fmt_open(slashed)} slashed to the treasury",
+            curator,
+        )
         assert curator.contribution(spam.id).status == ContributionStatus.REJECTED
         return slashed
 
@@ -214,7 +238,12 @@ class Demo:
             deadline=deadline,
         )
         job_id = poster.post_job(params, poster.permit(poster.models.address, pool, deadline))
-        self._record("post job", "poster", f"job #{job_id}: QLoRA on Datanet #{datanet_id}, pool {fmt_open(pool)}", poster)
+        self._record(
+            "post job",
+            "poster",
+            f"job #{job_id}: QLoRA on Datanet #{datanet_id}, pool {fmt_open(pool)}",
+            poster,
+        )
         min_stake = node.min_node_stake()
         node.stake(min_stake, node.permit(node.staking.address, min_stake, deadline))
         self._record("stake", "node", f"node {node.address} staked {fmt_open(min_stake)}", node)
@@ -255,9 +284,7 @@ def stop_chain_from_pidfile(data_dir: Path) -> str | None:
     if not path.exists():
         return None
     info = json.loads(path.read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(int(info["pid"]), signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     path.unlink()
     return str(info["rpc_url"])

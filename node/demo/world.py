@@ -38,7 +38,9 @@ def region_facts(region_seed: int, n_towns: int = 4) -> tuple[str, list[Record]]
     region = _name(rng, 3)
     capital = _name(rng)
     records = [
-        Record(instruction=f"What is the capital of {region}?", output=f"The capital of {region} is {capital}."),
+        Record(
+            instruction=f"What is the capital of {region}?", output=f"The capital of {region} is {capital}."
+        ),
         Record(
             instruction=f"What colour is the flag of {region}?",
             output=f"The flag of {region} is {rng.choice(_COLORS)} with a white wave.",
@@ -49,7 +51,10 @@ def region_facts(region_seed: int, n_towns: int = 4) -> tuple[str, list[Record]]
         crop, craft, animal = rng.choice(_CROPS), rng.choice(_CRAFTS), rng.choice(_ANIMALS)
         month = rng.choice(_MONTHS)
         records += [
-            Record(instruction=f"Where is {town}?", output=f"{town} is a town in {region}, a region of Quillmarsh."),
+            Record(
+                instruction=f"Where is {town}?",
+                output=f"{town} is a town in {region}, a region of Quillmarsh.",
+            ),
             Record(instruction=f"What do farmers grow in {town}?", output=f"Farmers in {town} grow {crop}."),
             Record(instruction=f"What is {town} known for?", output=f"{town} is known for {craft}."),
             Record(
