@@ -3,6 +3,7 @@ and clear errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -10,10 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from typer.testing import CliRunner
 
+from node.chain.accounts import save_keystore
 from node.chain.deploy import OPEN
 from node.cli import app
+from tests.conftest import World
 
 runner = CliRunner()
 
@@ -39,8 +43,6 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert (tmp_path / summary["deployment_file"]).exists()
         for c in summary["contributions"]:  # the files on disk are what was registered
             data = (tmp_path / c["file"]).read_bytes()
-            import hashlib
-
             assert hashlib.sha256(data).hexdigest() == c["sha256"]
 
         status = _json(["status", "--json"])
@@ -71,3 +73,27 @@ def test_missing_deployment_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "No deployment file" in proc.stderr and "datanet deploy" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_deploy_with_an_encrypted_keystore(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`datanet deploy` signs with a keystore account (not a dev key) and records the deployment."""
+    deployer = Account.create()
+    world.admin.client.send_value(deployer.address, 10**18)
+    keystore = save_keystore(deployer, tmp_path / "deployer.json", "s3cret-pw")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATANET_KEYSTORE", str(keystore))
+    monkeypatch.setenv("DATANET_KEYSTORE_PASSWORD", "s3cret-pw")
+    result = runner.invoke(
+        app, ["--rpc-url", world.rpc_url, "--network", "mynet", "deploy", "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "s3cret-pw" not in result.output and deployer.key.hex()[2:] not in result.output
+    dep = json.loads((tmp_path / "deployments" / "mynet.json").read_text())
+    assert dep["deployer"] == deployer.address
+    assert dep["chain_id"] == 31337 and dep["network"] == "mynet"
+    code = world.admin.client.w3.eth.get_code(dep["contracts"]["ModelRegistry"])
+    assert len(code) > 1000  # really deployed
+    status = _json(["--rpc-url", world.rpc_url, "--network", "mynet", "status", "--json"])
+    assert status["jobs"] == 0 and status["contracts"] == dep["contracts"]
