@@ -1,0 +1,76 @@
+"""Shared pieces of the `datanet` sub-commands: console, settings, JSON output, protocol access."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel
+from rich.console import Console
+
+from node.chain.accounts import resolve_account
+from node.chain.client import ChainClient
+from node.chain.deploy import load_deployment
+from node.chain.protocol import Protocol
+from node.config import Settings
+
+# Wide enough for CIDs and tx hashes on one line when piped (rich defaults to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class State(BaseModel):
+    """What the root callback resolves once for every sub-command."""
+
+    settings: Settings
+
+
+def settings(ctx: typer.Context) -> Settings:
+    state: State = ctx.find_root().obj
+    return state.settings
+
+
+def print_json(data: Any) -> None:
+    """Writes `data` (pydantic models, lists of them, plain values) as JSON to stdout."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    elif isinstance(data, list):
+        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return "0x" + o.hex()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_protocol(ctx: typer.Context) -> Protocol:
+    """A read-only view of the deployed protocol (no signing key needed)."""
+    s = settings(ctx)
+    deployment = load_deployment(s.deployment_file())
+    rpc = s.rpc_url if "rpc_url" in s.model_fields_set else deployment.rpc_url
+    return Protocol(ChainClient(rpc, timeout=s.rpc_timeout, retries=s.rpc_retries), deployment)
+
+
+def signer(s: Settings, chain_id: int) -> tuple[LocalAccount, str]:
+    """The configured signing account (keystore, env key, or the dev account on a dev chain)."""
+    return resolve_account(
+        s.keystore,
+        s.keystore_password.get_secret_value() if s.keystore_password else None,
+        s.private_key.get_secret_value() if s.private_key else None,
+        chain_id,
+    )
+
+
+def write_protocol(ctx: typer.Context) -> Protocol:
+    """The deployed protocol bound to the configured signing account."""
+    reader = read_protocol(ctx)
+    account, source = signer(settings(ctx), reader.chain_id)
+    err_console.print(f"[dim]signing as {account.address} ({source})[/]")
+    return reader.as_account(account)

@@ -1,0 +1,156 @@
+"""Read-only views of the on-chain registries: status, Datanets, jobs, models."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from node.cli.common import JsonOpt, console, print_json, read_protocol
+from node.demo.run import fmt_open
+
+datanet_app = typer.Typer(no_args_is_help=True, help="Datanets registered on-chain.")
+job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
+model_app = typer.Typer(no_args_is_help=True, help="Models in the on-chain registry.")
+
+
+def status_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Chain, deployment and registry counts."""
+    p = read_protocol(ctx)
+    info = {
+        "rpc_url": p.client.rpc_url,
+        "chain_id": p.chain_id,
+        "block": p.client.block_number(),
+        "network": p.deployment.network,
+        "contracts": p.deployment.contracts,
+        "datanets": p.datanet_count(),
+        "contributions": p.contribution_count(),
+        "jobs": p.job_count(),
+        "models": p.model_count(),
+        "min_node_stake": p.min_node_stake(),
+    }
+    if json_out:
+        print_json(info)
+        return
+    t = Table("", "", title="Datanet Node status", show_header=False)
+    for k, v in info.items():
+        if k == "contracts":
+            for name, addr in v.items():  # type: ignore[attr-defined]
+                t.add_row(name, addr)
+        else:
+            t.add_row(k, fmt_open(v) if k == "min_node_stake" else str(v))  # type: ignore[arg-type]
+    console.print(t)
+
+
+@datanet_app.command("list")
+def datanet_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """All Datanets."""
+    p = read_protocol(ctx)
+    items = [p.datanet(i) for i in range(1, p.datanet_count() + 1)]
+    if json_out:
+        print_json(items)
+        return
+    t = Table("#", "name", "owner", "contributions", "approved", "min stake", "private")
+    for d in items:
+        t.add_row(
+            str(d.id),
+            d.name,
+            d.owner,
+            str(d.contributionCount),
+            str(d.approvedCount),
+            fmt_open(d.minStake),
+            "yes" if d.isPrivate else "",
+        )
+    console.print(t)
+
+
+@datanet_app.command("show")
+def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False) -> None:
+    """One Datanet with its contributions."""
+    p = read_protocol(ctx)
+    d = p.datanet(datanet_id)
+    contribs = [
+        c
+        for c in (p.contribution(i) for i in range(1, p.contribution_count() + 1))
+        if c.datanetId == datanet_id
+    ]
+    if json_out:
+        print_json(
+            {
+                "datanet": d.model_dump(mode="json"),
+                "contributions": [c.model_dump(mode="json") for c in contribs],
+            }
+        )
+        return
+    console.print(d)
+    t = Table("#", "contributor", "CID", "records", "stake", "status")
+    for c in contribs:
+        t.add_row(
+            str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower()
+        )
+    console.print(t)
+
+
+@job_app.command("list")
+def job_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """All jobs."""
+    p = read_protocol(ctx)
+    jobs = [p.job(i) for i in range(1, p.job_count() + 1)]
+    if json_out:
+        print_json(jobs)
+        return
+    t = Table("#", "status", "base model", "datanets", "method", "pool", "node")
+    for j in jobs:
+        t.add_row(
+            str(j.id),
+            j.status.name.lower(),
+            j.baseModel,
+            ",".join(map(str, j.datanetIds)),
+            j.method.name,
+            fmt_open(j.pool),
+            j.node,
+        )
+    console.print(t)
+
+
+@job_app.command("show")
+def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """One job."""
+    job = read_protocol(ctx).job(job_id)
+    if json_out:
+        print_json(job)
+    else:
+        console.print(job)
+
+
+@model_app.command("list")
+def model_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """All registered models with their provenance."""
+    p = read_protocol(ctx)
+    models = [p.model(i) for i in range(1, p.model_count() + 1)]
+    if json_out:
+        print_json(models)
+        return
+    t = Table("#", "job", "base model", "datanets", "adapter CID", "data root")
+    for m in models:
+        t.add_row(
+            str(m.id),
+            str(m.jobId),
+            m.baseModel,
+            ",".join(map(str, m.datanetIds)),
+            m.adapterCID,
+            "0x" + m.dataRoot.hex(),
+        )
+    console.print(t)
+
+
+@model_app.command("show")
+def model_show(ctx: typer.Context, model_id: int, json_out: JsonOpt = False) -> None:
+    """One model with its lineage."""
+    p = read_protocol(ctx)
+    m = p.model(model_id)
+    lineage = p.lineage(model_id)
+    if json_out:
+        print_json({"model": m.model_dump(mode="json"), "lineage": lineage})
+    else:
+        console.print(m)
+        console.print(f"lineage: {' <- '.join(map(str, lineage))}")
