@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @property
+    def keystore_dir(self) -> Path:
+        """Where `datanet wallet` keeps encrypted keystores (one JSON file per wallet)."""
+        return self.data_dir / "keystores"
+
+    @property
     def state_db(self) -> Path:
         """SQLite file holding watcher checkpoints and (later) job states."""
         return self.data_dir / "state.sqlite"

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, demo, views
+from node.cli import chain, demo, views, wallet
 from node.cli.common import State, err_console
+from node.cli.wallet import wallet_path
 from node.config import Settings
 from node.errors import NodeError
 
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain."
 )
 app.add_typer(chain.chain_app, name="chain")
+app.add_typer(wallet.wallet_app, name="wallet")
 app.command("deploy")(chain.deploy_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("status")(views.status_cmd)
@@ -36,6 +38,9 @@ def _root(
         str | None, typer.Option(help="JSON-RPC URL (default: the deployment's, else 127.0.0.1:8545).")
     ] = None,
     network: Annotated[str | None, typer.Option(help="Deployment name: deployments/<network>.json.")] = None,
+    wallet: Annotated[
+        str | None, typer.Option(help="Sign with this wallet (a keystore made by `datanet wallet`).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     logging.basicConfig(
@@ -48,7 +53,10 @@ def _root(
         overrides["rpc_url"] = rpc_url
     if network:
         overrides["network"] = network
-    ctx.obj = State(settings=Settings(**overrides))
+    settings = Settings(**overrides)
+    if wallet:
+        settings = settings.model_copy(update={"keystore": wallet_path(settings, wallet)})
+    ctx.obj = State(settings=settings)
 
 
 def main() -> None:
