@@ -57,7 +57,12 @@ class ChainClient:
         self.backoff = backoff
         self.gas_multiplier = gas_multiplier
         self.receipt_timeout = receipt_timeout
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        # web3's own retries off: `rpc()` below owns retrying, so an outage is reported in bounded time.
+        self.w3 = Web3(
+            Web3.HTTPProvider(
+                rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+            )
+        )
         self._nonce: int | None = None
         self._lock = threading.Lock()
         self.last_receipt: TxReceipt | None = None  # the latest successful tx, for reporting
