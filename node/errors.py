@@ -66,3 +66,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bytes):
         return "0x" + v.hex()
     return str(v)
+
+
+class DataValidationError(NodeError, ValueError):
+    """A data file failed validation; nothing may be uploaded or staked for it.
+
+    `report` (a `node.data.validate.ValidationReport`) lists every error with its file, line,
+    field and a hint how to fix it; the message shows the first `max_listed`.
+    """
+
+    def __init__(self, report: Any, max_listed: int = 10):  # Any: errors.py imports no module of ours
+        self.report = report
+        super().__init__(report.render(max_listed))
