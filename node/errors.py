@@ -75,6 +75,10 @@ class DataValidationError(NodeError, ValueError):
     field and a hint how to fix it; the message shows the first `max_listed`.
     """
 
-    def __init__(self, report: Any, max_listed: int = 10):  # Any: errors.py imports no module of ours
-        self.report = report
-        super().__init__(report.render(max_listed))
+    def __init__(self, report: Any, max_listed: int = 10, message: str | None = None):
+        self.report = report  # Any: errors.py imports no module of ours
+        super().__init__(message or report.render(max_listed))
+
+
+class ContributionError(NodeError):
+    """Contributing a file failed at a step after validation (upload or chain submission)."""
