@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure the protocol and write docs/benchmarks.md."""
