@@ -410,8 +410,8 @@ contract ModelRegistry {
     function _page(uint256[] storage ids, uint256 offset, uint256 limit) private view returns (uint256[] memory out) {
         uint256 len = ids.length;
         if (offset >= len) return new uint256[](0);
-        uint256 end = offset + limit;
-        if (end > len || end < offset) end = len;
+        // Clip without computing `offset + limit` first: it overflows for a huge `limit`.
+        uint256 end = limit > len - offset ? len : offset + limit; // offset < len here
         out = new uint256[](end - offset);
         for (uint256 i = offset; i < end; ++i) {
             out[i - offset] = ids[i];

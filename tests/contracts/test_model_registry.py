@@ -1,0 +1,683 @@
+"""ModelRegistry: posting, claiming, cancelling, expiring and completing jobs; the model views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from node.chain.deploy import OPEN
+from node.chain.models import JobParams, JobStatus, Method, Permit
+from node.chain.protocol import Protocol
+from tests.conftest import FUNDED, World
+from tests.contracts.helpers_jobs import (
+    BASE_HASH,
+    CONFIG_HASH,
+    DAY,
+    EXPIRY_SLASH_BPS,
+    MIN_STAKE,
+    POOL,
+    UNBONDING,
+    ZERO_ADDRESS,
+    JobSetup,
+    claimed_job,
+    complete_job,
+    contributors_share,
+    create_datanets,
+    events,
+    frozen_clock,
+    job_params,
+    post_job,
+    posted_job,
+    raw_job,
+    result_params,
+    reverts,
+    send,
+    set_time,
+    stake_node,
+    view,
+)
+
+EXPIRY_PENALTY = MIN_STAKE * EXPIRY_SLASH_BPS // 10_000
+MAX_UINT = 2**256 - 1
+
+
+def registry_balance(world: World) -> int:
+    return world.admin.balance(world.admin.models.address)
+
+
+def post_raw(poster: Protocol, raw: dict[str, Any]) -> None:
+    """Posts a job struct as given (no client-side validation), with an allowance for it."""
+    poster.approve(poster.models.address, max(int(raw["pool"]), 1))
+    send(poster, poster.models.functions.postJob(raw))
+
+
+# -------------------------------------------------------------------------- post
+
+
+def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None:
+    """Posting moves the pool into the registry and stores the job exactly as posted."""
+    poster = world.poster
+    ids, _ = create_datanets(world.curator, 2)
+    params = job_params(world.now(), ids, node_fee_bps=700, datanet_fee_bps=300)
+    poster.approve(poster.models.address, params.pool)
+    receipt = send(poster, poster.models.functions.postJob(params.model_dump()))
+    posted_at = world.now()
+    assert events(poster.models, receipt, "JobPosted") == [
+        {
+            "jobId": 1,
+            "poster": poster.address,
+            "baseModelHash": BASE_HASH,
+            "baseModel": params.baseModel,
+            "datanetIds": ids,
+            "method": Method.QLORA,
+            "configCID": params.configCID,
+            "pool": POOL,
+            "deadline": params.deadline,
+        }
+    ]
+    job = poster.job(1)
+    assert job.model_dump() == {
+        "id": 1,
+        "poster": poster.address,
+        "status": JobStatus.OPEN,
+        "method": Method.QLORA,
+        "nodeFeeBps": 700,
+        "datanetFeeBps": 300,
+        "deadline": params.deadline,
+        "postedAt": posted_at,
+        "node": ZERO_ADDRESS,
+        "claimedAt": 0,
+        "baseModelHash": BASE_HASH,
+        "configHash": CONFIG_HASH,
+        "pool": POOL,
+        "parentModelId": 0,
+        "modelId": 0,
+        "baseModel": params.baseModel,
+        "configCID": params.configCID,
+        "datanetIds": ids,
+    }
+    assert poster.job_count() == 1
+    assert poster.balance() == FUNDED - POOL
+    assert registry_balance(world) == POOL
+
+
+def _invalid(params: JobParams, case: str) -> tuple[dict[str, Any], str]:
+    bad: dict[str, tuple[dict[str, Any], str]] = {
+        "pool": ({"pool": 0}, "pool"),
+        "deadline-past": ({"deadline": params.deadline - 8 * DAY}, "deadline"),
+        "baseModelHash": ({"baseModelHash": b"\0" * 32}, "baseModelHash"),
+        "configCID": ({"configCID": ""}, "configCID"),
+        "fees": ({"nodeFeeBps": 2_501, "datanetFeeBps": 2_500}, "fees"),
+        "fees-node-only": ({"nodeFeeBps": 5_001, "datanetFeeBps": 0}, "fees"),
+        "no-datanets": ({"datanetIds": []}, "datanetIds"),
+        "too-many": ({"datanetIds": list(range(1, 18))}, "datanetIds"),
+        "unsorted": ({"datanetIds": [2, 1]}, "datanetIds"),
+        "duplicate": ({"datanetIds": [1, 1]}, "datanetIds"),
+    }
+    overrides, field = bad[case]
+    return raw_job(params, **overrides), field
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "pool",
+        "deadline-past",
+        "baseModelHash",
+        "configCID",
+        "fees",
+        "fees-node-only",
+        "no-datanets",
+        "too-many",
+        "unsorted",
+        "duplicate",
+    ],
+)
+def test_post_job_validation(world: World, case: str) -> None:
+    """Each malformed field is refused by name and nothing is escrowed."""
+    ids, _ = create_datanets(world.curator, 2)
+    raw, field = _invalid(job_params(world.now(), ids), case)
+    with reverts("ModelRegistryInvalidParams", field=field):
+        post_raw(world.poster, raw)
+    assert world.poster.job_count() == 0
+    assert registry_balance(world) == 0
+
+
+def test_post_job_deadline_must_be_in_the_future(world: World) -> None:
+    """A deadline equal to the block time is refused; one second later is accepted."""
+    ids, _ = create_datanets(world.curator, 1)
+    t = world.now() + 100
+    params = job_params(t, ids, deadline_in=0)
+    with frozen_clock(world, t):
+        with reverts("ModelRegistryInvalidParams", field="deadline"):
+            post_raw(world.poster, params.model_dump())
+        post_job(world.poster, params.model_copy(update={"deadline": t + 1}))
+    assert world.poster.job(1).deadline == t + 1
+
+
+def test_post_job_fee_cap_is_inclusive(world: World) -> None:
+    """nodeFeeBps + datanetFeeBps may reach MAX_FEE_BPS exactly."""
+    ids, _ = create_datanets(world.curator, 1)
+    for node_bps, datanet_bps in ((5_000, 0), (0, 5_000), (2_500, 2_500)):
+        params = job_params(world.now(), ids, node_fee_bps=node_bps, datanet_fee_bps=datanet_bps)
+        job_id = post_job(world.poster, params)
+        assert world.poster.job(job_id).nodeFeeBps == node_bps
+
+
+def test_post_job_on_restricted_datanet_needs_a_trainer_grant(world: World) -> None:
+    """Only the owner and allowed trainers may post jobs on a restricted Datanet."""
+    owner, poster = world.curator, world.poster
+    (open_id,), _ = create_datanets(owner, 1)
+    (restricted,), _ = create_datanets(owner, 1, restricted=True)
+    params = job_params(world.now(), [open_id, restricted])
+    with reverts("ModelRegistryDatanetNotTrainable", datanetId=restricted, poster=poster.address):
+        post_job(poster, params)
+    post_job(owner, params)  # the owner may always train on its own Datanet
+    owner.set_trainer(restricted, poster.address)
+    post_job(poster, params)
+    owner.set_trainer(restricted, poster.address, False)
+    with reverts("ModelRegistryDatanetNotTrainable", datanetId=restricted):
+        post_job(poster, params)
+    assert poster.job_count() == 2
+
+
+def test_post_job_on_unknown_datanet_is_refused(world: World) -> None:
+    """A Datanet id that does not exist cannot be trained on."""
+    (known,), _ = create_datanets(world.curator, 1)
+    params = job_params(world.now(), [known, known + 1])
+    with reverts("ModelRegistryDatanetNotTrainable", datanetId=known + 1, poster=world.poster.address):
+        post_job(world.poster, params)
+
+
+def test_post_job_with_unknown_parent_model_is_refused(world: World) -> None:
+    """Lineage can only continue a registered model."""
+    ids, _ = create_datanets(world.curator, 1)
+    with reverts("ModelRegistryUnknownModel", modelId=1):
+        post_job(world.poster, job_params(world.now(), ids, parent_model_id=1))
+
+
+def test_post_job_needs_an_allowance(world: World) -> None:
+    """The pool is pulled through an allowance; without one nothing is posted."""
+    poster = world.poster
+    ids, _ = create_datanets(world.curator, 1)
+    with reverts("ERC20InsufficientAllowance", spender=poster.models.address, needed=POOL):
+        poster.post_job(job_params(world.now(), ids))
+    assert poster.job_count() == 0
+
+
+def test_post_job_with_permit_needs_no_approve(world: World) -> None:
+    """postJobWithPermit escrows the pool with a signature alone."""
+    poster = world.poster
+    ids, _ = create_datanets(world.curator, 1)
+    params = job_params(world.now(), ids)
+    permit = poster.permit(poster.models.address, POOL, world.now() + 3_600)
+    job_id = poster.post_job(params, permit)
+    assert poster.job(job_id).pool == POOL
+    assert registry_balance(world) == POOL
+    assert view(poster, poster.token.functions.nonces(poster.address)) == 1
+
+
+def test_post_job_with_a_bad_permit_falls_back_to_the_allowance(world: World) -> None:
+    """A permit that fails is ignored: the allowance decides."""
+    poster = world.poster
+    ids, _ = create_datanets(world.curator, 1)
+    params = job_params(world.now(), ids)
+    foreign = world.contributors[0].permit(poster.models.address, POOL, world.now() + 3_600)
+    with reverts("ERC20InsufficientAllowance", allowance=0, needed=POOL):
+        poster.post_job(params, foreign)
+    poster.approve(poster.models.address, POOL)
+    assert poster.post_job(params, Permit()) == 1
+    assert registry_balance(world) == POOL
+
+
+# ------------------------------------------------------------------------- claim
+
+
+def test_claim_job_locks_the_node_stake(world: World) -> None:
+    """A claim records the node and time, and adds a lock on the node's stake."""
+    node = world.node
+    job = posted_job(world)
+    stake_node(node)
+    receipt = node.claim_job(job.job_id)
+    assert events(node.models, receipt, "JobClaimed") == [{"jobId": job.job_id, "node": node.address}]
+    assert events(node.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 1}]
+    claimed = node.job(job.job_id)
+    assert (claimed.status, claimed.node, claimed.claimedAt) == (
+        JobStatus.CLAIMED,
+        node.address,
+        world.now(),
+    )
+    assert node.node_stake().locks == 1
+
+
+def test_claim_job_refuses_nodes_without_an_eligible_stake(world: World) -> None:
+    """Invariant: only a node with active stake >= minStake can claim a job."""
+    node = world.node
+    job = posted_job(world)
+    with reverts("ModelRegistryNodeNotStaked", node=node.address):
+        node.claim_job(job.job_id)
+    stake_node(node, MIN_STAKE - 1)
+    with reverts("ModelRegistryNodeNotStaked", node=node.address):
+        node.claim_job(job.job_id)
+    stake_node(node, 1)
+    node.request_unbond(1)
+    with reverts("ModelRegistryNodeNotStaked", node=node.address):
+        node.claim_job(job.job_id)
+    assert node.job(job.job_id).status == JobStatus.OPEN
+    assert node.node_stake().locks == 0
+
+
+def test_claim_job_needs_an_open_job(world: World) -> None:
+    """Unknown, already-claimed and cancelled jobs cannot be claimed."""
+    other = world.contributors[2]
+    stake_node(other)
+    with reverts("ModelRegistryUnknownJob", jobId=1):
+        other.claim_job(1)
+    job = claimed_job(world)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.CLAIMED):
+        other.claim_job(job.job_id)
+    with reverts("ModelRegistryWrongStatus", status=JobStatus.CLAIMED):
+        world.node.claim_job(job.job_id)
+    cancelled = posted_job(world)
+    world.poster.cancel_job(cancelled.job_id)
+    with reverts("ModelRegistryWrongStatus", jobId=cancelled.job_id, status=JobStatus.CANCELLED):
+        other.claim_job(cancelled.job_id)
+
+
+def test_claim_job_only_before_the_deadline(world: World) -> None:
+    """A job can be claimed up to the second before its deadline, not at it."""
+    stake_node(world.node)
+    stake_node(world.contributors[2])
+    late, in_time = posted_job(world), posted_job(world)
+    deadline = late.params.deadline
+    with frozen_clock(world, deadline - 1):
+        world.contributors[2].claim_job(in_time.job_id)
+        set_time(world, deadline)
+        with reverts("ModelRegistryDeadlinePassed", jobId=late.job_id, deadline=deadline):
+            world.node.claim_job(late.job_id)
+
+
+# ------------------------------------------------------------------------ cancel
+
+
+def test_cancel_job_refunds_the_poster(world: World) -> None:
+    """Cancelling an open job returns the whole pool to the poster."""
+    poster = world.poster
+    job = posted_job(world)
+    receipt = poster.cancel_job(job.job_id)
+    assert events(poster.models, receipt, "JobCancelled") == [{"jobId": job.job_id}]
+    assert poster.job(job.job_id).status == JobStatus.CANCELLED
+    assert poster.balance() == FUNDED
+    assert registry_balance(world) == 0
+
+
+def test_cancel_job_refusals(world: World) -> None:
+    """Only the poster cancels, only an open job, and only once."""
+    poster = world.poster
+    with reverts("ModelRegistryUnknownJob", jobId=7):
+        poster.cancel_job(7)
+    job = claimed_job(world)
+    with reverts("ModelRegistryNotPoster", jobId=job.job_id, account=world.node.address):
+        world.node.cancel_job(job.job_id)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.CLAIMED):
+        poster.cancel_job(job.job_id)
+    other = posted_job(world)
+    poster.cancel_job(other.job_id)
+    with reverts("ModelRegistryWrongStatus", status=JobStatus.CANCELLED):
+        poster.cancel_job(other.job_id)
+    assert registry_balance(world) == POOL
+
+
+# ------------------------------------------------------------------------ expire
+
+
+def test_expire_open_job_refunds_the_pool_at_the_deadline(world: World) -> None:
+    """Anyone may expire an open job from its deadline on; the poster gets the pool back."""
+    job = posted_job(world)
+    deadline = job.params.deadline
+    with frozen_clock(world, deadline - 1):
+        with reverts("ModelRegistryDeadlineNotPassed", jobId=job.job_id, deadline=deadline):
+            world.outsider.expire_job(job.job_id)
+        set_time(world, deadline)
+        receipt = world.outsider.expire_job(job.job_id)
+    assert events(world.admin.models, receipt, "JobExpired") == [
+        {"jobId": job.job_id, "node": ZERO_ADDRESS, "slashed": 0}
+    ]
+    assert world.poster.job(job.job_id).status == JobStatus.EXPIRED
+    assert world.poster.balance() == FUNDED
+    assert registry_balance(world) == 0
+
+
+def test_expire_claimed_job_slashes_the_node_to_the_poster(world: World) -> None:
+    """A claimed job left to expire refunds the pool and pays the poster half of minStake from
+    the node's bond; the lock is released so the node can leave afterwards."""
+    node, poster = world.node, world.poster
+    job = claimed_job(world)
+    world.advance(8 * DAY)
+    receipt = world.outsider.expire_job(job.job_id)
+    assert events(node.models, receipt, "JobExpired") == [
+        {"jobId": job.job_id, "node": node.address, "slashed": EXPIRY_PENALTY}
+    ]
+    assert events(node.staking, receipt, "Slashed") == [
+        {
+            "node": node.address,
+            "recipient": poster.address,
+            "amount": EXPIRY_PENALTY,
+            "reason": b"job-expired".ljust(32, b"\0"),
+        }
+    ]
+    assert events(node.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 0}]
+    assert poster.balance() == FUNDED + EXPIRY_PENALTY
+    stake = node.node_stake()
+    assert (stake.active, stake.locks) == (MIN_STAKE - EXPIRY_PENALTY, 0)
+    assert not view(node, node.staking.functions.isEligible(node.address))
+    node.request_unbond(stake.active)
+    world.advance(UNBONDING)
+    node.withdraw_stake()
+    assert node.balance() == FUNDED - EXPIRY_PENALTY
+    assert registry_balance(world) == 0
+
+
+def test_expire_slashes_unbonding_stake_and_caps_at_what_is_left(world: World) -> None:
+    """Unbonding cannot dodge the expiry penalty; a penalty above the bond takes all of it."""
+    node, poster, admin = world.node, world.poster, world.admin
+    job = claimed_job(world)
+    node.request_unbond(MIN_STAKE)  # allowed while locked, but the stake stays slashable
+    send(admin, admin.staking.functions.setParameters(4 * MIN_STAKE, UNBONDING))
+    world.advance(8 * DAY)
+    receipt = poster.expire_job(job.job_id)
+    assert events(node.models, receipt, "JobExpired")[0]["slashed"] == MIN_STAKE
+    stake = node.node_stake()
+    assert (stake.active, stake.unbonding, stake.locks) == (0, 0, 0)
+    assert poster.balance() == FUNDED + MIN_STAKE
+
+
+def test_expire_job_refusals(world: World) -> None:
+    """Unknown, completed, cancelled and already-expired jobs cannot be expired."""
+    with reverts("ModelRegistryUnknownJob", jobId=3):
+        world.outsider.expire_job(3)
+    done = claimed_job(world)
+    complete_job(world, done, [(world.contributors[0].address, 1)])
+    cancelled = posted_job(world)
+    world.poster.cancel_job(cancelled.job_id)
+    expired = posted_job(world)
+    world.advance(8 * DAY)
+    world.outsider.expire_job(expired.job_id)
+    for job, status in (
+        (done, JobStatus.COMPLETED),
+        (cancelled, JobStatus.CANCELLED),
+        (expired, JobStatus.EXPIRED),
+    ):
+        with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=status):
+            world.outsider.expire_job(job.job_id)
+
+
+def test_expired_claimed_job_cannot_be_submitted(world: World) -> None:
+    """Once expired, the node's late result is refused."""
+    job = claimed_job(world)
+    world.advance(8 * DAY)
+    world.outsider.expire_job(job.job_id)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.EXPIRED):
+        world.node.submit_result(job.job_id, result_params(b"\x01" * 32))
+
+
+# ------------------------------------------------------------------------ submit
+
+
+def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> None:
+    """A result stores the model, pays the node fee and one fee per Datanet treasury, moves the
+    contributors' share to the distributor, opens the round and releases the node's lock."""
+    node, admin = world.node, world.admin
+    job = claimed_job(world, datanets=3, node_fee_bps=1_234, datanet_fee_bps=2_345, pool=POOL + 7)
+    result = result_params(b"\x33" * 32)
+    receipt = send(node, node.models.functions.submitResult(job.job_id, result.model_dump()))
+    registered_at = world.now()
+    node_fee = (POOL + 7) * 1_234 // 10_000
+    each = (POOL + 7) * 2_345 // 10_000 // 3
+    share = POOL + 7 - node_fee - 3 * each
+    assert share == contributors_share(job.params, 3)
+    assert events(node.models, receipt, "ModelRegistered") == [
+        {
+            "modelId": 1,
+            "jobId": job.job_id,
+            "node": node.address,
+            "baseModelHash": BASE_HASH,
+            "adapterCID": result.adapterCID,
+            "adapterHash": result.adapterHash,
+            "dataRoot": result.dataRoot,
+            "attributionRoot": result.attributionRoot,
+        }
+    ]
+    assert [
+        (e["recipient"], e["amount"], e["toNode"]) for e in events(admin.rewards, receipt, "FeePaid")
+    ] == [
+        (node.address, node_fee, True),
+        *[(t, each, False) for t in job.treasuries],
+    ]
+    assert events(admin.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 0}]
+    assert node.balance() == FUNDED - MIN_STAKE + node_fee
+    assert [admin.balance(t) for t in job.treasuries] == [each] * 3
+    assert admin.balance(admin.rewards.address) == share
+    assert registry_balance(world) == 0
+    assert world.poster.balance() == FUNDED - POOL - 7
+    model = admin.model(1)
+    assert model.model_dump() == {
+        "id": 1,
+        "jobId": job.job_id,
+        "parentModelId": 0,
+        "node": node.address,
+        "method": Method.QLORA,
+        "registeredAt": registered_at,
+        "baseModelHash": BASE_HASH,
+        "adapterHash": result.adapterHash,
+        "dataRoot": result.dataRoot,
+        "attributionRoot": result.attributionRoot,
+        "configHash": CONFIG_HASH,
+        "baseModel": job.params.baseModel,
+        "adapterCID": result.adapterCID,
+        "metricsCID": result.metricsCID,
+        "attributionCID": result.attributionCID,
+        "configCID": job.params.configCID,
+        "datanetIds": job.datanet_ids,
+    }
+    done = admin.job(job.job_id)
+    assert (done.status, done.modelId) == (JobStatus.COMPLETED, 1)
+    assert view(admin, admin.models.functions.modelOfJob(job.job_id)) == 1
+    assert admin.model_count() == 1
+    rnd = admin.reward_round(job.job_id)
+    assert (rnd.root, rnd.total, rnd.claimed, rnd.refundTo) == (
+        result.attributionRoot,
+        share,
+        0,
+        world.poster.address,
+    )
+    assert node.node_stake().locks == 0
+
+
+def test_submit_result_only_by_the_claiming_node(world: World) -> None:
+    """Another staked node, the poster or an outsider cannot submit for someone else's claim."""
+    job = claimed_job(world)
+    other = world.contributors[2]
+    stake_node(other)
+    for who in (other, world.poster, world.outsider):
+        with reverts("ModelRegistryNotJobNode", jobId=job.job_id, account=who.address):
+            who.submit_result(job.job_id, result_params(b"\x01" * 32))
+    assert world.admin.job(job.job_id).status == JobStatus.CLAIMED
+
+
+def test_submit_result_only_before_the_deadline(world: World) -> None:
+    """A result is accepted up to the second before the deadline, not at it."""
+    late = claimed_job(world)
+    in_time = claimed_job(world)
+    deadline = late.params.deadline
+    assert in_time.params.deadline >= deadline
+    with frozen_clock(world, deadline - 1):
+        world.node.submit_result(in_time.job_id, result_params(b"\x01" * 32))
+        set_time(world, deadline)
+        with reverts("ModelRegistryDeadlinePassed", jobId=late.job_id, deadline=deadline):
+            world.node.submit_result(late.job_id, result_params(b"\x02" * 32))
+    assert world.node.node_stake().locks == 1
+
+
+def test_submit_result_refuses_empty_fields(world: World) -> None:
+    """adapterCID, adapterHash, dataRoot and attributionRoot must all be set."""
+    job = claimed_job(world)
+    good = result_params(b"\x01" * 32).model_dump()
+    for field, empty in (
+        ("adapterCID", ""),
+        ("adapterHash", b"\0" * 32),
+        ("dataRoot", b"\0" * 32),
+        ("attributionRoot", b"\0" * 32),
+    ):
+        with reverts("ModelRegistryInvalidParams", field=field):
+            send(world.node, world.node.models.functions.submitResult(job.job_id, {**good, field: empty}))
+    assert world.admin.model_count() == 0
+
+
+def test_submit_result_needs_a_claimed_job(world: World) -> None:
+    """Results for unknown, open or already completed jobs are refused."""
+    node = world.node
+    stake_node(node)
+    with reverts("ModelRegistryUnknownJob", jobId=1):
+        node.submit_result(1, result_params(b"\x01" * 32))
+    job = posted_job(world)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.OPEN):
+        node.submit_result(job.job_id, result_params(b"\x01" * 32))
+    node.claim_job(job.job_id)
+    node.submit_result(job.job_id, result_params(b"\x01" * 32))
+    with reverts("ModelRegistryWrongStatus", status=JobStatus.COMPLETED):
+        node.submit_result(job.job_id, result_params(b"\x02" * 32))
+
+
+def test_a_node_may_run_several_jobs_and_each_holds_a_lock(world: World) -> None:
+    """Locks count jobs in flight; the stake stays locked until the last one ends."""
+    node = world.node
+    first, second = claimed_job(world), claimed_job(world, deadline_in=30 * DAY)
+    assert node.node_stake().locks == 2
+    node.submit_result(first.job_id, result_params(b"\x01" * 32))
+    assert node.node_stake().locks == 1
+    node.request_unbond(MIN_STAKE)
+    world.advance(UNBONDING)
+    with reverts("NodeStakingLocked", locks=1):
+        node.withdraw_stake()
+    node.submit_result(second.job_id, result_params(b"\x02" * 32, "b"))
+    node.withdraw_stake()
+    assert node.node_stake().locks == 0
+
+
+def test_max_datanets_end_to_end(world: World) -> None:
+    """A job on MAX_DATANETS Datanets pays every treasury the same fee."""
+    job = claimed_job(world, datanets=16, datanet_fee_bps=5_000, node_fee_bps=0, pool=16 * OPEN + 15)
+    world.node.submit_result(job.job_id, result_params(b"\x01" * 32))
+    each = (16 * OPEN + 15) * 5_000 // 10_000 // 16
+    assert [world.admin.balance(t) for t in job.treasuries] == [each] * 16
+    assert world.admin.balance(world.admin.rewards.address) == 16 * OPEN + 15 - 16 * each
+
+
+# ------------------------------------------------------------------------- views
+
+
+def test_unknown_jobs_and_models_revert_in_views(world: World) -> None:
+    """getJob, getModel, modelOfJob and lineage name the unknown id."""
+    admin = world.admin
+    with reverts("ModelRegistryUnknownJob", jobId=0):
+        admin.job(0)
+    with reverts("ModelRegistryUnknownJob", jobId=5):
+        view(admin, admin.models.functions.modelOfJob(5))
+    for model_id in (0, 1):
+        with reverts("ModelRegistryUnknownModel", modelId=model_id):
+            admin.model(model_id)
+    with reverts("ModelRegistryUnknownModel", modelId=2):
+        admin.lineage(2)
+    job = posted_job(world)
+    assert view(admin, admin.models.functions.modelOfJob(job.job_id)) == 0
+
+
+def _three_models(world: World) -> tuple[list[int], Protocol]:
+    """Models 1..3: (datanets [a], base A, node), ([a, b], B, node), ([b], A, other node)."""
+    other = world.contributors[2]
+    stake_node(other)
+    (a, b), _ = create_datanets(world.curator, 2)
+    base_b = b"\x44" * 32
+    specs: list[tuple[list[int], bytes, Protocol]] = [
+        ([a], BASE_HASH, world.node),
+        ([a, b], base_b, world.node),
+        ([b], BASE_HASH, other),
+    ]
+    for k, (ids, base, node) in enumerate(specs):
+        job_id = post_job(world.poster, job_params(world.now(), ids, base_hash=base))
+        if not view(node, node.staking.functions.isEligible(node.address)):
+            stake_node(node)
+        node.claim_job(job_id)
+        assert node.submit_result(job_id, result_params(b"\x01" * 32, str(k))) == k + 1
+    return [a, b], other
+
+
+def test_model_indexes_list_models_oldest_first(world: World) -> None:
+    """modelsByDatanet / ByBaseModel / ByNode index every model under each key it has."""
+    (a, b), other = _three_models(world)
+    admin = world.admin
+    assert admin.models_by_datanet(a) == [1, 2]
+    assert admin.models_by_datanet(b) == [2, 3]
+    assert admin.models_by_datanet(b + 1) == []
+    assert admin.models_by_base_model(BASE_HASH) == [1, 3]
+    assert admin.models_by_base_model(b"\x44" * 32) == [2]
+    assert admin.models_by_base_model(b"\x55" * 32) == []
+    assert admin.models_by_node(world.node.address) == [1, 2]
+    assert admin.models_by_node(other.address) == [3]
+    assert admin.models_by_node(world.outsider.address) == []
+    assert admin.model_count() == 3
+
+
+PAGES = [  # (offset, limit) over the ids [1, 3] of base model A
+    (0, 1),
+    (1, 1),
+    (0, 2),
+    (1, 5),
+    (2, 1),
+    (9, 9),
+    (0, 0),
+    (0, MAX_UINT),
+    (1, MAX_UINT),  # offset + limit overflows uint256: the page must still end at the last id
+    (MAX_UINT, MAX_UINT),
+]
+
+
+def test_model_index_pagination(world: World) -> None:
+    """Pages are [offset, offset + limit) clipped to the list, for any offset and limit."""
+    _three_models(world)
+    admin = world.admin
+    for offset, limit in PAGES:
+        assert admin.models_by_base_model(BASE_HASH, offset, limit) == [1, 3][offset : offset + limit]
+        assert admin.models_by_node(world.node.address, offset, limit) == [1, 2][offset : offset + limit]
+        assert admin.models_by_datanet(1, offset, limit) == [1, 2][offset : offset + limit]
+
+
+def test_lineage_follows_parent_models(world: World) -> None:
+    """A job continuing a model records the parent; lineage runs child -> parent -> root."""
+    poster, node = world.poster, world.node
+    first = claimed_job(world)
+    m1, _ = complete_job(world, first, [(world.contributors[0].address, 1)])
+    parents: list[int] = [m1]
+    for k in range(2):
+        job_id = post_job(poster, job_params(world.now(), first.datanet_ids, parent_model_id=parents[-1]))
+        assert poster.job(job_id).parentModelId == parents[-1]
+        node.claim_job(job_id)
+        parents.append(node.submit_result(job_id, result_params(b"\x01" * 32, f"child{k}")))
+    m2, m3 = parents[1:]
+    assert node.model(m2).parentModelId == m1
+    assert node.model(m3).parentModelId == m2
+    assert node.lineage(m1) == [m1]
+    assert node.lineage(m2) == [m2, m1]
+    assert node.lineage(m3) == [m3, m2, m1]
+
+
+def test_job_with_parent_model_is_independent_of_the_parents_job(world: World) -> None:
+    """Continuing a model needs only the model; its datanets and base may differ."""
+    first = claimed_job(world)
+    m1, _ = complete_job(world, first, [(world.contributors[0].address, 1)])
+    child: JobSetup = claimed_job(world, parent_model_id=m1, base_hash=b"\x66" * 32)
+    m2, _ = complete_job(world, child, [(world.contributors[1].address, 1)])
+    assert world.admin.lineage(m2) == [m2, m1]
+    assert world.admin.models_by_base_model(b"\x66" * 32) == [m2]
