@@ -208,8 +208,9 @@ def _scale_tables(r: GasReport) -> list[str]:
         f"Posting is constant in N: `submitResult` varies by {r.post_spread:,} gas across N (only the "
         f"root's calldata bytes differ). A claim costs on average {extra:,.0f} gas more than the "
         "baseline's, for what the baseline does not do: a per-job round read from storage (root, "
-        "`total`/`claimed`, claim deadline) where the baseline has one immutable root, the `claimed` and "
-        "global `totalOwed` bookkeeping that lets unclaimed rewards be swept back, the job id in the "
+        "`total`/`claimed`/claim deadline packed in one slot) where the baseline has one immutable root, "
+        "the per-round `claimed` counter that keeps each job's payouts within its own pool in a "
+        "contract shared by every job (and lets the remainder be swept back), the job id in the "
         "leaf and calldata, OpenZeppelin's double-hashed `abi.encode` leaf and two indexed event "
         "topics. It saves by reading the proof from calldata (`verifyCalldata`) where the baseline "
         "copies it to memory.",

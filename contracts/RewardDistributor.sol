@@ -13,6 +13,11 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// `(uint256 jobId, uint256 index, address account, uint256 amount)`, double-hashed. `index`
 /// addresses a packed claimed-bitmap (as in Uniswap's MerkleDistributor). Whatever is left
 /// unclaimed after the claim window can be swept back to the job's poster.
+///
+/// Funding is by construction: `openRound` pulls the pool from the funder in the same call, and a
+/// round never pays out more than its own `total`, so the balance always covers every open round.
+/// The hot `claim` path touches three slots: the root, one packed (total, claimed, deadline)
+/// word, and one bitmap word.
 contract RewardDistributor is AccessControl {
     using SafeERC20 for IERC20;
 
@@ -22,11 +27,11 @@ contract RewardDistributor is AccessControl {
 
     struct Round {
         bytes32 root;
-        uint128 total; // the contributors' share of the pool
-        uint128 claimed; // never exceeds `total`
+        uint96 total; // the contributors' share of the pool (uint96 holds 7.9e28: > all OPEN)
+        uint96 claimed; // never exceeds `total`
         uint64 claimDeadline;
-        bool swept;
         address refundTo;
+        bool swept;
     }
 
     /// @notice How a funded pool is split, computed on-chain from explicit basis points.
@@ -40,9 +45,6 @@ contract RewardDistributor is AccessControl {
     /// @notice Seconds contributors have to claim before the remainder may be swept.
     uint64 public immutable claimWindow;
 
-    /// @notice Sum of `total - claimed` over unswept rounds: what the contract owes.
-    uint256 public totalOwed;
-
     mapping(uint256 jobId => Round) private _rounds;
     mapping(uint256 jobId => mapping(uint256 word => uint256 bits)) private _claimedBitmap;
 
@@ -51,7 +53,7 @@ contract RewardDistributor is AccessControl {
     error RewardZeroRoot();
     error RewardInvalidFees(uint256 nodeFeeBps, uint256 datanetFeeBps);
     error RewardNoDatanets();
-    error RewardUnderfunded(uint256 balance, uint256 owed);
+    error RewardPoolTooLarge(uint256 pool);
     error RewardAlreadyClaimed(uint256 jobId, uint256 index);
     error RewardInvalidProof(uint256 jobId, uint256 index, address account, uint256 amount);
     error RewardExceedsPool(uint256 jobId, uint256 claimed, uint256 amount, uint256 total);
@@ -84,10 +86,9 @@ contract RewardDistributor is AccessControl {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
-    /// @notice Opens the reward round of `jobId`. The caller must have transferred `pool` OPEN
-    /// to this contract beforehand; the balance check below enforces it. Pays the node fee and
-    /// one equal Datanet fee per treasury; the rest becomes claimable under `root`.
-    /// Emits {RoundOpened} and one {FeePaid} per fee.
+    /// @notice Opens the reward round of `jobId`, pulling `pool` OPEN from the caller (which must
+    /// have approved this contract). Pays the node fee and one equal Datanet fee per treasury; the
+    /// rest becomes claimable under `root`. Emits {RoundOpened} and one {FeePaid} per fee.
     function openRound(
         uint256 jobId,
         bytes32 root,
@@ -103,24 +104,22 @@ contract RewardDistributor is AccessControl {
         if (root == bytes32(0)) revert RewardZeroRoot();
         if (uint256(nodeFeeBps) + datanetFeeBps > MAX_BPS) revert RewardInvalidFees(nodeFeeBps, datanetFeeBps);
         if (datanetTreasuries.length == 0) revert RewardNoDatanets();
+        if (pool > type(uint96).max) revert RewardPoolTooLarge(pool);
         Split memory split = splitPool(pool, nodeFeeBps, datanetFeeBps, datanetTreasuries.length);
-        uint256 owed = totalOwed + split.contributors;
         uint256 fees = pool - split.contributors;
-        uint256 balance = token.balanceOf(address(this));
-        if (balance < owed + fees) revert RewardUnderfunded(balance, owed + fees);
         // Effects
         uint64 deadline = uint64(block.timestamp) + claimWindow;
         _rounds[jobId] = Round({
             root: root,
-            total: uint128(split.contributors),
+            total: uint96(split.contributors), // safe: <= pool <= type(uint96).max
             claimed: 0,
             claimDeadline: deadline,
-            swept: false,
-            refundTo: refundTo
+            refundTo: refundTo,
+            swept: false
         });
-        totalOwed = owed;
         emit RoundOpened(jobId, root, split.contributors, split.nodeFee, fees - split.nodeFee, deadline);
-        // Interactions
+        // Interactions: fund first (reverts without allowance/balance), then pay the fees out of it.
+        token.safeTransferFrom(msg.sender, address(this), pool);
         _payFee(jobId, node, split.nodeFee, true);
         for (uint256 i = 0; i < datanetTreasuries.length; ++i) {
             _payFee(jobId, datanetTreasuries[i], split.datanetFeeEach, false);
@@ -145,8 +144,7 @@ contract RewardDistributor is AccessControl {
         if (claimedAfter > r.total) revert RewardExceedsPool(jobId, r.claimed, amount, r.total);
         // Effects
         _claimedBitmap[jobId][index >> 8] |= (1 << (index & 0xff));
-        r.claimed = uint128(claimedAfter); // safe: claimedAfter <= total, a uint128
-        totalOwed -= amount;
+        r.claimed = uint96(claimedAfter); // safe: claimedAfter <= total, a uint96
         emit Claimed(jobId, index, account, amount);
         // Interactions
         token.safeTransfer(account, amount);
@@ -163,7 +161,6 @@ contract RewardDistributor is AccessControl {
         // Effects
         uint256 remainder = uint256(r.total) - r.claimed;
         r.swept = true;
-        totalOwed -= remainder;
         emit Swept(jobId, r.refundTo, remainder);
         // Interactions
         if (remainder != 0) token.safeTransfer(r.refundTo, remainder);

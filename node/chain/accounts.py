@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from pathlib import Path
 
 from eth_account import Account
@@ -18,8 +19,10 @@ from node.errors import KeystoreError
 Account.enable_unaudited_hdwallet_features()
 
 
+@cache
 def dev_account(index: int) -> LocalAccount:
-    """The `index`-th account of the public dev mnemonic (funded on the dev chain only)."""
+    """The `index`-th account of the public dev mnemonic (funded on the dev chain only).
+    Cached: HD derivation is slow and the tests ask for the same few accounts constantly."""
     acct: LocalAccount = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
     return acct
 

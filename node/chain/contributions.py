@@ -45,3 +45,16 @@ def approved_contributions(protocol: Protocol, datanet_id: int, block: int) -> l
     found = [contribution_at(protocol, cid, block) for cid in contribution_ids(protocol, datanet_id, block)]
     approved = [c for c in found if c.status == ContributionStatus.APPROVED]
     return sorted(approved, key=lambda c: (c.decidedAt, c.id))
+
+
+def submitted_ids(protocol: Protocol, **argument_filters: object) -> list[int]:
+    """Contribution ids from `ContributionSubmitted` logs matching indexed-argument filters
+    (`datanetId=...` and/or `contributor=...`), up to the latest block."""
+    event = protocol.datanets.events.ContributionSubmitted
+    logs = protocol.client.rpc(
+        lambda: event.get_logs(
+            from_block=protocol.deployment.deploy_block, argument_filters=argument_filters
+        ),
+        "get ContributionSubmitted logs",
+    )
+    return sorted(int(log["args"]["contributionId"]) for log in logs)

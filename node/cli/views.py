@@ -1,4 +1,4 @@
-"""Read-only views of the on-chain registries: status, Datanets, jobs, models."""
+"""Read-only views of the on-chain registries: status, jobs, models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from rich.table import Table
 from node.cli.common import JsonOpt, console, print_json, read_protocol
 from node.demo.run import fmt_open
 
-datanet_app = typer.Typer(no_args_is_help=True, help="Datanets registered on-chain.")
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
 model_app = typer.Typer(no_args_is_help=True, help="Models in the on-chain registry.")
 
@@ -38,55 +37,6 @@ def status_cmd(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 t.add_row(name, addr)
         else:
             t.add_row(k, fmt_open(v) if k == "min_node_stake" else str(v))  # type: ignore[arg-type]
-    console.print(t)
-
-
-@datanet_app.command("list")
-def datanet_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """All Datanets."""
-    p = read_protocol(ctx)
-    items = [p.datanet(i) for i in range(1, p.datanet_count() + 1)]
-    if json_out:
-        print_json(items)
-        return
-    t = Table("#", "name", "owner", "contributions", "approved", "min stake", "private")
-    for d in items:
-        t.add_row(
-            str(d.id),
-            d.name,
-            d.owner,
-            str(d.contributionCount),
-            str(d.approvedCount),
-            fmt_open(d.minStake),
-            "yes" if d.isPrivate else "",
-        )
-    console.print(t)
-
-
-@datanet_app.command("show")
-def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False) -> None:
-    """One Datanet with its contributions."""
-    p = read_protocol(ctx)
-    d = p.datanet(datanet_id)
-    contribs = [
-        c
-        for c in (p.contribution(i) for i in range(1, p.contribution_count() + 1))
-        if c.datanetId == datanet_id
-    ]
-    if json_out:
-        print_json(
-            {
-                "datanet": d.model_dump(mode="json"),
-                "contributions": [c.model_dump(mode="json") for c in contribs],
-            }
-        )
-        return
-    console.print(d)
-    t = Table("#", "contributor", "CID", "records", "stake", "status")
-    for c in contribs:
-        t.add_row(
-            str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower()
-        )
     console.print(t)
 
 

@@ -85,7 +85,15 @@ def grant_role(admin: Protocol, contract: Contract, role: bytes, account: str) -
 
 
 def total_owed(proto: Protocol) -> int:
-    return int(view(proto, proto.rewards.functions.totalOwed()))
+    """What the distributor owes: the sum of `total - claimed` over every unswept round, read
+    from the chain (rounds found through their RoundOpened logs)."""
+    logs = proto.rewards.events.RoundOpened.get_logs(from_block=0)
+    owed = 0
+    for job_id in {int(log["args"]["jobId"]) for log in logs}:
+        r = proto.reward_round(job_id)
+        if not r.swept:
+            owed += r.total - r.claimed
+    return owed
 
 
 # ------------------------------------------------------------------------- clock

@@ -284,27 +284,34 @@ def test_open_round_needs_the_funder_role(world: World) -> None:
             open_direct(who, 1_000, OPEN)
 
 
-def test_open_round_refuses_an_underfunded_pool(world: World, funder: Protocol) -> None:
-    """A round opens only when the balance covers every owed reward plus this pool; tokens owed
-    to earlier rounds cannot fund a new one."""
-    with reverts("RewardUnderfunded", balance=0, owed=5 * OPEN):
-        open_direct(funder, 1_000, 5 * OPEN)
+def test_open_round_pulls_its_pool_from_the_funder(world: World, funder: Protocol) -> None:
+    """A round is funded by construction: openRound pulls exactly the pool from the funder, so
+    neither tokens owed to earlier rounds nor tokens sent to the contract directly can fund it."""
     r = open_round(world)
-    with reverts("RewardUnderfunded", balance=r.share, owed=r.share + 5 * OPEN):
+    with reverts("ERC20InsufficientAllowance", spender=funder.rewards.address, allowance=0, needed=5 * OPEN):
         open_direct(funder, 1_000, 5 * OPEN)
-    funder.transfer(funder.rewards.address, 5 * OPEN - 1)
-    with reverts("RewardUnderfunded", balance=r.share + 5 * OPEN - 1, owed=r.share + 5 * OPEN):
+    funder.transfer(funder.rewards.address, 5 * OPEN)  # a stray transfer is not funding
+    funder.approve(funder.rewards.address, 5 * OPEN - 1)
+    with reverts("ERC20InsufficientAllowance", allowance=5 * OPEN - 1, needed=5 * OPEN):
         open_direct(funder, 1_000, 5 * OPEN)
-    funder.transfer(funder.rewards.address, 1)
+    funder.approve(funder.rewards.address, 5 * OPEN)
+    before = funder.balance()
     open_direct(funder, 1_000, 5 * OPEN)
+    assert funder.balance() == before - 5 * OPEN  # fees went to other addresses
     assert total_owed(funder) == r.share + 4 * OPEN
-    assert distributor_balance(world) == total_owed(funder)
+    assert distributor_balance(world) == total_owed(funder) + 5 * OPEN  # + the stray transfer
+
+
+def test_open_round_refuses_a_pool_beyond_uint96(world: World, funder: Protocol) -> None:
+    """Round amounts are packed as uint96; a larger pool is refused instead of truncated."""
+    with reverts("RewardPoolTooLarge", pool=2**96):
+        open_direct(funder, 1_000, 2**96)
 
 
 def test_open_round_pays_fees_and_records_the_round(world: World, funder: Protocol) -> None:
     """A funded round pays the node and each treasury at once and owes the rest under root."""
     pool = 10 * OPEN + 3
-    funder.transfer(funder.rewards.address, pool)
+    funder.approve(funder.rewards.address, pool)
     receipt = open_direct(funder, 1_000, pool, node_bps=1_500, datanet_bps=2_000, treasuries=3)
     node_fee, each = pool * 1_500 // 10_000, pool * 2_000 // 10_000 // 3
     share = pool - node_fee - 3 * each
@@ -338,16 +345,19 @@ def test_open_round_pays_fees_and_records_the_round(world: World, funder: Protoc
 
 def test_open_round_with_zero_fees_pays_no_fee_events(world: World, funder: Protocol) -> None:
     """Zero fees emit no FeePaid and move no tokens; the whole pool is owed to contributors."""
-    funder.transfer(funder.rewards.address, 7)
+    funder.approve(funder.rewards.address, 7)
     receipt = open_direct(funder, 1_001, 7, node_bps=0, datanet_bps=0)
     assert events(funder.rewards, receipt, "FeePaid") == []
-    assert events(funder.token, receipt, "Transfer") == []
+    # The only token movement is the pool coming in.
+    assert events(funder.token, receipt, "Transfer") == [
+        {"from": funder.address, "to": funder.rewards.address, "value": 7}
+    ]
     assert funder.reward_round(1_001).total == 7
 
 
 def test_open_round_validation(world: World, funder: Protocol) -> None:
     """Existing rounds, a zero root, fees above 100% and no treasuries are refused."""
-    funder.transfer(funder.rewards.address, 3 * OPEN)
+    funder.approve(funder.rewards.address, 3 * OPEN)
     with reverts("RewardZeroRoot"):
         open_direct(funder, 1_000, OPEN, root=bytes(32))
     with reverts("RewardInvalidFees", nodeFeeBps=6_000, datanetFeeBps=4_001):

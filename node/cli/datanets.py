@@ -1,0 +1,114 @@
+"""`datanet datanet create|list|show`: Datanets, with metadata and license on IPFS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from web3 import Web3
+
+from node.chain.contributions import submitted_ids
+from node.chain.deploy import OPEN
+from node.chain.models import DatanetParams
+from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
+from node.demo.run import fmt_open
+
+datanet_app = typer.Typer(no_args_is_help=True, help="Create and inspect Datanets.")
+
+
+@datanet_app.command("create")
+def datanet_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Human-readable name (1-128 characters).")],
+    description: Annotated[str, typer.Option(help="What data belongs here.")] = "",
+    license: Annotated[str, typer.Option(help="SPDX license id of the contributed data.")] = "CC-BY-4.0",
+    license_file: Annotated[
+        Path | None, typer.Option(help="Full license text to store on IPFS (its CID goes on-chain).")
+    ] = None,
+    commercial: Annotated[bool, typer.Option(help="May models trained on it be used commercially?")] = True,
+    private: Annotated[
+        bool, typer.Option(help="Encrypt contributions (readable by curators and grantees only).")
+    ] = False,
+    restricted: Annotated[bool, typer.Option(help="Only trainers you allow may post jobs on it.")] = False,
+    min_stake: Annotated[float, typer.Option(help="OPEN a contributor bonds per contribution.")] = 10.0,
+    slash_percent: Annotated[float, typer.Option(help="Share of the stake slashed on rejection.")] = 50.0,
+    lock_days: Annotated[float, typer.Option(help="Days a stake stays bonded after approval.")] = 7.0,
+    curator: Annotated[
+        list[str] | None, typer.Option(help="Curator address (repeatable; default: you).")
+    ] = None,
+    treasury: Annotated[str | None, typer.Option(help="Receives slashes and fees (default: you).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a Datanet owned by your wallet; metadata (and license text) go to IPFS first."""
+    from node.storage import open_store  # the storage layer loads only for commands that need it
+
+    s = settings(ctx)
+    proto = write_protocol(ctx)
+    store = open_store(s)
+    license_ref = license
+    if license_file is not None:
+        license_ref = store.add_bytes(license_file.read_bytes())
+    metadata = {"name": name, "description": description, "license": license, "license_cid": license_ref,
+                "formats": ["alpaca", "sharegpt", "openai", "text", "txt"], "version": 1}  # fmt: skip
+    metadata_cid = store.add_bytes(json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode())
+    params = DatanetParams(
+        name=name, metadataCID=metadata_cid, license=license_ref, commercialUse=commercial, isPrivate=private,
+        restricted=restricted, minStake=int(min_stake * OPEN), slashBps=round(slash_percent * 100),
+        lockPeriod=int(lock_days * 86400), treasury=Web3.to_checksum_address(treasury or proto.address),
+        curators=[Web3.to_checksum_address(c) for c in (curator or [proto.address])],
+    )  # fmt: skip
+    datanet_id = proto.create_datanet(params)
+    receipt = proto.client.last_receipt
+    tx = "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None
+    out = {"datanet_id": datanet_id, "metadata_cid": metadata_cid, "license": license_ref, "tx": tx}
+    if json_out:
+        print_json(out)
+    else:
+        console.print(f"created Datanet #{datanet_id} '{name}' (metadata {metadata_cid}) in tx {tx}")
+
+
+@datanet_app.command("list")
+def datanet_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """All Datanets."""
+    p = read_protocol(ctx)
+    items = [p.datanet(i) for i in range(1, p.datanet_count() + 1)]
+    if json_out:
+        print_json(items)
+        return
+    t = Table("#", "name", "owner", "contributions", "approved", "min stake", "license", "private")
+    for d in items:
+        t.add_row(str(d.id), d.name, d.owner, str(d.contributionCount), str(d.approvedCount),
+                  fmt_open(d.minStake), d.license, "yes" if d.isPrivate else "")  # fmt: skip
+    console.print(t)
+
+
+@datanet_app.command("show")
+def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False) -> None:
+    """One Datanet, its metadata and its contributions."""
+    p = read_protocol(ctx)
+    d = p.datanet(datanet_id)
+    contribs = [p.contribution(i) for i in submitted_ids(p, datanetId=datanet_id)]
+    if json_out:
+        print_json(
+            {
+                "datanet": d.model_dump(mode="json"),
+                "contributions": [c.model_dump(mode="json") for c in contribs],
+            }
+        )
+        return
+    console.print(f"[bold]Datanet #{d.id} {d.name}[/] owner {d.owner}, treasury {d.treasury}")
+    console.print(
+        f"license {d.license} (commercial use: {'yes' if d.commercialUse else 'no'}), "
+        f"{'private' if d.isPrivate else 'public'}{', restricted' if d.restricted else ''}, "
+        f"min stake {fmt_open(d.minStake)}, slash {d.slashBps / 100:g}%, lock {d.lockPeriod / 86400:g} days, "
+        f"metadata {d.metadataCID}"
+    )
+    t = Table("#", "contributor", "CID", "records", "stake", "status")
+    for c in contribs:
+        t.add_row(
+            str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower()
+        )
+    console.print(t)
