@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Field(
         REPO_ROOT / "artifacts", description="Hardhat artifacts (npx hardhat compile writes them)."
     )
+    ipfs_api: str | None = Field(
+        None, description="Kubo RPC API URL (e.g. http://127.0.0.1:5001); unset: the embedded store."
+    )
+    ipfs_timeout: float = Field(30.0, gt=0, description="Seconds before one IPFS API call times out.")
     keystore: Path | None = Field(None, description="Encrypted JSON keystore of the node's account.")
     keystore_password: SecretStr | None = Field(None, description="Password of that keystore.")
     private_key: SecretStr | None = Field(

@@ -82,3 +82,30 @@ class DataValidationError(NodeError, ValueError):
 
 class ContributionError(NodeError):
     """Contributing a file failed at a step after validation (upload or chain submission)."""
+
+
+class AccessDeniedError(NodeError, PermissionError):
+    """This account holds no key grant for the private data it tried to read.
+
+    The message names the Datanet, the job and the account, and who has to do what (usually the
+    Datanet owner running `datanet grant --job N`)."""
+
+
+class DecryptionError(NodeError, ValueError):
+    """Encrypted data or a key document is malformed, tampered with, or for another key."""
+
+
+class StorageError(NodeError):
+    """Anything that went wrong with the content store (IPFS or the embedded one)."""
+
+
+class ContentMismatchError(StorageError, ValueError):
+    """Bytes that do not match their CID or on-chain sha256: rejected, never used."""
+
+
+class ContentNotFoundError(StorageError, LookupError):
+    """The store does not have (or could not find in time) the content of a CID."""
+
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    """The IPFS API did not answer after retries."""

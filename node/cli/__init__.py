@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, datanets, demo, views, wallet
+from node.cli import chain, datanets, demo, store, views, wallet
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
 from node.config import Settings
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(chain.chain_app, name="chain")
 app.add_typer(wallet.wallet_app, name="wallet")
+app.add_typer(store.store_app, name="store")
 app.command("deploy")(chain.deploy_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("status")(views.status_cmd)

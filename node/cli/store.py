@@ -1,0 +1,50 @@
+"""`datanet store add|get`: content in and out of the configured store, verified by CID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from node.cli.common import JsonOpt, console, print_json, settings
+from node.storage import open_store
+
+store_app = typer.Typer(no_args_is_help=True, help="Add and fetch content (embedded store, or an IPFS node).")
+
+ApiOpt = Annotated[
+    str | None, typer.Option("--ipfs-api", help="Kubo RPC API URL (default: the embedded store).")
+]
+
+
+@store_app.command("add")
+def store_add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to add.")],
+    ipfs_api: ApiOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add files (or directories, recursively) and print each CID."""
+    store = open_store(settings(ctx), ipfs_api)
+    added = []
+    for path in paths:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist", param_hint="PATHS")
+        added.append({"path": str(path), "cid": store.add_path(path)})
+    if json_out:
+        print_json(added)
+    else:
+        for item in added:
+            console.print(f"{item['cid']}  {item['path']}")
+
+
+@store_app.command("get")
+def store_get(
+    ctx: typer.Context,
+    cid: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the file or directory.")],
+    ipfs_api: ApiOpt = None,
+) -> None:
+    """Fetch content by CID, verify every block, and write it to PATH."""
+    open_store(settings(ctx), ipfs_api).get(cid, output)
+    console.print(f"wrote {cid} to {output} (verified)")
