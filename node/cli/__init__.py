@@ -12,18 +12,19 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, datanets, demo, store, views, wallet
+from node.cli import chain, contribute, datanets, demo, store, views, wallet
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
 from node.config import Settings
 from node.errors import NodeError
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain."
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
 app.add_typer(chain.chain_app, name="chain")
 app.add_typer(wallet.wallet_app, name="wallet")
 app.add_typer(store.store_app, name="store")
+app.command("contribute")(contribute.contribute_cmd)
+app.command("contributions")(contribute.contributions_cmd)
+app.add_typer(contribute.curate_app, name="curate")
 app.command("deploy")(chain.deploy_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("status")(views.status_cmd)

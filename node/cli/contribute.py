@@ -1,0 +1,161 @@
+"""Contributors and curators: `datanet contribute`, `datanet contributions`, `datanet curate`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node.chain.contributions import submitted_ids
+from node.chain.deploy import OPEN
+from node.chain.models import ContributionStatus
+from node.chain.protocol import Protocol
+from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
+from node.cli.wallet import wallet_path
+from node.data.contribute import Journal, contribute_files
+from node.data.records import SourceRecord
+from node.data.validate import load_bytes, validate_bytes
+from node.demo.run import fmt_open
+from node.errors import ContentMismatchError
+from node.storage import open_store
+
+curate_app = typer.Typer(no_args_is_help=True, help="Review contributions as a curator.")
+
+
+def contribute_cmd(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Data files: alpaca/sharegpt/openai/text JSONL, JSON or .txt.")],
+    datanet: Annotated[int, typer.Option("--datanet", help="Datanet id.")],
+    stake: Annotated[float | None, typer.Option(help="OPEN to bond per file (default: the Datanet's minimum).")] = None,
+    relayer: Annotated[
+        str | None, typer.Option(help="Wallet that sends the transaction and pays gas (you only sign).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate, upload to IPFS, then stake (EIP-2612 permit) and submit each file on-chain."""
+    s = settings(ctx)
+    proto = write_protocol(ctx)
+    relay_proto = _relayer(ctx, proto, relayer) if relayer else None
+    amount = int(stake * OPEN) if stake is not None else proto.datanet(datanet).minStake
+    results = contribute_files(
+        proto, open_store(s), datanet, files, amount, Journal(s.data_dir / "contributions-journal.json"),
+        relayer=relay_proto,
+    )  # fmt: skip
+    if json_out:
+        print_json(results)
+        return
+    for r in results:
+        note = "already submitted earlier" if r.already_submitted else f"tx {r.tx}"
+        console.print(f"[green]✓[/] {r.file}: contribution #{r.contribution_id}, {r.cid} ({r.records} records, "
+                      f"stake {fmt_open(r.stake)}{', relayed' if r.relayed else ''}) {note}")  # fmt: skip
+
+
+def _relayer(ctx: typer.Context, proto: Protocol, name: str) -> Protocol:
+    s = settings(ctx).model_copy(update={"keystore": wallet_path(settings(ctx), name)})
+    account, _ = signer(s, proto.chain_id)
+    return proto.as_account(account)
+
+
+def contributions_cmd(
+    ctx: typer.Context,
+    address: Annotated[str | None, typer.Option(help="Whose contributions (default: your wallet).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Your contributions with their status and stake."""
+    p = read_protocol(ctx)
+    who = address or signer(settings(ctx), p.chain_id)[0].address
+    items = [p.contribution(i) for i in submitted_ids(p, contributor=who)]
+    if json_out:
+        print_json(items)
+        return
+    t = Table("#", "datanet", "CID", "records", "stake", "status", title=f"contributions of {who}")
+    for c in items:
+        t.add_row(str(c.id), str(c.datanetId), c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
+    console.print(t)
+
+
+@curate_app.command("list")
+def curate_list(
+    ctx: typer.Context,
+    datanet: Annotated[int, typer.Option("--datanet", help="Datanet id.")],
+    all_: Annotated[bool, typer.Option("--all", help="Show decided ones too, not only pending.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Contributions waiting for a decision."""
+    p = read_protocol(ctx)
+    items = [p.contribution(i) for i in submitted_ids(p, datanetId=datanet)]
+    if not all_:
+        items = [c for c in items if c.status == ContributionStatus.PENDING]
+    if json_out:
+        print_json(items)
+        return
+    t = Table("#", "contributor", "CID", "records", "bytes", "stake", "status")
+    for c in items:
+        t.add_row(str(c.id), c.contributor, c.cid, str(c.recordCount), str(c.byteSize), fmt_open(c.stake),
+                  c.status.name.lower())  # fmt: skip
+    console.print(t)
+
+
+@curate_app.command("show")
+def curate_show(
+    ctx: typer.Context,
+    contribution_id: int,
+    records: Annotated[int, typer.Option(help="How many records to preview.")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fetch a contribution from IPFS, verify it against its CID and on-chain sha256, preview it."""
+    p = read_protocol(ctx)
+    c = p.contribution(contribution_id)
+    data = open_store(settings(ctx)).cat(c.cid)  # verified against the CID
+    if hashlib.sha256(data).digest() != c.contentHash:
+        raise ContentMismatchError(
+            f"Contribution #{c.id}: content of {c.cid} does not match the sha256 recorded on-chain "
+            f"(0x{c.contentHash.hex()}); reject it."
+        )
+    report = validate_bytes(data, f"contribution-{c.id}")
+    preview = [r.example.model_dump(mode="json") for r in _examples(data, c.id)[:records]]
+    if json_out:
+        print_json({"contribution": c.model_dump(mode="json"), "validation": report.model_dump(mode="json"),
+                    "preview": preview})  # fmt: skip
+        return
+    console.print(f"[bold]#{c.id}[/] by {c.contributor}: {c.cid}, {c.recordCount} records, {c.byteSize} bytes, "
+                  f"status {c.status.name.lower()}; content verified (CID + sha256)")  # fmt: skip
+    console.print("validation: " + ("ok" if report.ok else report.render(5)))
+    for example in preview:
+        console.print(example)
+
+
+def _examples(data: bytes, contribution_id: int) -> list[SourceRecord]:
+    return load_bytes(data, f"contribution-{contribution_id}")
+
+
+def _tx(p: Protocol) -> str:
+    receipt = p.client.last_receipt
+    return "0x" + bytes(receipt["transactionHash"]).hex() if receipt else "?"
+
+
+@curate_app.command("approve")
+def curate_approve(ctx: typer.Context, contribution_id: int) -> None:
+    """Approve a pending contribution (curators only)."""
+    p = write_protocol(ctx)
+    p.approve_contribution(contribution_id)
+    console.print(f"approved #{contribution_id} in tx 0x{bytes(p.client.last_receipt['transactionHash']).hex()}")  # type: ignore[index]
+
+
+@curate_app.command("reject")
+def curate_reject(
+    ctx: typer.Context,
+    contribution_id: int,
+    reason: Annotated[str, typer.Option(help="Why (recorded on-chain in the event).")],
+) -> None:
+    """Reject a pending contribution; the Datanet's slash share of the stake goes to its treasury."""
+    p = write_protocol(ctx)
+    before = p.contribution(contribution_id).stake
+    p.reject_contribution(contribution_id, reason)
+    slash_bps = p.datanet(p.contribution(contribution_id).datanetId).slashBps
+    console.print(
+        f"rejected #{contribution_id} ({reason}); slashed {fmt_open(before * slash_bps // 10_000)} in tx {_tx(p)}"
+    )

@@ -1,0 +1,172 @@
+"""A job's permitted training set: exactly the approved data of exactly its Datanets.
+
+chain (job, Datanets, approved contributions at one block) → storage (fetch, verified against
+the CID) → sha256 against the on-chain hash → decrypt (private Datanets, needs a key grant) →
+parse → dedup → manifest + data root. Permission is checked again at assembly, not only when the
+job was posted: a restricted Datanet's owner may have revoked the poster since, and a job that
+declares commercial use may not train on a Datanet whose license forbids it.
+
+A contribution whose bytes do not match its CID or on-chain sha256, or that no longer parses, is
+never trained on: it is excluded, logged loudly and listed in the result, so the rest of the
+Datanet still trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol as TypingProtocol
+
+from pydantic import BaseModel, Field
+
+from node.chain.contributions import approved_contributions, datanet_at
+from node.chain.models import Contribution, Datanet, Job
+from node.chain.protocol import Protocol
+from node.data.dedup import DedupConfig
+from node.data.manifest import ContributionData, Manifest, build_training_set
+from node.data.records import Example, SourceRecord
+from node.data.validate import Limits, canonical_bytes, load_bytes
+from node.errors import AccessDeniedError, ContentMismatchError, DataValidationError, NodeError
+
+log = logging.getLogger(__name__)
+
+
+class LicenseError(NodeError, PermissionError):
+    """The job may not train on a Datanet (restricted and not allowed, or license terms)."""
+
+
+class Reader(TypingProtocol):
+    """What assembly needs from a content store: verified reads by CID."""
+
+    def cat(self, cid: str) -> bytes: ...
+
+
+Decrypt = Callable[[Datanet, Contribution, bytes], bytes]
+"""Turns a private Datanet's envelope into plaintext; raises AccessDeniedError without a grant."""
+
+
+class AssemblyConfig(BaseModel):
+    """How a training set is assembled; recorded with the job's outputs."""
+
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    limits: Limits = Field(default_factory=Limits)
+    commercial: bool = Field(False, description="The job's model will be used commercially.")
+
+
+class Excluded(BaseModel):
+    """A contribution left out, and why (it was never trained on)."""
+
+    contribution_id: int
+    datanet_id: int
+    cid: str
+    reason: str
+
+
+class AssembledSet(BaseModel):
+    """The permitted training set of a job, as of chain block `block`."""
+
+    job_id: int
+    block: int
+    manifest: Manifest
+    examples: list[Example]
+    excluded: list[Excluded] = Field(default_factory=list)
+
+    def write(self, out_dir: Path) -> Path:
+        """Writes manifest.json and examples.jsonl (canonical bytes) atomically into `out_dir`."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in (
+            ("examples.jsonl", canonical_bytes(self.examples)),
+            ("manifest.json", self.manifest.canonical_json()),
+        ):
+            tmp = out_dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, out_dir / name)
+        return out_dir
+
+
+def assemble(
+    protocol: Protocol,
+    store: Reader,
+    job_id: int,
+    block: int | None = None,
+    decrypt: Decrypt | None = None,
+    config: AssemblyConfig | None = None,
+) -> AssembledSet:
+    """Builds job `job_id`'s training set from the chain state at `block` (default: latest)."""
+    cfg = config or AssemblyConfig()
+    at = block if block is not None else protocol.client.block_number()
+    job = protocol.job(job_id)
+    contributions: list[ContributionData] = []
+    excluded: list[Excluded] = []
+    for datanet_id in job.datanetIds:
+        datanet = datanet_at(protocol, datanet_id, at)
+        _check_permission(protocol, job, datanet, cfg, at)
+        for c in approved_contributions(protocol, datanet_id, at):
+            data, reason = _fetch(store, datanet, c, decrypt, cfg)
+            if reason is not None:
+                log.error("job %d: contribution #%d (%s) excluded: %s", job_id, c.id, c.cid, reason)
+                excluded.append(Excluded(contribution_id=c.id, datanet_id=datanet_id, cid=c.cid, reason=reason))
+                continue
+            assert data is not None
+            contributions.append(
+                ContributionData(
+                    datanet_id=datanet_id,
+                    contribution_id=c.id,
+                    contributor=c.contributor,
+                    cid=c.cid,
+                    approved_at=c.decidedAt,
+                    records=data,
+                )
+            )
+    if not contributions:
+        raise LicenseError(
+            f"Job #{job_id} has nothing to train on: its Datanets {job.datanetIds} have no usable approved "
+            f"contributions at block {at} ({len(excluded)} excluded)."
+        )
+    training_set = build_training_set(job_id, job.datanetIds, contributions, cfg.dedup)
+    return AssembledSet(
+        job_id=job_id, block=at, manifest=training_set.manifest, examples=training_set.examples, excluded=excluded
+    )
+
+
+def _check_permission(protocol: Protocol, job: Job, datanet: Datanet, cfg: AssemblyConfig, block: int) -> None:
+    can_train = protocol.client.call(protocol.datanets.functions.canTrain(datanet.id, job.poster), block)
+    if not can_train:
+        raise LicenseError(
+            f"Datanet #{datanet.id} '{datanet.name}' is restricted and no longer allows {job.poster} to train "
+            f"on it (as of block {block}); job #{job.id} cannot use it. Its owner can allow the poster again "
+            "with setTrainer."
+        )
+    if cfg.commercial and not datanet.commercialUse:
+        raise LicenseError(
+            f"Job #{job.id} is for commercial use but Datanet #{datanet.id} '{datanet.name}' is licensed "
+            f"'{datanet.license}' without commercial use; drop that Datanet or post a non-commercial job."
+        )
+
+
+def _fetch(
+    store: Reader, datanet: Datanet, c: Contribution, decrypt: Decrypt | None, cfg: AssemblyConfig
+) -> tuple[list[SourceRecord] | None, str | None]:
+    try:
+        payload = store.cat(c.cid)  # verified block by block against the CID
+    except ContentMismatchError as e:
+        return None, f"content does not match its CID: {e}"
+    if hashlib.sha256(payload).digest() != c.contentHash:
+        return None, (
+            f"content of {c.cid} has sha256 {hashlib.sha256(payload).hexdigest()} but the chain records "
+            f"{c.contentHash.hex()}"
+        )
+    if datanet.isPrivate:
+        if decrypt is None:
+            raise AccessDeniedError(
+                f"Datanet #{datanet.id} is private and this node has no way to decrypt it; a key grant for the "
+                "job is needed."
+            )
+        payload = decrypt(datanet, c, payload)
+    try:
+        return load_bytes(payload, f"contribution-{c.id}", limits=cfg.limits), None
+    except DataValidationError as e:
+        return None, f"no longer parses: {str(e).splitlines()[0]}"
