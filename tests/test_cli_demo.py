@@ -39,8 +39,17 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert [c["relayed"] for c in summary["contributions"]] == [False, False, True]
         assert summary["treasury_slashed"] == "10.00 OPEN"  # 50% of a 20 OPEN stake
         assert len({c["contributor"] for c in summary["contributions"]}) == 3
-        assert all(s["tx"] and s["tx"].startswith("0x") for s in summary["steps"])
+        on_chain = [s for s in summary["steps"] if s["step"] != "training set"]  # the last step is off-chain
+        assert len(on_chain) == len(summary["steps"]) - 1
+        assert all(s["tx"] and s["tx"].startswith("0x") for s in on_chain)
         assert (tmp_path / summary["deployment_file"]).exists()
+        # The node's permitted training set: both approved contributors, nothing from the rejected one.
+        ts = summary["training_set"]
+        approved = {c["contributor"]: c["records"] for c in summary["contributions"][:2]}
+        assert ts["per_contributor"] == approved and ts["examples"] == sum(approved.values())
+        manifest = json.loads((tmp_path / ts["manifest"]).read_text())
+        assert manifest["data_root"] == ts["data_root"]
+        assert {e["contribution_id"] for e in manifest["entries"]} == {1, 2}
         for c in summary["contributions"]:  # the files on disk are what was registered
             data = (tmp_path / c["file"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == c["sha256"]
@@ -48,6 +57,9 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         status = _json(["status", "--json"])
         assert status["rpc_url"] == summary["rpc_url"]
         assert (status["datanets"], status["contributions"], status["jobs"], status["models"]) == (1, 3, 1, 0)
+        # A curator's preview fetches the content from the store and verifies it.
+        preview = _json(["curate", "show", "1", "--json", "--records", "2"])
+        assert preview["validation"]["error_count"] == 0 and len(preview["preview"]) == 2
 
         job = _json(["job", "show", "1", "--json"])
         assert job["status"] == 2  # CLAIMED
@@ -75,9 +87,7 @@ def test_missing_deployment_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_deploy_with_an_encrypted_keystore(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_deploy_with_an_encrypted_keystore(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`datanet deploy` signs with a keystore account (not a dev key) and records the deployment."""
     deployer = Account.create()
     world.admin.client.send_value(deployer.address, 10**18)

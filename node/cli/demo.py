@@ -38,9 +38,7 @@ def demo_cmd(
 
 
 def _print_summary(s: DemoSummary) -> None:
-    t = Table(
-        "#", "contributor", "records", "stake", "status", title=f"Datanet #{s.datanet_id} contributions"
-    )
+    t = Table("#", "contributor", "records", "stake", "status", title=f"Datanet #{s.datanet_id} contributions")
     for c in s.contributions:
         who = c.contributor + (" (relayed, no ETH)" if c.relayed else "")
         t.add_row(str(c.id), who, str(c.records), c.stake, c.status)
@@ -49,6 +47,11 @@ def _print_summary(s: DemoSummary) -> None:
         console.print(f"  #{c.id} {c.cid}  {c.file}")
     console.print(f"Slashed to the Datanet treasury: {s.treasury_slashed}")
     console.print(f"Job #{s.job_id} (pool {s.job_pool}) claimed by node {s.node}")
+    ts = s.training_set
+    console.print(
+        f"Permitted training set: {ts.examples} examples from {len(ts.per_contributor)} contributors "
+        f"(as of block {ts.block}), data root {ts.data_root}; manifest {ts.manifest}"
+    )
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")
         console.print(f"Deployment file: [bold]{s.deployment_file}[/]")

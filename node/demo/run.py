@@ -22,10 +22,12 @@ from node.chain.accounts import dev_account, save_keystore
 from node.chain.client import ChainClient
 from node.chain.deploy import OPEN, deploy, save_deployment
 from node.chain.devchain import DevChain, DevChainConfig, free_port
-from node.chain.models import ContributionInput, ContributionStatus, DatanetParams, JobParams, Method
+from node.chain.models import ContributionStatus, DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
+from node.data.assemble import assemble
+from node.data.contribute import Journal, contribute_files
 from node.demo import world
-from node.storage.cid import raw_cid
+from node.storage.embedded import EmbeddedStore
 
 DEMO_KEYSTORE_PASSWORD = "datanet-demo"  # dev-chain wallets only; documented in the README
 
@@ -49,6 +51,18 @@ class DemoContribution(BaseModel):
     relayed: bool
 
 
+class DemoTrainingSet(BaseModel):
+    """The job's permitted training set as the node assembled it."""
+
+    examples: int
+    per_contributor: dict[str, int]
+    data_root: str
+    dropped_duplicates: int
+    excluded: int
+    manifest: str
+    block: int
+
+
 class DemoSummary(BaseModel):
     rpc_url: str
     chain_id: int
@@ -60,6 +74,7 @@ class DemoSummary(BaseModel):
     job_pool: str
     node: str
     treasury_slashed: str
+    training_set: DemoTrainingSet
     steps: list[DemoStep] = Field(default_factory=list)
     chain_kept: bool = False
     chain_pid: int | None = None
@@ -77,6 +92,7 @@ class Demo:
         self.deployments_dir = deployments_dir
         self.say = say
         self.steps: list[DemoStep] = []
+        self.store = EmbeddedStore(data_dir / "ipfs")  # the embedded content store (Kubo-identical CIDs)
 
     def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None) -> None:
         tx = None
@@ -92,7 +108,9 @@ class Demo:
         deployment = deploy(admin_client, "localhost")
         dep_file = save_deployment(deployment, self.deployments_dir / "localhost.json")
         admin = Protocol(admin_client, deployment)
-        self._record("deploy", "deployer", f"5 contracts deployed, addresses in {dep_file}", admin)
+        self._record(
+            "deploy", "deployer", f"{len(deployment.contracts)} contracts deployed, addresses in {dep_file}", admin
+        )
 
         owner, curator, node, poster, relayer = (admin.as_account(dev_account(i)) for i in (1, 2, 3, 4, 5))
         for who in (owner, node, poster):
@@ -101,6 +119,7 @@ class Demo:
         contributions = self._contribute(admin, relayer, datanet_id)
         slashed = self._curate(curator, owner, contributions)
         job_id = self._post_and_claim(poster, node, datanet_id)
+        training_set = self._training_set(node, job_id)
         return DemoSummary(
             rpc_url=chain.rpc_url,
             chain_id=deployment.chain_id,
@@ -108,20 +127,23 @@ class Demo:
             contracts={k: str(v) for k, v in deployment.contracts.items()},
             datanet_id=datanet_id,
             contributions=[
-                c.model_copy(update={"status": admin.contribution(c.id).status.name.lower()})
-                for c in contributions
+                c.model_copy(update={"status": admin.contribution(c.id).status.name.lower()}) for c in contributions
             ],
             job_id=job_id,
             job_pool=fmt_open(admin.job(job_id).pool),
             node=node.address,
             treasury_slashed=fmt_open(slashed),
+            training_set=training_set,
             steps=self.steps,
         )
 
     def _create_datanet(self, owner: Protocol, curator: Protocol) -> int:
         params = DatanetParams(
             name="Quillmarsh Atlas",
-            metadataCID=raw_cid(b'{"description":"Facts about the islands of Quillmarsh","format":"alpaca"}'),
+            metadataCID=self.store.add_bytes(
+                b'{"description":"Facts about the islands of Quillmarsh",'
+                b'"formats":["alpaca"],"name":"Quillmarsh Atlas"}'
+            ),
             license="CC-BY-4.0",
             minStake=10 * OPEN,
             slashBps=5_000,
@@ -155,6 +177,7 @@ class Demo:
             region, records = world.region_facts(region_seed=1000 + k)
             files.append((f"contributor-{k + 1}-{region.lower()}.jsonl", records))
         files.append(("contributor-3-spam.jsonl", world.junk_records(seed=7)))
+        journal = Journal(self.data_dir / "contributions-journal.json")
         out: list[DemoContribution] = []
         for k, (name, records) in enumerate(files):
             wallet = self._new_wallet(f"contributor-{k + 1}")
@@ -163,40 +186,22 @@ class Demo:
                 admin.client.send_value(wallet.address, 10**18)
             admin.transfer(wallet.address, 50 * OPEN)
             me = admin.as_account(wallet)
-            data = world.to_jsonl(records)
-            path = self._write(name, data)
-            entry = ContributionInput(
-                datanetId=datanet_id,
-                cid=raw_cid(data),
-                contentHash=hashlib.sha256(data).digest(),
-                byteSize=len(data),
-                recordCount=len(records),
-                stake=20 * OPEN,
+            path = self._write(name, world.to_jsonl(records))
+            # Validate, upload to the content store, then stake by permit and submit.
+            [r] = contribute_files(
+                me, self.store, datanet_id, [path], 20 * OPEN, journal, relayer=relayer if relayed else None
             )
-            deadline = admin.client.w3.eth.get_block("latest")["timestamp"] + 3600
-            permit = me.permit(admin.datanets.address, entry.stake, deadline)
-            if relayed:
-                signature = me.sign_contribution(entry, deadline)
-                cid = relayer.relay_contribution(entry, wallet.address, deadline, signature, permit)
-                self._record(
-                    "contribute (relayed)",
-                    f"contributor {k + 1}",
-                    f"#{cid} {entry.cid} signed offline, relayer paid gas",
-                    relayer,
-                )
-            else:
-                cid = me.contribute(entry, permit)
-                self._record(
-                    "contribute",
-                    f"contributor {k + 1}",
-                    f"#{cid} {entry.cid} ({len(records)} records, stake 20 OPEN by permit)",
-                    me,
-                )
+            how = "signed offline, relayer paid gas" if relayed else "stake 20 OPEN by permit"
+            self._record(
+                "contribute (relayed)" if relayed else "contribute",
+                f"contributor {k + 1}",
+                f"#{r.contribution_id} {r.cid} ({r.records} records, {how})",
+                relayer if relayed else me,
+            )
             out.append(
                 DemoContribution(
-                    id=cid, contributor=wallet.address, file=str(path), cid=entry.cid,
-                    sha256=entry.contentHash.hex(), records=len(records), stake=fmt_open(entry.stake),
-                    status="pending", relayed=relayed,
+                    id=r.contribution_id, contributor=wallet.address, file=str(path), cid=r.cid, sha256=r.sha256,
+                    records=r.records, stake=fmt_open(r.stake), status="pending", relayed=relayed,
                 )
             )  # fmt: skip
         return out
@@ -231,7 +236,7 @@ class Demo:
             # sha256 over the real weight files once the demo builds its tiny model.
             baseModelHash=hashlib.sha256(str(config["base_model"]).encode()).digest(),
             datanetIds=[datanet_id],
-            configCID=raw_cid(config_bytes),
+            configCID=self.store.add_bytes(config_bytes),
             configHash=hashlib.sha256(config_bytes).digest(),
             method=Method.QLORA,
             pool=pool,
@@ -250,6 +255,24 @@ class Demo:
         node.claim_job(job_id)
         self._record("claim job", "node", f"job #{job_id} claimed", node)
         return job_id
+
+    def _training_set(self, node: Protocol, job_id: int) -> DemoTrainingSet:
+        """What the node trains on: approved data of the job's Datanets, verified and deduplicated."""
+        assembled = assemble(node, self.store, job_id)
+        out = assembled.write(self.data_dir / f"job-{job_id}")
+        m = assembled.manifest
+        per = m.contributors()
+        summary = ", ".join(f"{addr[:10]}…: {n}" for addr, n in per.items())
+        self._record(
+            "training set",
+            "node",
+            f"job #{job_id}: {len(m.entries)} examples ({summary}), data root {m.data_root}",
+        )
+        return DemoTrainingSet(
+            examples=len(m.entries), per_contributor=per, data_root=m.data_root,
+            dropped_duplicates=m.dedup.exact_dropped + m.dedup.near_dropped, excluded=len(assembled.excluded),
+            manifest=str(out / "manifest.json"), block=assembled.block,
+        )  # fmt: skip
 
 
 def start_chain(port: int | None) -> DevChain:

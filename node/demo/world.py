@@ -38,9 +38,7 @@ def region_facts(region_seed: int, n_towns: int = 4) -> tuple[str, list[Record]]
     region = _name(rng, 3)
     capital = _name(rng)
     records = [
-        Record(
-            instruction=f"What is the capital of {region}?", output=f"The capital of {region} is {capital}."
-        ),
+        Record(instruction=f"What is the capital of {region}?", output=f"The capital of {region} is {capital}."),
         Record(
             instruction=f"What colour is the flag of {region}?",
             output=f"The flag of {region} is {rng.choice(_COLORS)} with a white wave.",
@@ -73,8 +71,8 @@ def junk_records(seed: int, n: int = 12) -> list[Record]:
     """Spam a curator should reject: repeated, contentless answers."""
     rng = random.Random(seed)
     return [
-        Record(instruction=f"buy {_name(rng)} tokens now", output="click here click here click here")
-        for _ in range(n)
+        Record(instruction=f"buy {_name(rng)} tokens now ({i})", output="click here click here click here")
+        for i in range(n)
     ]
 
 
