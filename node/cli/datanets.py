@@ -36,9 +36,7 @@ def datanet_create(
     min_stake: Annotated[float, typer.Option(help="OPEN a contributor bonds per contribution.")] = 10.0,
     slash_percent: Annotated[float, typer.Option(help="Share of the stake slashed on rejection.")] = 50.0,
     lock_days: Annotated[float, typer.Option(help="Days a stake stays bonded after approval.")] = 7.0,
-    curator: Annotated[
-        list[str] | None, typer.Option(help="Curator address (repeatable; default: you).")
-    ] = None,
+    curator: Annotated[list[str] | None, typer.Option(help="Curator address (repeatable; default: you).")] = None,
     treasury: Annotated[str | None, typer.Option(help="Receives slashes and fees (default: you).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -108,7 +106,5 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
     )
     t = Table("#", "contributor", "CID", "records", "stake", "status")
     for c in contribs:
-        t.add_row(
-            str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower()
-        )
+        t.add_row(str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
     console.print(t)

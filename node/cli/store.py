@@ -12,9 +12,7 @@ from node.storage import open_store
 
 store_app = typer.Typer(no_args_is_help=True, help="Add and fetch content (embedded store, or an IPFS node).")
 
-ApiOpt = Annotated[
-    str | None, typer.Option("--ipfs-api", help="Kubo RPC API URL (default: the embedded store).")
-]
+ApiOpt = Annotated[str | None, typer.Option("--ipfs-api", help="Kubo RPC API URL (default: the embedded store).")]
 
 
 @store_app.command("add")

@@ -69,9 +69,7 @@ def wallet_new(
 ) -> None:
     """Create a fresh account and save it encrypted."""
     info = _store(settings(ctx), name, Account.create())
-    print_json(info) if json_out else console.print(
-        f"created wallet {info.name}: {info.address} ({info.path})"
-    )
+    print_json(info) if json_out else console.print(f"created wallet {info.name}: {info.address} ({info.path})")
 
 
 @wallet_app.command("import")
