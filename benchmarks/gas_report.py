@@ -138,9 +138,7 @@ def tool_versions() -> tuple[str, str, str]:
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
 
 # -------------------------------------------------------------------------- markdown
@@ -235,16 +233,14 @@ def render_markdown(r: GasReport) -> str:
     return "\n".join([*lines, END])
 
 
-def write_section(markdown: str, path: Path = DOC) -> Path:
-    """Replaces the gas section of `path` (or appends it), keeping every other section; atomic."""
-    header = (
-        "# Benchmarks\n\nMeasured numbers. Each section is written by the script it names; "
-        "rerun it to refresh.\n"
-    )
+def write_section(markdown: str, path: Path = DOC, begin: str = BEGIN, end: str = END) -> Path:
+    """Replaces the section between `begin` and `end` in `path` (or appends it), keeping every
+    other section; atomic. Every benchmark script writes its own section through this."""
+    header = "# Benchmarks\n\nMeasured numbers. Each section is written by the script it names; rerun it to refresh.\n"
     text = path.read_text() if path.exists() else header
-    if BEGIN in text and END in text:
-        start, end = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + markdown + text[end:]
+    if begin in text and end in text:
+        start, stop = text.index(begin), text.index(end) + len(end)
+        text = text[:start] + markdown + text[stop:]
     else:
         text = text.rstrip("\n") + "\n\n" + markdown + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
