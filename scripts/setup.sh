@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
 
-if [[ ! -x node_modules/.bin/hardhat || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  echo "==> npm ci (Hardhat 2, solc wasm, OpenZeppelin, anvil)"
-  npm ci --no-audit --no-fund --loglevel=error
+if [[ ! -x node_modules/.bin/hardhat || ! -x node_modules/.bin/jsipfs || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "==> npm install from the lock file (Hardhat 2, solc wasm, OpenZeppelin, anvil, js-ipfs)"
+  # Not `npm ci`: js-ipfs pulls an optional dependency by a GitHub tarball URL, unreachable offline;
+  # `npm install` skips it as optional, `npm ci` refuses the whole lock file for it.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 echo "==> compiling contracts (offline, wasm solc)"
