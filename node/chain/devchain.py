@@ -7,7 +7,6 @@ process group, and the whole group is stopped on exit.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from node.config import REPO_ROOT
 from node.errors import ChainError
+from node.process import stop_group
 
 ANVIL = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
@@ -100,17 +100,7 @@ class DevChain:
 
     def stop(self) -> None:
         """Stops the process group (SIGTERM, then SIGKILL)."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = None
-            return
-        try:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
+        stop_group(self._proc, timeout=5)
         self._proc = None
 
     def __enter__(self) -> DevChain:

@@ -9,7 +9,6 @@ stopped as a whole.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 from node.chain.devchain import free_port
 from node.config import REPO_ROOT
 from node.errors import StorageUnavailableError
+from node.process import stop_group
 
 JSIPFS = REPO_ROOT / "node_modules" / ".bin" / "jsipfs"
 
@@ -70,16 +70,7 @@ class JsIpfsNode:
         raise StorageUnavailableError(f"the js-ipfs daemon did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        try:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
+        stop_group(self._proc)
         self._proc = None
 
     def __enter__(self) -> JsIpfsNode:
