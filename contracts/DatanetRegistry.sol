@@ -113,7 +113,7 @@ contract DatanetRegistry is EIP712, Nonces {
     error DatanetUnknownContribution(uint256 contributionId);
     error DatanetWrongStatus(uint256 contributionId, Status status);
     error DatanetNotContributor(uint256 contributionId, address account);
-    error DatanetStillLocked(uint256 contributionId, uint64 unlocksAt);
+    error DatanetStillLocked(uint256 contributionId, uint256 unlocksAt);
     error DatanetSignatureExpired(uint256 deadline);
     error DatanetInvalidSignature(address contributor);
 
@@ -285,7 +285,8 @@ contract DatanetRegistry is EIP712, Nonces {
             revert DatanetWrongStatus(contributionId, c.status);
         }
         uint64 since = c.status == Status.Approved ? c.decidedAt : c.submittedAt;
-        uint64 unlocksAt = since + _datanets[c.datanetId].lockPeriod;
+        // uint256: a lock period near type(uint64).max ("never") must not overflow into a panic.
+        uint256 unlocksAt = uint256(since) + _datanets[c.datanetId].lockPeriod;
         if (block.timestamp < unlocksAt) revert DatanetStillLocked(contributionId, unlocksAt);
         // Effects
         if (c.status == Status.Approved) _datanets[c.datanetId].approvedCount -= 1;
