@@ -1,0 +1,90 @@
+"""The contributor and curator commands through the CLI, on the real dev chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.chain.accounts import dev_account, save_keystore
+from node.chain.deploy import save_deployment
+from node.cli import app
+from node.demo import world as demo_world
+from tests.conftest import CONTRIBUTORS, CURATOR, World
+
+runner = CliRunner()
+
+
+def _run(args: list[str]) -> str:
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def cli_env(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """A working directory with the session's deployment and wallets for a curator and a contributor."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATANET_KEYSTORE_PASSWORD", "pw")
+    save_deployment(world.deployment, tmp_path / "deployments" / "localhost.json")
+    for name, index in (("curator", CURATOR), ("alice", CONTRIBUTORS[0])):
+        save_keystore(dev_account(index), tmp_path / ".datanet" / "keystores" / f"{name}.json", "pw")
+    return world
+
+
+def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> None:
+    world = cli_env
+    base = ["--rpc-url", world.rpc_url]
+    created = json.loads(
+        _run(
+            [
+                *base,
+                "--wallet",
+                "curator",
+                "datanet",
+                "create",
+                "--name",
+                "Tides",
+                "--min-stake",
+                "5",
+                "--slash-percent",
+                "40",
+                "--json",
+            ]
+        )
+    )
+    d = created["datanet_id"]
+    shown = json.loads(_run([*base, "datanet", "show", str(d), "--json"]))["datanet"]
+    assert shown["name"] == "Tides" and shown["slashBps"] == 4000 and shown["owner"] == world.curator.address
+    good, spam = tmp_path / "good.jsonl", tmp_path / "spam.txt"
+    good.write_bytes(demo_world.to_jsonl(demo_world.region_facts(5)[1]))
+    spam.write_text("buy now\n\nclick here\n")
+    out = json.loads(
+        _run([*base, "--wallet", "alice", "contribute", "--datanet", str(d), str(good), str(spam), "--json"])
+    )
+    ids = [r["contribution_id"] for r in out]
+    assert [r["stake"] for r in out] == [5 * 10**18] * 2
+    pending = json.loads(_run([*base, "--wallet", "curator", "curate", "list", "--datanet", str(d), "--json"]))
+    assert [c["id"] for c in pending] == ids
+    _run([*base, "--wallet", "curator", "curate", "approve", str(ids[0])])
+    rejected = _run([*base, "--wallet", "curator", "curate", "reject", str(ids[1]), "--reason", "spam"])
+    assert "slashed 2.00 OPEN" in rejected
+    mine = json.loads(_run([*base, "--wallet", "alice", "contributions", "--json"]))
+    assert [(c["id"], c["status"]) for c in mine] == [(ids[0], 2), (ids[1], 3)]
+
+
+def test_contribute_cli_reports_a_bad_file_and_stakes_nothing(cli_env: World, tmp_path: Path) -> None:
+    world = cli_env
+    d = json.loads(
+        _run(["--rpc-url", world.rpc_url, "--wallet", "curator", "datanet", "create", "--name", "X", "--json"])
+    )["datanet_id"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = runner.invoke(
+        app, ["--rpc-url", world.rpc_url, "--wallet", "alice", "contribute", "--datanet", str(d), str(bad)]
+    )
+    assert result.exit_code != 0
+    assert "bad.jsonl:1" in str(result.exception) and "Nothing was uploaded or staked" in str(result.exception)
+    assert world.admin.contribution_count() == 0
