@@ -1,0 +1,448 @@
+"""LoRA / QLoRA fine-tuning: `train(base_model_dir, examples, config, out_dir)` -> `TrainResult`.
+
+Life cycle (torchtune's recipe shape): `LoraTrainer(...)` validates → `setup(examples)` loads the
+model, tokenises, splits and packs → `train()` runs the steps, checkpointing and evaluating →
+`save()` writes the PEFT adapter, model card and metrics. What makes it fast and lean:
+
+- Packed rows (no compute on padding) with block-diagonal attention (see `packing`).
+- The LM head runs only where a token is learned: hidden states at answer positions are
+  gathered first, so prompt tokens never materialise `(T, vocab)` logits.
+- No framework loop around it: the batches of step k are a pure function of (seed, k), which
+  also makes resumption exact.
+
+QLoRA: 4-bit NF4 base with double quantisation (bitsandbytes), LoRA in fp32, paged 8-bit AdamW
+on CUDA. LoRA: the base in bf16 (CUDA) or fp32. Several processes (`torchrun`/`accelerate
+launch`): DDP over the LoRA weights, each rank taking its share of every step's rows.
+
+Raises `TrainConfigError` (a setting that cannot work here), `TrainDataError` (nothing left to
+learn from), `CheckpointError` (a checkpoint of another run in `out_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from node.data.records import Example
+from node.errors import NodeError
+from node.train import card as model_card
+from node.train import checkpoint
+from node.train.card import ModelCard
+from node.train.config import Method, Progress, TrainConfig, TrainConfigError, TrainMetrics, TrainResult
+from node.train.formatting import IGNORE, Tokenized, chat_template, tokenize_example, truncate
+from node.train.packing import Batch, Row, collate, epoch_order, pack
+from node.train.runtime import Runtime, all_sum, peak_memory_bytes, setup_runtime, teardown_runtime
+
+__all__ = ["LoraTrainer", "ModelCard", "TrainDataError", "train"]
+
+OnProgress = Callable[[Progress], None]
+
+
+class TrainDataError(NodeError, ValueError):
+    """The examples leave nothing to train on (all empty, or no answer tokens)."""
+
+
+class _LossSum(nn.Module):
+    """Summed next-token cross-entropy over learned positions only. A module, so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        base = model.get_base_model()  # type: ignore[operator]
+        self.decoder, self.head = base.get_decoder(), base.get_output_embeddings()
+        self.softcap: float | None = getattr(base.config, "final_logit_softcapping", None)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # No attention mask: restarts in position_ids make transformers build the packed mask.
+        h = self.decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        h, target = h[:, :-1], labels[:, 1:]  # (B, T-1, H): position t predicts token t+1
+        keep = target != IGNORE
+        logits = self.head(h[keep]).float()  # (N, V), N = learned positions only
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return F.cross_entropy(logits, target[keep], reduction="sum")
+
+
+class LoraTrainer:
+    def __init__(
+        self,
+        base_model_dir: Path,
+        config: TrainConfig,
+        out_dir: Path,
+        *,
+        card: ModelCard | None = None,
+        on_progress: OnProgress | None = None,
+        show_progress: bool = False,
+    ):
+        self.base_dir, self.cfg, self.out = Path(base_model_dir), config, Path(out_dir)
+        self.card = card or ModelCard(base_model=str(base_model_dir))
+        self.on_progress, self.show_progress = on_progress, show_progress
+        if not (self.base_dir / "config.json").is_file():
+            raise TrainConfigError(f"{self.base_dir} is not a Hugging Face model directory (no config.json).")
+        self.rt: Runtime = setup_runtime(config)
+        if config.method == Method.QLORA:
+            _check_bitsandbytes()
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, examples: Sequence[Example]) -> None:
+        self._setup_tokenizer()
+        self._setup_data(examples)
+        self._setup_model()
+        self._setup_optimizer()
+
+    def _setup_tokenizer(self) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    def _setup_data(self, examples: Sequence[Example]) -> None:
+        cfg = self.cfg
+        tokenized = [
+            truncate(tokenize_example(self.tokenizer, ex, cfg.train_on_prompt), cfg.max_seq_len) for ex in examples
+        ]
+        usable = [k for k, t in enumerate(tokenized) if t.trainable > 0]
+        if not usable:
+            raise TrainDataError(
+                f"None of the {len(examples)} examples has a token to learn within max_seq_len={cfg.max_seq_len}."
+            )
+        rng = random.Random(f"{cfg.seed}/split")
+        shuffled = rng.sample(usable, len(usable))
+        n_eval = int(len(usable) * cfg.eval_fraction) if len(usable) > 1 else 0
+        self.eval_idx, self.train_idx = sorted(shuffled[:n_eval]), shuffled[n_eval:]  # train keeps shuffled order
+        self.train_rows = pack([tokenized[k] for k in self.train_idx], cfg.max_seq_len, cfg.packing)
+        self.eval_rows = pack([tokenized[k] for k in self.eval_idx], cfg.max_seq_len, cfg.packing)
+        self.train_tokens_per_epoch = sum(len(r) for r in self.train_rows)
+        w = self.rt.world_size
+        self.rows_per_step = cfg.batch_size * cfg.gradient_accumulation * w
+        self.steps_per_epoch = math.ceil(len(self.train_rows) / self.rows_per_step)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.fingerprint = _fingerprint(cfg, self.base_dir, tokenized)
+
+    def _setup_model(self) -> None:
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM
+
+        cfg, rt = self.cfg, self.rt
+        kwargs: dict[str, Any] = {"dtype": rt.dtype, "device_map": {"": rt.device}}
+        if cfg.method == Method.QLORA:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=rt.dtype,
+            )  # fmt: skip
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, **kwargs)
+        if cfg.method == Method.QLORA:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        elif cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        torch.manual_seed(cfg.seed)  # the LoRA init
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+            target_modules=cfg.target_modules, task_type="CAUSAL_LM",
+        )  # fmt: skip
+        try:
+            self.model = get_peft_model(model, lora)
+        except ValueError as e:
+            raise TrainConfigError(f"LoRA target_modules={cfg.target_modules!r} do not fit this model: {e}") from e
+        self.model.train()  # peft may leave it in eval mode (STACK.md)
+        self.loss_fn: nn.Module = _LossSum(self.model)
+        if rt.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.loss_fn = DistributedDataParallel(self.loss_fn, device_ids=ids)
+
+    def _setup_optimizer(self) -> None:
+        from transformers import get_scheduler
+
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.method == Method.QLORA and self.rt.device.type == "cuda":
+            import bitsandbytes as bnb
+
+            self.optimizer: torch.optim.Optimizer = bnb.optim.PagedAdamW8bit(
+                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
+        self.scheduler = get_scheduler(
+            name, self.optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ train
+
+    def train(self) -> TrainResult:
+        """Runs (or resumes) every step, then saves the adapter. Returns what `save` wrote."""
+        start_step, tokens = self._resume()
+        history_loss: float | None = None
+        t0, tokens0 = time.perf_counter(), tokens
+        train_seconds = 0.0
+        with self._progress_bar(start_step) as advance:
+            for step in range(start_step, self.total_steps):
+                ts = time.perf_counter()
+                loss, step_tokens = self._step(step)
+                train_seconds += time.perf_counter() - ts
+                tokens += step_tokens
+                history_loss = loss
+                done = step + 1
+                elapsed = time.perf_counter() - t0
+                rate = (tokens - tokens0) / elapsed if elapsed > 0 else None
+                eta = (self.total_steps - done) * elapsed / (done - start_step)
+                self._emit(Progress(
+                    kind="train", step=done, total_steps=self.total_steps, epoch=done / self.steps_per_epoch,
+                    loss=loss, learning_rate=self.scheduler.get_last_lr()[0], tokens=tokens,
+                    tokens_per_s=rate, elapsed_s=elapsed, eta_s=eta,
+                ))  # fmt: skip
+                advance(done, loss)
+                if self._eval_due(done):
+                    self._evaluate(done, tokens, elapsed)
+                if done % self.cfg.checkpoint_every == 0 and done < self.total_steps:
+                    self._checkpoint(done, tokens)
+        eval_loss = self._evaluate(self.total_steps, tokens, time.perf_counter() - t0, emit=False)
+        metrics = TrainMetrics(
+            method=self.cfg.method, steps=self.total_steps, epochs=self.total_steps / self.steps_per_epoch,
+            train_examples=len(self.train_idx), eval_examples=len(self.eval_idx), train_tokens=tokens,
+            final_train_loss=history_loss, eval_loss=eval_loss,
+            perplexity=math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
+            tokens_per_s=(tokens - tokens0) / train_seconds if train_seconds else 0.0,
+            train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes(self.rt), device=self.rt.name,
+            world_size=self.rt.world_size,
+        )  # fmt: skip
+        self._emit(Progress(kind="done", step=self.total_steps, total_steps=self.total_steps,
+                            epoch=metrics.epochs, loss=history_loss, eval_loss=eval_loss,
+                            perplexity=metrics.perplexity, tokens=tokens, tokens_per_s=metrics.tokens_per_s,
+                            elapsed_s=time.perf_counter() - t0, eta_s=0.0))  # fmt: skip
+        return self.save(metrics)
+
+    def _step(self, step: int) -> tuple[float, int]:
+        """One optimizer step: gradient accumulation over micro-batches; returns (mean loss, tokens)."""
+        rt, cfg = self.rt, self.cfg
+        micro = self._micro_batches(step)
+        targets = sum(b.targets for group in micro for b in group)  # every rank knows every row
+        scale = rt.world_size / max(targets, 1)  # DDP averages over ranks; we want the global mean
+        loss_sum, tokens = 0.0, 0
+        for m, group in enumerate(micro):
+            batch = group[rt.rank]
+            last = m == len(micro) - 1
+            sync = contextlib.nullcontext() if last or not rt.distributed else self.loss_fn.no_sync()  # type: ignore[operator]
+            with sync, self._autocast():
+                loss = self.loss_fn(
+                    batch.input_ids.to(rt.device), batch.position_ids.to(rt.device), batch.labels.to(rt.device)
+                )
+                (loss * scale).backward()
+            loss_sum += float(loss.detach())
+            tokens += batch.tokens
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, total_tokens = all_sum(rt, loss_sum, tokens)
+        return total_loss / max(targets, 1), int(total_tokens)
+
+    def _micro_batches(self, step: int) -> list[list[Batch]]:
+        """Step `step`'s micro-batches, each as one batch per rank (pure function of seed, step)."""
+        cfg, w = self.cfg, self.rt.world_size
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = epoch_order(len(self.train_rows), cfg.seed, epoch)
+        rows = [self.train_rows[k] for k in order[within * self.rows_per_step : (within + 1) * self.rows_per_step]]
+        per_micro = cfg.batch_size * w
+        out = []
+        for m in range(0, len(rows), per_micro):
+            chunk = rows[m : m + per_micro]
+            out.append([collate(_share(chunk, r, cfg.batch_size), self.pad_id) for r in range(w)])
+        return out
+
+    @torch.no_grad()
+    def _evaluate(self, step: int, tokens: int, elapsed: float, emit: bool = True) -> float | None:
+        if not self.eval_rows:
+            return None
+        self.model.eval()
+        rt, bs = self.rt, self.cfg.batch_size
+        mine = self.eval_rows[rt.rank :: rt.world_size]
+        loss_sum, targets = 0.0, 0
+        for i in range(0, len(mine), bs):
+            b = collate(mine[i : i + bs], self.pad_id)
+            with self._autocast():
+                loss_sum += float(
+                    self.loss_fn(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
+                )
+            targets += b.targets
+        self.model.train()
+        total, count = all_sum(rt, loss_sum, targets)
+        eval_loss = total / max(count, 1)
+        if emit:
+            self._emit(Progress(kind="eval", step=step, total_steps=self.total_steps,
+                                epoch=step / self.steps_per_epoch, eval_loss=eval_loss,
+                                perplexity=math.exp(eval_loss) if eval_loss < 50 else None,
+                                tokens=tokens, elapsed_s=elapsed))  # fmt: skip
+        return eval_loss
+
+    def _eval_due(self, done: int) -> bool:
+        if not self.eval_rows or done == self.total_steps:
+            return False  # the final eval always runs once, after the loop
+        if self.cfg.eval_every:
+            return done % self.cfg.eval_every == 0
+        return done % self.steps_per_epoch == 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.rt.device.type == "cuda" and self.rt.dtype == torch.bfloat16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------- checkpoint, save
+
+    def _checkpoint(self, step: int, tokens: int) -> None:
+        from peft import get_peft_model_state_dict
+
+        if self.rt.is_main:
+            checkpoint.save(self.out / "checkpoints", step, {
+                "fingerprint": self.fingerprint, "step": step, "tokens": tokens,
+                "lora": get_peft_model_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            })  # fmt: skip
+        if self.rt.distributed:
+            torch.distributed.barrier()
+
+    def _resume(self) -> tuple[int, int]:
+        from peft import set_peft_model_state_dict
+
+        state = checkpoint.load_latest(self.out / "checkpoints", self.fingerprint)
+        if state is None:
+            self._metrics_file().unlink(missing_ok=True)
+            torch.manual_seed(self.cfg.seed + self.rt.rank)  # dropout
+            return 0, 0
+        set_peft_model_state_dict(self.model, state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        step = int(state["step"])
+        self._truncate_metrics(step)
+        return step, int(state["tokens"])
+
+    def save(self, metrics: TrainMetrics) -> TrainResult:
+        """Writes `out/adapter` (PEFT safetensors + config + model card) atomically."""
+        adapter, tmp = self.out / "adapter", self.out / ".adapter.tmp"
+        if self.rt.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            cfg_path = tmp / "adapter_config.json"  # record the reference, not this machine's path
+            peft_cfg = json.loads(cfg_path.read_text())
+            peft_cfg["base_model_name_or_path"] = self.card.base_model
+            cfg_path.write_text(json.dumps(peft_cfg, indent=2, sort_keys=True))
+            (tmp / "training_config.json").write_text(self.cfg.model_dump_json(indent=2))
+            (tmp / "metrics.json").write_text(metrics.model_dump_json(indent=2))
+            (tmp / "split.json").write_text(json.dumps({"train": sorted(self.train_idx), "eval": self.eval_idx}))
+            (tmp / "README.md").write_text(
+                model_card.render(self.card, self.cfg, metrics, chat_template(self.tokenizer))
+            )
+            shutil.rmtree(adapter, ignore_errors=True)
+            os.replace(tmp, adapter)
+            checkpoint.clear(self.out / "checkpoints")
+        teardown_runtime(self.rt)
+        digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+        return TrainResult(adapter_dir=adapter, adapter_sha256="0x" + digest, metrics=metrics,
+                           metrics_log=self._metrics_file())  # fmt: skip
+
+    # ------------------------------------------------------------ reporting
+
+    def _metrics_file(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def _emit(self, p: Progress) -> None:
+        if not self.rt.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self._metrics_file(), "a") as f:
+            f.write(p.model_dump_json() + "\n")
+        if self.on_progress:
+            self.on_progress(p)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drops lines a crashed run wrote after its last checkpoint (they are replayed)."""
+        path = self._metrics_file()
+        if not self.rt.is_main or not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def _progress_bar(self, start: int) -> Iterator[Callable[[int, float], None]]:
+        if not (self.show_progress and self.rt.is_main):
+            yield lambda _done, _loss: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn())  # fmt: skip
+        with Progress(*cols) as bar:
+            task = bar.add_task("train", total=self.total_steps, completed=start, loss="-")
+            yield lambda done, loss: bar.update(task, completed=done, loss=f"{loss:.4f}")
+
+
+def train(
+    base_model_dir: Path,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    card: ModelCard | None = None,
+    on_progress: OnProgress | None = None,
+    show_progress: bool = False,
+) -> TrainResult:
+    """Fine-tunes `base_model_dir` on `examples`; resumes from `out_dir/checkpoints` if a run with
+    the same config and data was interrupted. Writes `out_dir/adapter` and `out_dir/metrics.jsonl`."""
+    t = LoraTrainer(base_model_dir, config, out_dir, card=card, on_progress=on_progress, show_progress=show_progress)
+    t.setup(examples)
+    return t.train()
+
+
+def _share(chunk: list[Row], rank: int, batch_size: int) -> list[Row]:
+    """Rank `rank`'s rows of a micro-batch. A rank left without rows (the epoch's last, short
+    step) gets one row with nothing to learn, so every rank still joins the gradient all-reduce."""
+    mine = chunk[rank * batch_size : (rank + 1) * batch_size]
+    if mine:
+        return mine
+    r = chunk[0]
+    return [Row(r.input_ids, [IGNORE] * len(r), r.position_ids, ())]
+
+
+def _fingerprint(cfg: TrainConfig, base_dir: Path, tokenized: Sequence[Tokenized]) -> str:
+    h = hashlib.sha256(cfg.model_dump_json().encode())
+    h.update(str(base_dir.resolve()).encode())
+    for t in tokenized:
+        h.update(json.dumps([t.input_ids, t.labels]).encode())
+    return h.hexdigest()
+
+
+def _check_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise TrainConfigError(
+            f"QLoRA needs bitsandbytes ({e}); install it (`pip install bitsandbytes==0.50.2`) or use method 'lora'."
+        ) from e
