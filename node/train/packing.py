@@ -5,7 +5,8 @@ Attention must not cross examples: every example's `position_ids` restart at 0, 
 attention mask transformers turns those restarts into a block-diagonal causal mask (its
 `find_packed_sequence_indices`; `tests/train/test_packing.py` checks packed logits equal the
 examples' own). Padding at a row's end is one more "example" of its own positions with ignored
-labels, so it never attends to, nor is attended by, real tokens either.
+labels, so it never attends to, nor is attended by, real tokens either. The forward must pass
+`use_cache=False`: with a KV cache transformers skips that detection and examples leak.
 """
 
 from __future__ import annotations

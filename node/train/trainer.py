@@ -163,12 +163,15 @@ class LoraTrainer:
         except ValueError as e:
             raise TrainConfigError(f"LoRA target_modules={cfg.target_modules!r} do not fit this model: {e}") from e
         self.model.train()  # peft may leave it in eval mode (STACK.md)
-        self.loss_fn: nn.Module = _LossSum(self.model)
+        self.loss_sum = _LossSum(self.model)  # eval calls it directly: no collective inside
+        self.loss_fn: nn.Module = self.loss_sum
         if rt.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [rt.device.index] if rt.device.type == "cuda" else None
-            self.loss_fn = DistributedDataParallel(self.loss_fn, device_ids=ids)
+            # The only buffers are constants (rotary frequencies): no per-forward broadcast, which
+            # would also deadlock evals where ranks run different numbers of batches.
+            self.loss_fn = DistributedDataParallel(self.loss_sum, device_ids=ids, broadcast_buffers=False)
 
     def _setup_optimizer(self) -> None:
         from transformers import get_scheduler
@@ -284,7 +287,7 @@ class LoraTrainer:
             b = collate(mine[i : i + bs], self.pad_id)
             with self._autocast():
                 loss_sum += float(
-                    self.loss_fn(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
+                    self.loss_sum(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
                 )
             targets += b.targets
         self.model.train()
