@@ -157,7 +157,7 @@ def test_settings_that_cannot_work_are_refused_with_the_field(tiny_base_model: P
         JobConfig.parse(b'{"base_model": "x", "learning_rate": -1, "epochs": "many"}')
     with pytest.raises(TrainConfigError, match="epochs"):
         JobConfig.parse(b'{"base_model": "x", "epochs": "many"}')
-    with pytest.raises(TrainConfigError, match="no config.json"):
+    with pytest.raises(TrainConfigError, match=r"no config\.json"):
         LoraTrainer(tmp_path, TrainConfig(), tmp_path / "out")
     with pytest.raises(TrainDataError, match="token to learn"):
         train(tiny_base_model, [Example.of_chat([("user", "only a question")])], TrainConfig(method="lora"), tmp_path)
@@ -181,11 +181,14 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_base_model: Path, 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = ["-m", "node.train", "--base", str(tiny_base_model), "--examples", str(examples)]
-    two = subprocess.run([*torchrun, *args, "--config", str(tmp_path / "two.json"), "--out", str(tmp_path / "ddp")],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    run = {"capture_output": True, "text": True, "env": env, "cwd": REPO, "timeout": 120}
+    two = subprocess.run(
+        [*torchrun, *args, "--config", str(tmp_path / "two.json"), "--out", str(tmp_path / "ddp")], **run
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, *args, "--config", str(tmp_path / "one.json"), "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, *args, "--config", str(tmp_path / "one.json"), "--out", str(tmp_path / "one")], **run
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     assert json.loads(two.stdout)["metrics"]["world_size"] == 2
     a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
