@@ -1,6 +1,9 @@
-"""Packing tokenised examples into rows, and rows into padded batches.
+"""Packing examples into rows, and rows into padded batches.
 
-Several short examples share one row of `max_seq_len` tokens, so no compute is spent on padding.
+Each epoch's shuffled stream of examples is laid end to end into rows of `width` tokens (the
+next example starts a new row when it does not fit), so almost no compute goes to padding. A
+micro-batch is as many rows as hold about `batch_size` examples' worth of tokens (see
+`LoraTrainer`), so `batch_size` keeps its usual meaning and memory stays below a padded batch's.
 Attention must not cross examples: every example's `position_ids` restart at 0, and with no 2-D
 attention mask transformers turns those restarts into a block-diagonal causal mask (its
 `find_packed_sequence_indices`; `tests/train/test_packing.py` checks packed logits equal the
@@ -46,30 +49,44 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE).sum())
 
 
-def pack(examples: Sequence[Tokenized], max_seq_len: int, packing: bool = True) -> list[Row]:
-    """Greedy, order-preserving packing (deterministic: same input, same rows). Without packing
-    each example is a row of its own."""
-    rows: list[Row] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    pos: list[int] = []
-    src: list[int] = []
-    for k, ex in enumerate(examples):
-        n = len(ex)
+def plan_rows(lengths: Sequence[int], order: Sequence[int], width: int, packing: bool = True) -> list[tuple[int, ...]]:
+    """Which examples (indices into `lengths`) each row holds: greedy and order-preserving, so
+    the plan is a pure function of its inputs. Without packing each example is its own row."""
+    rows: list[tuple[int, ...]] = []
+    current: list[int] = []
+    used = 0
+    for k in order:
+        n = lengths[k]
         if n == 0:
             continue
-        if n > max_seq_len:
-            raise ValueError(f"example {k} has {n} tokens, more than max_seq_len={max_seq_len}; truncate first")
-        if ids and (not packing or len(ids) + n > max_seq_len):
-            rows.append(Row(ids, labels, pos, tuple(src)))
-            ids, labels, pos, src = [], [], [], []
-        ids += ex.input_ids
-        labels += ex.labels
-        pos += range(n)
-        src.append(k)
-    if ids:
-        rows.append(Row(ids, labels, pos, tuple(src)))
+        if n > width:
+            raise ValueError(f"example {k} has {n} tokens, more than the row width {width}; truncate it first")
+        if current and (not packing or used + n > width):
+            rows.append(tuple(current))
+            current, used = [], 0
+        current.append(k)
+        used += n
+    if current:
+        rows.append(tuple(current))
     return rows
+
+
+def make_row(examples: Sequence[Tokenized], sources: Sequence[int]) -> Row:
+    return Row(
+        input_ids=[t for k in sources for t in examples[k].input_ids],
+        labels=[t for k in sources for t in examples[k].labels],
+        position_ids=[p for k in sources for p in range(len(examples[k]))],
+        sources=tuple(sources),
+    )
+
+
+def pack(examples: Sequence[Tokenized], width: int | None = None, packing: bool = True) -> list[Row]:
+    """`examples` in their order, packed into rows of `width` (default: the longest example)."""
+    lengths = [len(ex) for ex in examples]
+    if not any(lengths):
+        return []
+    plan = plan_rows(lengths, range(len(examples)), width or max(lengths), packing)
+    return [make_row(examples, sources) for sources in plan]
 
 
 def collate(rows: Sequence[Row], pad_id: int, pad_to: int | None = None) -> Batch:
@@ -87,9 +104,9 @@ def collate(rows: Sequence[Row], pad_id: int, pad_to: int | None = None) -> Batc
     return Batch(ids, labels, pos, tokens=sum(len(r) for r in rows))
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
-    """The rows' order in `epoch`: a shuffle that depends only on (seed, epoch), so a resumed
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The examples' order in `epoch`: a shuffle that depends only on (seed, epoch), so a resumed
     run sees the same batches as an uninterrupted one."""
-    order = list(range(n_rows))
+    order = list(range(n))
     random.Random(f"{seed}/{epoch}").shuffle(order)
     return order

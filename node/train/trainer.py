@@ -4,7 +4,8 @@ Life cycle (torchtune's recipe shape): `LoraTrainer(...)` validates → `setup(e
 model, tokenises, splits and packs → `train()` runs the steps, checkpointing and evaluating →
 `save()` writes the PEFT adapter, model card and metrics. What makes it fast and lean:
 
-- Packed rows (no compute on padding) with block-diagonal attention (see `packing`).
+- Each micro-batch's examples packed into as few rows as hold them (almost no compute on
+  padding), with block-diagonal attention (see `packing`).
 - The LM head runs only where a token is learned: hidden states at answer positions are
   gathered first, so prompt tokens never materialise `(T, vocab)` logits.
 - No framework loop around it: the batches of step k are a pure function of (seed, k), which
@@ -12,7 +13,7 @@ model, tokenises, splits and packs → `train()` runs the steps, checkpointing a
 
 QLoRA: 4-bit NF4 base with double quantisation (bitsandbytes), LoRA in fp32, paged 8-bit AdamW
 on CUDA. LoRA: the base in bf16 (CUDA) or fp32. Several processes (`torchrun`/`accelerate
-launch`): DDP over the LoRA weights, each rank taking its share of every step's rows.
+launch`): DDP over the LoRA weights, each rank taking its share of every step's examples.
 
 Raises `TrainConfigError` (a setting that cannot work here), `TrainDataError` (nothing left to
 learn from), `CheckpointError` (a checkpoint of another run in `out_dir`).
@@ -43,7 +44,7 @@ from node.train import checkpoint
 from node.train.card import ModelCard
 from node.train.config import Method, Progress, TrainConfig, TrainConfigError, TrainMetrics, TrainResult
 from node.train.formatting import IGNORE, Tokenized, chat_template, tokenize_example, truncate
-from node.train.packing import Batch, Row, collate, epoch_order, pack
+from node.train.packing import Batch, Row, collate, epoch_order, make_row, pack, plan_rows
 from node.train.runtime import Runtime, all_sum, peak_memory_bytes, setup_runtime, teardown_runtime
 
 __all__ = ["LoraTrainer", "ModelCard", "TrainDataError", "train"]
@@ -124,15 +125,53 @@ class LoraTrainer:
         rng = random.Random(f"{cfg.seed}/split")
         shuffled = rng.sample(usable, len(usable))
         n_eval = int(len(usable) * cfg.eval_fraction) if len(usable) > 1 else 0
-        self.eval_idx, self.train_idx = sorted(shuffled[:n_eval]), shuffled[n_eval:]  # train keeps shuffled order
-        self.train_rows = pack([tokenized[k] for k in self.train_idx], cfg.max_seq_len, cfg.packing)
-        self.eval_rows = pack([tokenized[k] for k in self.eval_idx], cfg.max_seq_len, cfg.packing)
-        self.train_tokens_per_epoch = sum(len(r) for r in self.train_rows)
-        w = self.rt.world_size
-        self.rows_per_step = cfg.batch_size * cfg.gradient_accumulation * w
-        self.steps_per_epoch = math.ceil(len(self.train_rows) / self.rows_per_step)
-        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.eval_idx, self.train_idx = sorted(shuffled[:n_eval]), sorted(shuffled[n_eval:])
+        self.train_ex = [tokenized[k] for k in self.train_idx]
+        self.eval_ex = [tokenized[k] for k in self.eval_idx]
+        self._plan_batches()
         self.fingerprint = _fingerprint(cfg, self.base_dir, tokenized)
+
+    def _plan_batches(self) -> None:
+        """Row width and rows per micro-batch: about `batch_size` examples' worth of tokens per
+        micro-batch, in rows no longer than `max_seq_len` (and no shorter than the longest example)."""
+        cfg = self.cfg
+        self.lengths = [len(t) for t in self.train_ex]
+        budget = cfg.batch_size * sum(self.lengths) / len(self.lengths)  # tokens of batch_size mean examples
+        if cfg.packing:
+            self.width = min(cfg.max_seq_len, max(max(self.lengths), math.ceil(budget)))
+            self.rows_per_micro = max(1, round(budget / self.width))
+        else:
+            self.width, self.rows_per_micro = cfg.max_seq_len, cfg.batch_size
+        self.rows_per_step = self.rows_per_micro * cfg.gradient_accumulation * self.rt.world_size
+        self._epochs: list[list[tuple[int, ...]]] = []  # each epoch's rows, planned on demand
+        if cfg.max_steps:
+            self.total_steps = cfg.max_steps
+        else:
+            full, frac = divmod(cfg.epochs, 1)
+            self.total_steps = sum(self._steps_in(e) for e in range(int(full)))
+            self.total_steps += math.ceil(frac * self._steps_in(int(full))) if frac else 0
+            self.total_steps = max(1, self.total_steps)
+
+    def _rows_of(self, epoch: int) -> list[tuple[int, ...]]:
+        while len(self._epochs) <= epoch:
+            order = epoch_order(len(self.train_ex), self.cfg.seed, len(self._epochs))
+            self._epochs.append(plan_rows(self.lengths, order, self.width, self.cfg.packing))
+        return self._epochs[epoch]
+
+    def _steps_in(self, epoch: int) -> int:
+        return math.ceil(len(self._rows_of(epoch)) / self.rows_per_step)
+
+    def _locate(self, step: int) -> tuple[int, int]:
+        """(epoch, step within it) of a global step."""
+        epoch = 0
+        while step >= self._steps_in(epoch):
+            step -= self._steps_in(epoch)
+            epoch += 1
+        return epoch, step
+
+    def _epoch_float(self, done: int) -> float:
+        epoch, within = self._locate(done - 1) if done else (0, -1)
+        return epoch + (within + 1) / self._steps_in(epoch)
 
     def _setup_model(self) -> None:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -212,7 +251,7 @@ class LoraTrainer:
                 rate = (tokens - tokens0) / elapsed if elapsed > 0 else None
                 eta = (self.total_steps - done) * elapsed / (done - start_step)
                 self._emit(Progress(
-                    kind="train", step=done, total_steps=self.total_steps, epoch=done / self.steps_per_epoch,
+                    kind="train", step=done, total_steps=self.total_steps, epoch=self._epoch_float(done),
                     loss=loss, learning_rate=self.scheduler.get_last_lr()[0], tokens=tokens,
                     tokens_per_s=rate, elapsed_s=elapsed, eta_s=eta,
                 ))  # fmt: skip
@@ -223,7 +262,7 @@ class LoraTrainer:
                     self._checkpoint(done, tokens)
         eval_loss = self._evaluate(self.total_steps, tokens, time.perf_counter() - t0, emit=False)
         metrics = TrainMetrics(
-            method=self.cfg.method, steps=self.total_steps, epochs=self.total_steps / self.steps_per_epoch,
+            method=self.cfg.method, steps=self.total_steps, epochs=self._epoch_float(self.total_steps),
             train_examples=len(self.train_idx), eval_examples=len(self.eval_idx), train_tokens=tokens,
             final_train_loss=history_loss, eval_loss=eval_loss,
             perplexity=math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
@@ -264,27 +303,27 @@ class LoraTrainer:
 
     def _micro_batches(self, step: int) -> list[list[Batch]]:
         """Step `step`'s micro-batches, each as one batch per rank (pure function of seed, step)."""
-        cfg, w = self.cfg, self.rt.world_size
-        epoch, within = divmod(step, self.steps_per_epoch)
-        order = epoch_order(len(self.train_rows), cfg.seed, epoch)
-        rows = [self.train_rows[k] for k in order[within * self.rows_per_step : (within + 1) * self.rows_per_step]]
-        per_micro = cfg.batch_size * w
+        w, rpm = self.rt.world_size, self.rows_per_micro
+        epoch, within = self._locate(step)
+        plan = self._rows_of(epoch)[within * self.rows_per_step : (within + 1) * self.rows_per_step]
+        rows = [make_row(self.train_ex, sources) for sources in plan]
         out = []
-        for m in range(0, len(rows), per_micro):
-            chunk = rows[m : m + per_micro]
-            out.append([collate(_share(chunk, r, cfg.batch_size), self.pad_id) for r in range(w)])
+        for m in range(0, len(rows), rpm * w):
+            chunk = rows[m : m + rpm * w]
+            out.append([collate(_share(chunk, r, rpm), self.pad_id) for r in range(w)])
         return out
 
     @torch.no_grad()
     def _evaluate(self, step: int, tokens: int, elapsed: float, emit: bool = True) -> float | None:
-        if not self.eval_rows:
+        if not self.eval_ex:
             return None
         self.model.eval()
-        rt, bs = self.rt, self.cfg.batch_size
-        mine = self.eval_rows[rt.rank :: rt.world_size]
+        rt, rpm = self.rt, self.rows_per_micro
+        width = max(self.width, *(len(t) for t in self.eval_ex))
+        rows = pack(self.eval_ex, width, self.cfg.packing)[rt.rank :: rt.world_size]
         loss_sum, targets = 0.0, 0
-        for i in range(0, len(mine), bs):
-            b = collate(mine[i : i + bs], self.pad_id)
+        for i in range(0, len(rows), rpm):
+            b = collate(rows[i : i + rpm], self.pad_id)
             with self._autocast():
                 loss_sum += float(
                     self.loss_sum(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
@@ -295,17 +334,18 @@ class LoraTrainer:
         eval_loss = total / max(count, 1)
         if emit:
             self._emit(Progress(kind="eval", step=step, total_steps=self.total_steps,
-                                epoch=step / self.steps_per_epoch, eval_loss=eval_loss,
+                                epoch=self._epoch_float(step), eval_loss=eval_loss,
                                 perplexity=math.exp(eval_loss) if eval_loss < 50 else None,
                                 tokens=tokens, elapsed_s=elapsed))  # fmt: skip
         return eval_loss
 
     def _eval_due(self, done: int) -> bool:
-        if not self.eval_rows or done == self.total_steps:
+        if not self.eval_ex or done == self.total_steps:
             return False  # the final eval always runs once, after the loop
         if self.cfg.eval_every:
             return done % self.cfg.eval_every == 0
-        return done % self.steps_per_epoch == 0
+        epoch, within = self._locate(done - 1)
+        return within == self._steps_in(epoch) - 1  # the last step of an epoch
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.rt.device.type == "cuda" and self.rt.dtype == torch.bfloat16:
@@ -424,10 +464,10 @@ def train(
     return t.train()
 
 
-def _share(chunk: list[Row], rank: int, batch_size: int) -> list[Row]:
+def _share(chunk: list[Row], rank: int, rows_per_micro: int) -> list[Row]:
     """Rank `rank`'s rows of a micro-batch. A rank left without rows (the epoch's last, short
     step) gets one row with nothing to learn, so every rank still joins the gradient all-reduce."""
-    mine = chunk[rank * batch_size : (rank + 1) * batch_size]
+    mine = chunk[rank * rows_per_micro : (rank + 1) * rows_per_micro]
     if mine:
         return mine
     r = chunk[0]

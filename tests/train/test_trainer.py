@@ -37,7 +37,7 @@ def _mean_loss(model: torch.nn.Module, tok, examples: list[Example]) -> float:  
     total, n = 0.0, 0
     with torch.no_grad():
         for ex in examples:
-            b = collate(pack([tokenize_example(tok, ex)], 512), pad_id=0)
+            b = collate(pack([tokenize_example(tok, ex)]), pad_id=0)
             total += float(fn(b.input_ids, b.position_ids, b.labels))
             n += b.targets
     return total / n
@@ -172,10 +172,11 @@ def test_job_config_round_trips_canonically() -> None:
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_base_model: Path, tmp_path: Path, method: str) -> None:
-    """torchrun with 2 CPU processes (gloo), each half the batch, equals 1 process with the whole batch."""
+    """torchrun with 2 CPU processes (gloo), each half the batch, equals 1 process with the whole batch
+    (unpacked, so both split the same examples into the same steps; packing is covered elsewhere)."""
     examples = tmp_path / "examples.jsonl"
     examples.write_text("".join(e.model_dump_json() + "\n" for e in FACTS))
-    common = {**FAST, "method": method, "max_steps": 3, "lora_dropout": 0.0, "eval_fraction": 0.1}
+    common = {**FAST, "method": method, "max_steps": 3, "lora_dropout": 0.0, "eval_fraction": 0.1, "packing": False}
     (tmp_path / "two.json").write_text(json.dumps({**common, "batch_size": 2}))
     (tmp_path / "one.json").write_text(json.dumps({**common, "batch_size": 4}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
