@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -87,3 +88,12 @@ def world(devchain: DevChain, deployment: Deployment) -> Iterator[World]:
         )
     finally:
         admin.client.w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny Llama (hidden 64, 2 layers, vocab 512) and its BPE tokenizer with
+    a chat template, built once per session from demo-world text (no download)."""
+    from node.train.base_model import build_tiny_llama, demo_corpus
+
+    return build_tiny_llama(tmp_path_factory.mktemp("base") / "tiny-llama", demo_corpus(n_regions=40))
