@@ -91,6 +91,11 @@ class AccessDeniedError(NodeError, PermissionError):
     Datanet owner running `datanet grant --job N`)."""
 
 
+class GrantCoverageError(AccessDeniedError):
+    """A key grant exists for the job but does not cover this file (it was approved after the
+    grant): the file is left out of the training set, the rest of the set stands."""
+
+
 class DecryptionError(NodeError, ValueError):
     """Encrypted data or a key document is malformed, tampered with, or for another key."""
 

@@ -14,6 +14,7 @@ def test_deployment_is_wired(world: World) -> None:
         "NodeStaking",
         "RewardDistributor",
         "ModelRegistry",
+        "KeyRegistry",
     }
     assert world.admin.chain_id == d.chain_id == 31337
     assert world.curator.balance() == FUNDED

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from node.config import REPO_ROOT
 from node.errors import ArtifactError
 
-CONTRACTS = ("OpenToken", "DatanetRegistry", "NodeStaking", "RewardDistributor", "ModelRegistry")
+CONTRACTS = ("OpenToken", "DatanetRegistry", "NodeStaking", "RewardDistributor", "ModelRegistry", "KeyRegistry")
 
 
 class Artifact(BaseModel):

@@ -27,7 +27,7 @@ class DeployConfig(BaseModel):
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all five contracts from `client`'s account and wires their roles."""
+    """Deploys all six contracts from `client`'s account and wires their roles."""
     cfg = config or DeployConfig()
     ensure_compiled()
     admin = client.address
@@ -37,6 +37,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     staking = client.deploy("NodeStaking", token, admin, cfg.min_node_stake, cfg.unbonding_period)
     rewards = client.deploy("RewardDistributor", token, admin, cfg.claim_window)
     models = client.deploy("ModelRegistry", token, datanets, staking, rewards)
+    keys = client.deploy("KeyRegistry", datanets)  # private Datanets' public keys and grants
     # The ModelRegistry locks/slashes node stakes and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
@@ -55,6 +56,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
             "NodeStaking": staking,
             "RewardDistributor": rewards,
             "ModelRegistry": models,
+            "KeyRegistry": keys,
         },
     )
 

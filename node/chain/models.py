@@ -214,5 +214,26 @@ class Deployment(BaseModel):
     deployed_at: int
     contracts: dict[str, ChecksumAddress] = Field(
         description="Contract name -> address, for OpenToken, DatanetRegistry, NodeStaking, "
-        "RewardDistributor and ModelRegistry."
+        "RewardDistributor, ModelRegistry and KeyRegistry."
     )
+
+
+class DatanetKey(BaseModel):
+    """A private Datanet's published key (KeyRegistry); `keyVersion` 0 means none published yet."""
+
+    datanetId: int
+    publicKey: HexBytes = Field(description="X25519 public key contributors encrypt to (32 bytes).")
+    keyVersion: int
+    keyGrantsCID: str = Field(description="JSON: the private key wrapped to the owner and curators.")
+
+
+class AccessGrant(BaseModel):
+    """A key grant (KeyRegistry `AccessGranted` / `grantOf`): where `grantee`'s wrapped keys are.
+    `jobId` 0 is a standing grant of the Datanet key."""
+
+    datanetId: int
+    grantee: ChecksumAddress
+    jobId: int
+    grantCID: str
+    keyVersion: int
+    blockNumber: int | None = Field(None, description="Block of the event; None when read by view.")

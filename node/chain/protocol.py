@@ -1,4 +1,4 @@
-"""Typed bindings of the five protocol contracts for one account.
+"""Typed bindings of the protocol contracts for one account.
 
 Each write returns what a caller needs next (a new id parsed from the event, or the receipt);
 each read returns a pydantic model. Reverts surface as `ContractRevertError`.
@@ -18,9 +18,11 @@ from web3.types import TxReceipt
 from node.chain import signing
 from node.chain.client import ChainClient
 from node.chain.models import (
+    AccessGrant,
     Contribution,
     ContributionInput,
     Datanet,
+    DatanetKey,
     DatanetParams,
     Deployment,
     Job,
@@ -62,6 +64,8 @@ class Protocol:
         self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])
         self.rewards: Contract = client.contract("RewardDistributor", c["RewardDistributor"])
         self.models: Contract = client.contract("ModelRegistry", c["ModelRegistry"])
+        # Optional so that deployment files written before KeyRegistry existed still load.
+        self._keys: Contract | None = client.contract("KeyRegistry", c["KeyRegistry"]) if "KeyRegistry" in c else None
 
     def as_account(self, account: LocalAccount) -> Protocol:
         return Protocol(self.client.with_account(account), self.deployment)
@@ -69,6 +73,16 @@ class Protocol:
     @property
     def address(self) -> ChecksumAddress:
         return self.client.address
+
+    @property
+    def keys(self) -> Contract:
+        """The KeyRegistry (private Datanets' keys and grants)."""
+        if self._keys is None:
+            raise DeploymentError(
+                f"The deployment for network '{self.deployment.network}' has no KeyRegistry (it predates "
+                "private Datanets). Redeploy with `datanet deploy`."
+            )
+        return self._keys
 
     def _event_arg(self, receipt: TxReceipt, contract: Contract, event: str, arg: str) -> Any:
         logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
@@ -260,3 +274,68 @@ class Protocol:
 
     def reward_round(self, job_id: int) -> Round:
         return Round(**_as_dict(self.client.call(self.rewards.functions.getRound(job_id))))
+
+    # ------------------------------------------------------ keys (private Datanets)
+
+    def set_encryption_key(self, public_key: bytes) -> TxReceipt:
+        """Publishes this account's X25519 encryption public key (32 bytes)."""
+        return self.client.transact(self.keys.functions.setEncryptionKey(public_key))
+
+    def encryption_key_of(self, account: str | None = None) -> bytes | None:
+        """`account`'s published X25519 public key (default: this account); None if unpublished."""
+        who = Web3.to_checksum_address(account) if account else self.address
+        key = bytes(self.client.call(self.keys.functions.encryptionKeyOf(who)))
+        return None if key == b"\0" * 32 else key
+
+    def set_datanet_key(self, datanet_id: int, public_key: bytes, key_grants_cid: str) -> int:
+        """Publishes a private Datanet's key (owner only); returns its key version."""
+        fn = self.keys.functions.setDatanetKey(datanet_id, public_key, key_grants_cid)
+        receipt = self.client.transact(fn)
+        return int(self._event_arg(receipt, self.keys, "DatanetKeySet", "keyVersion"))
+
+    def datanet_key(self, datanet_id: int, key_version: int | None = None) -> DatanetKey:
+        """The current key of a Datanet, or version `key_version` of it."""
+        if key_version is None:
+            raw = self.client.call(self.keys.functions.datanetKey(datanet_id))
+            public_key, version, cid = raw
+        else:
+            k = _as_dict(self.client.call(self.keys.functions.datanetKeyAt(datanet_id, key_version)))
+            public_key, version, cid = k["publicKey"], key_version, k["keyGrantsCID"]
+        return DatanetKey(
+            datanetId=datanet_id, publicKey=bytes(public_key), keyVersion=version, keyGrantsCID=cid
+        )
+
+    def grant_access(self, datanet_id: int, grantee: str, job_id: int, grant_cid: str) -> TxReceipt:
+        """Records a grant (owner or curator; job 0, a standing grant: owner only)."""
+        fn = self.keys.functions.grantAccess(datanet_id, Web3.to_checksum_address(grantee), job_id, grant_cid)
+        return self.client.transact(fn)
+
+    def grant_of(self, datanet_id: int, grantee: str, job_id: int) -> AccessGrant | None:
+        """The latest grant to `grantee` for `job_id` on a Datanet, or None."""
+        who = Web3.to_checksum_address(grantee)
+        g = _as_dict(self.client.call(self.keys.functions.grantOf(datanet_id, who, job_id)))
+        if not g["grantCID"]:
+            return None
+        return AccessGrant(datanetId=datanet_id, grantee=who, jobId=job_id, **g)
+
+    def access_grants(
+        self,
+        datanet_id: int | None = None,
+        grantee: str | None = None,
+        job_id: int | None = None,
+        from_block: int | None = None,
+    ) -> list[AccessGrant]:
+        """`AccessGranted` events matching the given (indexed) filters, oldest first."""
+        filters: dict[str, Any] = {}
+        if datanet_id is not None:
+            filters["datanetId"] = datanet_id
+        if grantee is not None:
+            filters["grantee"] = Web3.to_checksum_address(grantee)
+        if job_id is not None:
+            filters["jobId"] = job_id
+        start = self.deployment.deploy_block if from_block is None else from_block
+        event = self.keys.events.AccessGranted
+        logs = self.client.rpc(
+            lambda: event.get_logs(from_block=start, argument_filters=filters), "get AccessGranted logs"
+        )
+        return [AccessGrant(**dict(log["args"]), blockNumber=log["blockNumber"]) for log in logs]

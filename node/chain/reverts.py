@@ -31,6 +31,10 @@ HINTS: dict[str, str] = {
     "attribution tree again and use the leaf exactly as published.",
     "RewardAlreadyClaimed": "This reward was already paid out.",
     "AccessControlUnauthorizedAccount": "The sender lacks the role for this call.",
+    "KeyRegistryNotOwner": "Only the Datanet's owner publishes its key and gives standing grants.",
+    "KeyRegistryNotGranter": "Only the Datanet's owner or a curator can grant access for a job.",
+    "KeyRegistryNotPrivate": "The Datanet is public: its files are not encrypted, nothing to grant.",
+    "KeyRegistryNoDatanetKey": "The owner has not published the Datanet's key yet (create it first).",
 }
 
 PANICS = {

@@ -167,7 +167,8 @@ class EventWatcher:
         name: str | None = None,
         on_reorg: ReorgCallback | None = None,
     ) -> EventWatcher:
-        """Watches all five protocol contracts from their deployment block."""
+        """Watches every protocol contract from its deployment block (KeyRegistry too, where the
+        deployment has one: its `AccessGranted` events tell a node its key grant has arrived)."""
         contracts = {
             "OpenToken": protocol.token,
             "DatanetRegistry": protocol.datanets,
@@ -175,6 +176,8 @@ class EventWatcher:
             "RewardDistributor": protocol.rewards,
             "ModelRegistry": protocol.models,
         }
+        if "KeyRegistry" in protocol.deployment.contracts:
+            contracts["KeyRegistry"] = protocol.keys
         return cls(
             protocol.client, contracts, store, confirmations=confirmations,
             start_block=protocol.deployment.deploy_block, batch_size=batch_size,

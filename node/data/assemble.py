@@ -29,7 +29,14 @@ from node.data.dedup import DedupConfig
 from node.data.manifest import ContributionData, Manifest, build_training_set
 from node.data.records import Example, SourceRecord
 from node.data.validate import Limits, canonical_bytes, load_bytes
-from node.errors import AccessDeniedError, ContentMismatchError, DataValidationError, NodeError
+from node.errors import (
+    AccessDeniedError,
+    ContentMismatchError,
+    DataValidationError,
+    DecryptionError,
+    GrantCoverageError,
+    NodeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +172,12 @@ def _fetch(
                 f"Datanet #{datanet.id} is private and this node has no way to decrypt it; a key grant for the "
                 "job is needed."
             )
-        payload = decrypt(datanet, c, payload)
+        try:
+            payload = decrypt(datanet, c, payload)
+        except GrantCoverageError as e:
+            return None, f"not covered by this node's key grant: {e}"
+        except DecryptionError as e:
+            return None, f"cannot be decrypted: {e}"
     try:
         return load_bytes(payload, f"contribution-{c.id}", limits=cfg.limits), None
     except DataValidationError as e:

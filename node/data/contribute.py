@@ -151,6 +151,13 @@ def _contribute_one(
     key = Journal.key(contributor, contributor.address, datanet_id, plain_sha)
     entry = journal.get(key)
     reused = entry is not None and store.has(entry.cid)
+    if entry is not None and not reused:
+        # The earlier upload is gone from this store, but its submission may have gone through:
+        # re-sealing would make new bytes (a new hash) and so a second contribution and stake.
+        earlier = _submitted(contributor, datanet_id, bytes.fromhex(entry.payload_sha256))
+        if earlier:
+            journal.put(key, entry.model_copy(update={"contribution_id": earlier}))
+            return _result(entry, earlier, None, stake, relayer is not None, False, already=True)
     if entry is None or not reused:
         payload = seal(plain) if seal else plain
         cid = store.add_bytes(payload)
@@ -161,9 +168,7 @@ def _contribute_one(
         )  # fmt: skip
         journal.put(key, entry)
     content_hash = bytes.fromhex(entry.payload_sha256)
-    existing = int(
-        contributor.client.call(contributor.datanets.functions.contributionByContent(datanet_id, content_hash))
-    )
+    existing = _submitted(contributor, datanet_id, content_hash)
     if existing:  # a previous run's transaction went through (maybe its reply was lost)
         journal.put(key, entry.model_copy(update={"contribution_id": existing}))
         return _result(entry, existing, None, stake, relayer is not None, reused, already=True)
@@ -180,6 +185,12 @@ def _contribute_one(
         ) from e
     journal.put(key, entry.model_copy(update={"contribution_id": contribution_id, "tx": tx}))
     return _result(entry, contribution_id, tx, stake, relayer is not None, reused, already=False)
+
+
+def _submitted(contributor: Protocol, datanet_id: int, content_hash: bytes) -> int:
+    """The id of the contribution of these exact bytes to this Datanet, or 0."""
+    fn = contributor.datanets.functions.contributionByContent(datanet_id, content_hash)
+    return int(contributor.client.call(fn))
 
 
 def _submit(contributor: Protocol, entry: ContributionInput, relayer: Protocol | None) -> tuple[int, str]:
