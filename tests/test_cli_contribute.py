@@ -88,3 +88,43 @@ def test_contribute_cli_reports_a_bad_file_and_stakes_nothing(cli_env: World, tm
     assert result.exit_code != 0
     assert "bad.jsonl:1" in str(result.exception) and "Nothing was uploaded or staked" in str(result.exception)
     assert world.admin.contribution_count() == 0
+
+
+def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
+    """create --private publishes the key; contribute seals; curate show decrypts locally; the node
+    publishes its key; `grant --job` gives it exactly that job's files."""
+    from node.chain.accounts import dev_account as acct
+    from node.data.assemble import assemble
+    from node.data.grants import JobKeys
+    from node.storage.embedded import EmbeddedStore
+    from tests.conftest import NODE
+    from tests.contracts.helpers_jobs import stake_node
+    from tests.test_private_datanet import _job
+
+    world = cli_env
+    base = ["--rpc-url", world.rpc_url]
+    save_keystore(acct(NODE), tmp_path / ".datanet" / "keystores" / "node.json", "pw")
+    created = json.loads(_run([*base, "--wallet", "curator", "datanet", "create", "--name", "Clinic", "--private",
+                               "--min-stake", "1", "--lock-days", "0", "--json"]))  # fmt: skip
+    d = created["datanet_id"]
+    assert created["key_version"] == 1 and created["public_key"].startswith("0x")
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(8)[1][:5]))
+    [r] = json.loads(_run([*base, "--wallet", "alice", "contribute", "--datanet", str(d), str(path), "--json"]))
+    store = EmbeddedStore(tmp_path / ".datanet" / "ipfs")
+    assert b"capital" not in store.cat(r["cid"])  # sealed before upload
+    shown = json.loads(_run([*base, "--wallet", "curator", "curate", "show", str(r["contribution_id"]), "--json"]))
+    assert "capital" in json.dumps(shown["preview"])  # decrypted locally for the curator
+    _run([*base, "--wallet", "curator", "curate", "approve", str(r["contribution_id"])])
+
+    job = _job(world, d)
+    stake_node(world.node)
+    world.node.claim_job(job)
+    keys = json.loads(_run([*base, "--wallet", "node", "keys", "publish", "--json"]))
+    assert keys["account"] == world.node.address
+    granted = json.loads(_run([*base, "--wallet", "curator", "grant", "--job", str(job), "--json"]))
+    assert granted[0]["files"] == [r["contribution_id"]] and granted[0]["grantee"] == world.node.address
+    got = assemble(world.node, store, job, decrypt=JobKeys(world.node, store, job))
+    assert len(got.examples) == 5 and not got.excluded
+    refused = runner.invoke(app, [*base, "--wallet", "alice", "grant", "--job", str(job)])
+    assert refused.exit_code != 0

@@ -43,8 +43,10 @@ def _file(tmp: Path, name: str, seed: int) -> Path:
 
 
 def _job(world: World, datanet_id: int) -> int:
-    params = JobParams(baseModel="tiny", baseModelHash=b"\x01" * 32, datanetIds=[datanet_id], configCID="bafk-cfg",
-                       configHash=b"\x02" * 32, method=Method.LORA, pool=50 * OPEN, deadline=world.now() + 86400)  # fmt: skip
+    params = JobParams(
+        baseModel="tiny", baseModelHash=b"\x01" * 32, datanetIds=[datanet_id], configCID="bafk",
+        configHash=b"\x02" * 32, method=Method.LORA, pool=50 * OPEN, deadline=world.now() + 9999,
+    )  # fmt: skip
     world.poster.approve(world.poster.models.address, params.pool)
     return world.poster.post_job(params)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, contribute, datanets, demo, store, views, wallet
+from node.cli import chain, contribute, datanets, demo, keys, store, views, wallet
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
 from node.config import Settings
@@ -29,6 +29,8 @@ app.command("deploy")(chain.deploy_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("status")(views.status_cmd)
 app.add_typer(datanets.datanet_app, name="datanet")
+app.add_typer(keys.keys_app, name="keys")
+app.command("grant")(keys.grant_cmd)
 app.add_typer(views.job_app, name="job")
 app.add_typer(views.model_app, name="model")
 

@@ -39,10 +39,16 @@ def contribute_cmd(
     s = settings(ctx)
     proto = write_protocol(ctx)
     relay_proto = _relayer(ctx, proto, relayer) if relayer else None
-    amount = int(stake * OPEN) if stake is not None else proto.datanet(datanet).minStake
+    d = proto.datanet(datanet)
+    amount = int(stake * OPEN) if stake is not None else d.minStake
+    seal = None
+    if d.isPrivate:  # encrypted on this machine, to the Datanet's published key, before upload
+        from node.data.grants import sealer
+
+        seal = sealer(proto, datanet)
     results = contribute_files(
         proto, open_store(s), datanet, files, amount, Journal(s.data_dir / "contributions-journal.json"),
-        relayer=relay_proto,
+        relayer=relay_proto, seal=seal,
     )  # fmt: skip
     if json_out:
         print_json(results)
@@ -115,6 +121,11 @@ def curate_show(
             f"Contribution #{c.id}: content of {c.cid} does not match the sha256 recorded on-chain "
             f"(0x{c.contentHash.hex()}); reject it."
         )
+    private = p.datanet(c.datanetId).isPrivate
+    if private:  # decrypted here, with this wallet's key; the plaintext never leaves the machine
+        from node.data.grants import open_as_holder
+
+        data = open_as_holder(write_protocol(ctx), open_store(settings(ctx)), c, envelope=data)
     report = validate_bytes(data, f"contribution-{c.id}")
     preview = [r.example.model_dump(mode="json") for r in _examples(data, c.id)[:records]]
     if json_out:
@@ -122,7 +133,8 @@ def curate_show(
                     "preview": preview})  # fmt: skip
         return
     console.print(f"[bold]#{c.id}[/] by {c.contributor}: {c.cid}, {c.recordCount} records, {c.byteSize} bytes, "
-                  f"status {c.status.name.lower()}; content verified (CID + sha256)")  # fmt: skip
+                  f"status {c.status.name.lower()}; content verified (CID + sha256)"
+                  f"{', decrypted locally' if private else ''}")  # fmt: skip
     console.print("validation: " + ("ok" if report.ok else report.render(5)))
     for example in preview:
         console.print(example)

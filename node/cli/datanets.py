@@ -14,6 +14,7 @@ from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN
 from node.chain.models import DatanetParams
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
+from node.data.grants import KeyGrantError
 from node.demo.run import fmt_open
 
 datanet_app = typer.Typer(no_args_is_help=True, help="Create and inspect Datanets.")
@@ -58,14 +59,32 @@ def datanet_create(
         lockPeriod=int(lock_days * 86400), treasury=Web3.to_checksum_address(treasury or proto.address),
         curators=[Web3.to_checksum_address(c) for c in (curator or [proto.address])],
     )  # fmt: skip
+    if private:  # every key holder must have an encryption key before the Datanet exists
+        from node.data.grants import ensure_encryption_key, missing_encryption_keys
+
+        ensure_encryption_key(proto)
+        missing = missing_encryption_keys(proto, [c for c in params.curators if c != proto.address])
+        if missing:
+            raise KeyGrantError(
+                f"Curator(s) {', '.join(missing)} have not published an encryption key, so the Datanet key cannot "
+                "be wrapped to them. Each runs `datanet keys publish` first; nothing was created."
+            )
     datanet_id = proto.create_datanet(params)
     receipt = proto.client.last_receipt
     tx = "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None
-    out = {"datanet_id": datanet_id, "metadata_cid": metadata_cid, "license": license_ref, "tx": tx}
+    out: dict[str, object] = {"datanet_id": datanet_id, "metadata_cid": metadata_cid, "license": license_ref, "tx": tx}
+    if private:
+        from node.data.grants import publish_datanet_key
+
+        key = publish_datanet_key(proto, store, datanet_id, holders=params.curators)
+        out |= {"key_version": key.keyVersion, "public_key": "0x" + key.publicKey.hex(), "key_grants": key.keyGrantsCID}
     if json_out:
         print_json(out)
     else:
         console.print(f"created Datanet #{datanet_id} '{name}' (metadata {metadata_cid}) in tx {tx}")
+        if private:
+            console.print(f"private: files are encrypted to key v{out['key_version']} {out['public_key']}; the "
+                          f"owner and {len(params.curators)} curator(s) can decrypt ({out['key_grants']})")  # fmt: skip
 
 
 @datanet_app.command("list")

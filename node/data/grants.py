@@ -214,6 +214,11 @@ def _recipient(protocol: Protocol, account: str, role: str) -> bytes:
     return key
 
 
+def missing_encryption_keys(protocol: Protocol, accounts: Sequence[str]) -> list[ChecksumAddress]:
+    """The accounts among `accounts` that have not published an encryption key."""
+    return [Web3.to_checksum_address(a) for a in accounts if protocol.encryption_key_of(a) is None]
+
+
 def curators(protocol: Protocol, datanet_id: int) -> list[ChecksumAddress]:
     """A Datanet's current curators (from `CuratorSet` logs, confirmed by `isCurator`)."""
     event = protocol.datanets.events.CuratorSet
