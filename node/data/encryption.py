@@ -30,7 +30,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account.signers.local import LocalAccount
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from node.chain.models import HexBytes
 from node.errors import DecryptionError
@@ -55,28 +55,27 @@ MAX_HEADER = 16 * 1024  # a v1 header is ~350 bytes; anything larger is not ours
 _PREFIX = struct.Struct(">8sI")  # magic, header length
 
 
+def _sized(n: int) -> AfterValidator:
+    def check(v: bytes) -> bytes:
+        if len(v) != n:
+            raise ValueError(f"must be {n} bytes, got {len(v)}")
+        return v
+
+    return AfterValidator(check)
+
+
+Key32 = Annotated[HexBytes, _sized(KEY_SIZE)]
+Nonce = Annotated[HexBytes, _sized(NONCE_SIZE)]
+
+
 class WrappedKey(BaseModel):
     """A symmetric key encrypted to one X25519 public key (ECIES-style)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epk: HexBytes = Field(description="Ephemeral X25519 public key of this wrap (32 bytes).")
-    nonce: HexBytes = Field(description="AES-GCM nonce (12 bytes).")
+    epk: Key32 = Field(description="Ephemeral X25519 public key of this wrap (32 bytes).")
+    nonce: Nonce = Field(description="AES-GCM nonce (12 bytes).")
     ct: HexBytes = Field(description="AES-256-GCM ciphertext of the key, tag included.")
-
-    @field_validator("epk")
-    @classmethod
-    def _epk_size(cls, v: bytes) -> bytes:
-        if len(v) != KEY_SIZE:
-            raise ValueError(f"epk must be {KEY_SIZE} bytes, got {len(v)}")
-        return v
-
-    @field_validator("nonce")
-    @classmethod
-    def _nonce_size(cls, v: bytes) -> bytes:
-        if len(v) != NONCE_SIZE:
-            raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(v)}")
-        return v
 
 
 class EnvelopeHeader(BaseModel):
@@ -91,14 +90,7 @@ class EnvelopeHeader(BaseModel):
     datanet_id: int = Field(ge=1)
     key_version: int = Field(ge=1, description="Version of the Datanet key the DEK is wrapped to.")
     wrapped_dek: WrappedKey
-    nonce: HexBytes = Field(description="AES-GCM nonce of the content (12 bytes).")
-
-    @field_validator("nonce")
-    @classmethod
-    def _nonce_size(cls, v: bytes) -> bytes:
-        if len(v) != NONCE_SIZE:
-            raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(v)}")
-        return v
+    nonce: Nonce = Field(description="AES-GCM nonce of the content (12 bytes).")
 
 
 @dataclass(frozen=True)
