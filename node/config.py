@@ -7,6 +7,7 @@ Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545, state under
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -47,6 +48,27 @@ class Settings(BaseSettings):
     rpc_timeout: float = Field(10.0, gt=0, description="Seconds before one RPC call times out.")
     rpc_retries: int = Field(5, ge=0, description="Retries (with backoff) of a failing RPC call.")
     gas_multiplier: float = Field(1.2, ge=1.0, description="Safety margin on estimated gas.")
+    # The training daemon (`datanet daemon`): which jobs this node takes and where it works.
+    models_dir: Path | None = Field(
+        None, description="Base models cache (org/name -> models_dir/org--name); unset: data_dir/models."
+    )
+    work_dir: Path | None = Field(
+        None, description="Per-job working directories (data, checkpoints, adapter); unset: data_dir/jobs."
+    )
+    max_active_jobs: int = Field(
+        1, ge=1, description="Most jobs this node holds claimed and unfinished at once; more wait unclaimed."
+    )
+    accepted_methods: list[Literal["lora", "qlora"]] = Field(
+        ["lora", "qlora"], description="Fine-tuning methods this node takes jobs for (lora, qlora)."
+    )
+    min_pool: int = Field(0, ge=0, description="Smallest job reward pool (OPEN base units) worth claiming.")
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Memory training may use (GB); unset: free GPU memory, else available RAM."
+    )
+    job_retries: int = Field(5, ge=0, description="Retries of a job step failing for a transient reason.")
+    retry_delay: float = Field(
+        30.0, gt=0, description="Seconds before a waiting or failed step is retried (doubles per retry)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -66,8 +88,18 @@ class Settings(BaseSettings):
 
     @property
     def state_db(self) -> Path:
-        """SQLite file holding watcher checkpoints and (later) job states."""
+        """SQLite file holding watcher checkpoints and the daemon's job states."""
         return self.data_dir / "state.sqlite"
+
+    @property
+    def models_path(self) -> Path:
+        """Where base models are cached (`models_dir`, default data_dir/models)."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def jobs_path(self) -> Path:
+        """Where each job gets its working directory (`work_dir`, default data_dir/jobs)."""
+        return self.work_dir or self.data_dir / "jobs"
 
     def deployment_file(self, network: str | None = None) -> Path:
         return self.deployments_dir / f"{network or self.network}.json"

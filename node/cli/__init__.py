@@ -13,6 +13,7 @@ import typer
 from rich.logging import RichHandler
 
 from node.cli import chain, contribute, datanets, demo, keys, store, views, wallet
+from node.cli import daemon as daemon_cli
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
 from node.config import Settings
@@ -33,6 +34,9 @@ app.add_typer(keys.keys_app, name="keys")
 app.command("grant")(keys.grant_cmd)
 app.add_typer(views.job_app, name="job")
 app.add_typer(views.model_app, name="model")
+app.command("daemon")(daemon_cli.daemon_cmd)
+app.command("jobs")(daemon_cli.jobs_cmd)
+app.command("models")(daemon_cli.models_cmd)
 
 
 @app.callback()

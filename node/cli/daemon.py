@@ -1,0 +1,206 @@
+"""`datanet daemon` (train jobs), `datanet jobs` (this node's job states), `datanet models`
+(the model registry, from the chain)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.table import Table
+
+from node.chain.deploy import load_deployment
+from node.chain.models import Model
+from node.chain.protocol import Protocol
+from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
+from node.daemon import Daemon, retry
+from node.errors import ConfigError, NodeError
+from node.jobs import JobRecord, JobState, JobStore
+from node.storage import open_store
+
+
+def daemon_cmd(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Catch up with the chain, do what can be done now, exit.")
+    ] = False,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Run until every job this node saw is finished, then exit.")
+    ] = False,
+) -> None:
+    """Watch for jobs, claim those this node can run, train, upload and submit the results.
+
+    Runs until Ctrl-C (or SIGTERM): the job in progress stops at its next checkpoint and resumes
+    on the next start. Progress: `datanet jobs`."""
+    node_log = logging.getLogger("node")
+    if node_log.getEffectiveLevel() > logging.INFO:
+        node_log.setLevel(logging.INFO)
+    s = settings(ctx)
+    daemon = Daemon(write_protocol(ctx), open_store(s), s)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        err_console.print("[yellow]stopping after the current step (Ctrl-C again to abort now)[/]")
+        daemon.stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        daemon.run(once=once, exit_when_idle=exit_when_idle)
+    finally:
+        daemon.close()
+
+
+class JobView(BaseModel):
+    """A job row as `datanet jobs --json` prints it (the row plus its progress in percent)."""
+
+    job: JobRecord
+    percent: float | None
+
+
+def jobs_cmd(
+    ctx: typer.Context,
+    json_out: JsonOpt = False,
+    retry_id: Annotated[
+        int | None, typer.Option("--retry", help="Put a skipped or failed (retryable) job back to run again.")
+    ] = None,
+) -> None:
+    """This node's jobs: state, training progress, errors (read from the local state file)."""
+    s = settings(ctx)
+    with JobStore.from_settings(s, load_deployment(s.deployment_file())) as store:
+        if retry_id is not None:
+            r = retry(store, retry_id)
+            err_console.print(f"job #{retry_id} is {r.state} again; a running daemon picks it up")
+        rows = store.all()
+    if json_out:
+        print_json([JobView(job=r, percent=r.percent).model_dump(mode="json") for r in rows])
+        return
+    t = Table("job", "state", "progress", "loss", "eta", "model", "note")
+    for r in rows:
+        t.add_row(
+            f"#{r.job_id}", _state(r), _bar(r.percent), _num(r.loss), _eta(r), f"#{r.model_id}" if r.model_id else "",
+            r.reason or r.last_error or (r.adapter_cid or ""),
+        )  # fmt: skip
+    console.print(t if rows else "no jobs seen yet (is `datanet daemon` running?)")
+
+
+def _state(r: JobRecord) -> str:
+    colour = {JobState.SETTLED: "green", JobState.FAILED: "red", JobState.LOST: "yellow", JobState.SKIPPED: "dim"}
+    label = f"{r.state} {r.step}/{r.total_steps}" if r.state == JobState.TRAINING and r.total_steps else str(r.state)
+    if r.state == JobState.FAILED:
+        label += " (retryable)" if r.retryable else ""
+    c = colour.get(r.state)
+    return f"[{c}]{label}[/]" if c else label
+
+
+def _bar(percent: float | None, width: int = 20) -> str:
+    if percent is None:
+        return ""
+    full = round(width * percent / 100)
+    return "█" * full + "░" * (width - full) + f" {percent:3.0f}%"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def _eta(r: JobRecord) -> str:
+    if r.state != JobState.TRAINING or r.eta_s is None:
+        return ""
+    m, sec = divmod(int(r.eta_s), 60)
+    return f"{m}m{sec:02d}s"
+
+
+class ModelView(BaseModel):
+    """One registered model as `datanet models --json` prints it."""
+
+    model_id: int
+    job_id: int
+    node: str
+    method: str
+    base_model: str
+    base_model_hash: str
+    datanet_ids: list[int]
+    adapter_cid: str
+    adapter_sha256: str
+    data_root: str
+    metrics_cid: str
+    metrics: dict[str, Any] | None
+    config_cid: str
+    config_hash: str
+    parent_model_id: int
+    registered_at: int
+
+
+def models_cmd(
+    ctx: typer.Context,
+    json_out: JsonOpt = False,
+    datanet: Annotated[int | None, typer.Option("--datanet", help="Only models trained on this Datanet.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Only models of this base model weights hash (0x...).")
+    ] = None,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="Fetch each model's metrics document from the store.")
+    ] = True,
+) -> None:
+    """Models registered on-chain: provenance (base model, Datanets, data root), adapter CID and hash."""
+    p = read_protocol(ctx)
+    ids = _model_ids(p, datanet, base_model)
+    store = open_store(settings(ctx)) if metrics else None
+    views = [_model_view(p.model(i), store) for i in ids]
+    if json_out:
+        print_json(views)
+        return
+    t = Table("#", "job", "base model", "datanets", "adapter CID", "data root", "eval loss")
+    for v in views:
+        loss = (v.metrics or {}).get("train", {}).get("eval_loss")
+        t.add_row(str(v.model_id), str(v.job_id), v.base_model, ",".join(map(str, v.datanet_ids)), v.adapter_cid,
+                  v.data_root[:18] + "…", _num(loss))  # fmt: skip
+    console.print(t if views else "no models match")
+
+
+def _model_ids(p: Protocol, datanet: int | None, base_model: str | None) -> list[int]:
+    ids: set[int] | None = None
+    if datanet is not None:
+        ids = set(_paged(lambda off: p.models_by_datanet(datanet, off, 100)))
+    if base_model is not None:
+        try:
+            h = bytes.fromhex(base_model.removeprefix("0x"))
+        except ValueError:
+            h = b""
+        if len(h) != 32:
+            raise ConfigError(f"--base-model {base_model!r} is not a 32-byte hex hash (0x + 64 hex digits).")
+        found = set(_paged(lambda off: p.models_by_base_model(h, off, 100)))
+        ids = found if ids is None else ids & found
+    return sorted(ids) if ids is not None else list(range(1, p.model_count() + 1))
+
+
+def _paged(page: Any) -> list[int]:
+    out: list[int] = []
+    while batch := page(len(out)):
+        out.extend(batch)
+        if len(batch) < 100:
+            break
+    return out
+
+
+def _model_view(m: Model, store: Any) -> ModelView:
+    doc: dict[str, Any] | None = None
+    if store is not None and m.metricsCID:
+        try:
+            doc = json.loads(store.cat(m.metricsCID))
+            doc.pop("stream", None)  # the per-step stream is for plots, not for a listing
+        except (NodeError, ValueError) as e:
+            print(f"model #{m.id}: metrics {m.metricsCID} not readable here ({e})", file=sys.stderr)
+    return ModelView(
+        model_id=m.id, job_id=m.jobId, node=m.node, method=m.method.name.lower(), base_model=m.baseModel,
+        base_model_hash="0x" + m.baseModelHash.hex(), datanet_ids=m.datanetIds, adapter_cid=m.adapterCID,
+        adapter_sha256="0x" + m.adapterHash.hex(), data_root="0x" + m.dataRoot.hex(), metrics_cid=m.metricsCID,
+        metrics=doc, config_cid=m.configCID, config_hash="0x" + m.configHash.hex(), parent_model_id=m.parentModelId,
+        registered_at=m.registeredAt,
+    )  # fmt: skip

@@ -1,0 +1,562 @@
+"""The steps that move one job along the state machine of `node.jobs`, one state at a time.
+
+Each step starts from what the job store and the chain say (never from memory of an earlier
+call), does its work, and ends with one atomic transition that records the work's result. So a
+`kill -9` anywhere leaves the job in the state before the step, and running the step again is
+safe: file outputs are written atomically and re-checked, uploads are content-addressed (the same
+bytes give the same CID), training resumes from its own checkpoints, and the two transactions are
+preceded by a read of the chain: `claimJob` is not sent if the job is already ours, and
+`submitResult` is not sent if the job already has our model. A transaction mined just before a
+crash is found that way; one still pending makes the step wait until it is mined or dropped.
+
+Step outcomes other than success are exceptions the daemon turns into states: `SkipJob`
+(-> skipped), `LostJob` (-> lost), `WaitJob` (stay, retry later, not a failure), `Interrupted`
+(the daemon is stopping; stay, resume later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from web3.types import TxReceipt
+
+from node.chain.models import Job, JobStatus, ResultParams
+from node.chain.protocol import Protocol
+from node.config import Settings
+from node.data.assemble import AssembledSet, assemble
+from node.data.manifest import Manifest
+from node.data.records import Example
+from node.eligibility import NotEligibleError, check_job, load_config, local_base_model
+from node.errors import AccessDeniedError, ContractRevertError, NodeError
+from node.jobs import HOLDING, JobRecord, JobState, JobStore
+from node.rewards.shares import proportional_shares, reward_tree, split_pool
+from node.storage.base import ContentStore, verify_sha256
+from node.train.config import Progress, TrainConfig, TrainMetrics, TrainResult
+
+log = logging.getLogger("node.daemon")
+
+ATTRIBUTION_METHOD = "example-count-v0"
+"""Until training-time attribution lands: each contributor's weight is its kept examples."""
+
+
+class SkipJob(NodeError):
+    """This node will not run the job (the message is the reason)."""
+
+
+class LostJob(NodeError):
+    """The job is no longer this node's to run: cancelled, expired, or another node's."""
+
+
+class WaitJob(NodeError):
+    """Not now: something the job needs is not there yet (a key grant, confirmations)."""
+
+    def __init__(self, message: str, delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+class Interrupted(Exception):
+    """The daemon is stopping; the job stays where it is and resumes on the next start."""
+
+
+class MetricsDocument(BaseModel):
+    """What `metricsCID` points to: the run's summary, its metrics stream, and where its data is."""
+
+    format: str = "datanet-metrics-v1"
+    job_id: int
+    data_root: str
+    manifest_cid: str = Field(description="The training manifest; its Merkle root is data_root.")
+    examples: int
+    excluded: int
+    train: TrainMetrics
+    stream: list[Progress] = Field(description="Every line of metrics.jsonl, in order.")
+
+
+class AttributionDocument(BaseModel):
+    """What `attributionCID` points to: the weights, the shares and the reward tree's dump."""
+
+    format: str = "datanet-attribution-v0"
+    method: str = ATTRIBUTION_METHOD
+    job_id: int
+    weights: dict[str, int] = Field(description="Per contributor, by address.")
+    contributors_total: int = Field(description="OPEN base units the tree distributes.")
+    root: str
+    tree: dict[str, Any] = Field(description="OpenZeppelin StandardMerkleTree dump (standard-v1).")
+
+
+def failpoint(name: str) -> None:
+    """Test hook: `DATANET_FAILPOINT=<name>` kills this process (SIGKILL, no clean-up) right
+    here, so the crash-recovery tests can crash exactly between a transaction and its record."""
+    if os.environ.get("DATANET_FAILPOINT") == name:
+        import signal
+
+        log.warning("failpoint %s: killing the daemon (SIGKILL)", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _tx(receipt: TxReceipt) -> tuple[str, int]:
+    return "0x" + bytes(receipt["transactionHash"]).hex(), int(receipt["blockNumber"])
+
+
+class JobSteps:
+    """The step functions, bound to one node account, one content store and one job store."""
+
+    def __init__(
+        self, protocol: Protocol, store: ContentStore, jobs: JobStore, settings: Settings, stop: threading.Event
+    ):
+        self.p, self.store, self.jobs, self.settings, self.stop = protocol, store, jobs, settings, stop
+        self.root = settings.jobs_path / f"{protocol.deployment.network}-{protocol.chain_id}"
+        self.steps: dict[JobState, Callable[[JobRecord], None]] = {
+            JobState.SEEN: self.claim,
+            JobState.CLAIMED: self.build_data,
+            JobState.DATA_READY: self.train,
+            JobState.TRAINING: self.train,
+            JobState.TRAINED: self.attribute,
+            JobState.ATTRIBUTED: self.upload,
+            JobState.UPLOADED: self.submit,
+            JobState.SUBMITTED: self.settle,
+        }
+
+    def work_dir(self, job_id: int) -> Path:
+        return self.root / f"job-{job_id}"
+
+    # ------------------------------------------------------------------ seen → claimed
+
+    def claim(self, r: JobRecord) -> None:
+        job = self.p.job(r.job_id)
+        if job.status != JobStatus.OPEN:
+            self._recover_claim(r, job)
+            return
+        if self._chain_time() >= job.deadline:
+            raise LostJob(f"expired: the deadline passed before this node claimed it (job #{job.id})")
+        try:
+            runnable = check_job(self.p, self.store, job, self.settings)
+        except NotEligibleError as e:
+            raise SkipJob(str(e)) from e
+        holding = len(self.jobs.in_states(HOLDING))
+        if holding >= self.settings.max_active_jobs:
+            raise WaitJob(f"this node already holds {holding} job(s) (max_active_jobs)")
+        self._no_pending_tx()
+        if self.p.job(r.job_id).status != JobStatus.OPEN:  # re-read right before sending
+            raise WaitJob("the job changed while it was checked; deciding again")
+        try:
+            receipt = self.p.claim_job(r.job_id)
+        except ContractRevertError as e:
+            self._recover_claim(r, self.p.job(r.job_id), e)
+            return
+        failpoint("claim-sent")
+        tx, block = _tx(receipt)
+        self.jobs.transition(
+            r.job_id,
+            JobState.CLAIMED,
+            from_=[JobState.SEEN],
+            claim_tx=tx,
+            claim_block=block,
+            work_dir=str(self.work_dir(r.job_id)),
+        )
+        log.info(
+            "job #%d: claimed (tx %s, block %d); base model %s, %s, needs ~%.1f GiB",
+            r.job_id,
+            tx,
+            block,
+            job.baseModel,
+            job.method.name,
+            runnable.memory_needed / (1 << 30),
+        )
+
+    def _recover_claim(self, r: JobRecord, job: Job, cause: Exception | None = None) -> None:
+        """The job is not open: ours (a claim mined before a crash: record it), or lost."""
+        if job.status in (JobStatus.CLAIMED, JobStatus.COMPLETED) and job.node == self.p.address:
+            tx, block = self._claim_log(job.id)
+            self.jobs.transition(
+                r.job_id,
+                JobState.CLAIMED,
+                from_=[JobState.SEEN],
+                claim_tx=tx,
+                claim_block=block,
+                work_dir=str(self.work_dir(r.job_id)),
+                note="claim found on-chain, not resent",
+            )
+            log.info("job #%d: already claimed by this node on-chain (tx %s); not claiming again", job.id, tx)
+            return
+        raise LostJob(_why_not_ours(job, self.p.address)) from cause
+
+    def _claim_log(self, job_id: int) -> tuple[str, int]:
+        event = self.p.models.events.JobClaimed
+        logs = self.p.client.rpc(
+            lambda: event.get_logs(from_block=self.p.deployment.deploy_block, argument_filters={"jobId": job_id}),
+            "get JobClaimed logs",
+        )
+        mine = [lg for lg in logs if lg["args"]["node"] == self.p.address]
+        if not mine:
+            raise WaitJob(f"job #{job_id} is claimed by this node but its JobClaimed log is not visible yet")
+        return "0x" + bytes(mine[-1]["transactionHash"]).hex(), int(mine[-1]["blockNumber"])
+
+    # ------------------------------------------------------------------ claimed → data_ready
+
+    def build_data(self, r: JobRecord) -> None:
+        job = self._ours(r)
+        assert r.claim_block is not None
+        try:
+            assembled = assemble(self.p, self.store, r.job_id, block=r.claim_block, decrypt=self._decrypt(job))
+        except AccessDeniedError as e:
+            raise WaitJob(f"waiting for a key grant: {e}") from e
+        data = assembled.write(self.work_dir(r.job_id) / "data")
+        _write_atomic(data / "excluded.json", json.dumps([e.model_dump() for e in assembled.excluded]).encode())
+        m = assembled.manifest
+        self.jobs.transition(
+            r.job_id, JobState.DATA_READY, from_=[JobState.CLAIMED], data_root=m.data_root, examples=len(m.entries)
+        )
+        log.info(
+            "job #%d: training set ready at block %d: %d examples from %d contributors, %d excluded, data root %s",
+            r.job_id,
+            r.claim_block,
+            len(m.entries),
+            len(m.contributors()),
+            len(assembled.excluded),
+            m.data_root,
+        )
+        failpoint("data-ready")
+
+    def _decrypt(self, job: Job) -> Any:
+        """The private-Datanet decrypt hook (key grants), only when the job needs one."""
+        if not any(self.p.datanet(d).isPrivate for d in job.datanetIds):
+            return None
+        from node.data.grants import JobKeys  # private Datanets only: needs the KeyRegistry
+
+        return JobKeys(self.p, self.store, job.id)
+
+    def _training_set(self, r: JobRecord) -> tuple[Manifest, list[Example]]:
+        """The written set, checked against the recorded data root (re-assembled if it does not
+        match: the same claim block gives the same set)."""
+        data = self.work_dir(r.job_id) / "data"
+        try:
+            manifest = Manifest.from_json((data / "manifest.json").read_bytes())
+            lines = (data / "examples.jsonl").read_text().splitlines()
+            examples = [Example.model_validate_json(line) for line in lines]
+            manifest.tree()  # raises unless the entries give data_root
+            ok = manifest.data_root == r.data_root and len(examples) == len(manifest.entries)
+            ok = ok and all(
+                "0x" + ex.sha256().hex() == e.example_sha256 for ex, e in zip(examples, manifest.entries, strict=True)
+            )
+        except (OSError, ValueError) as e:
+            log.warning("job #%d: written training set unusable (%s); assembling it again", r.job_id, e)
+            ok = False
+        if ok:
+            return manifest, examples
+        assembled: AssembledSet = assemble(
+            self.p, self.store, r.job_id, block=r.claim_block, decrypt=self._decrypt(self.p.job(r.job_id))
+        )
+        if assembled.manifest.data_root != r.data_root:
+            raise NodeError(
+                f"job #{r.job_id}: the training set at block {r.claim_block} now has data root "
+                f"{assembled.manifest.data_root}, not the recorded {r.data_root}; refusing to train on another set"
+            )
+        assembled.write(data)
+        return assembled.manifest, assembled.examples
+
+    # ------------------------------------------------------------------ data_ready → training → trained
+
+    def train(self, r: JobRecord) -> None:
+        from node.train.trainer import ModelCard, train
+
+        job = self._ours(r)
+        if r.state == JobState.DATA_READY:
+            self.jobs.transition(r.job_id, JobState.TRAINING, from_=[JobState.DATA_READY], step=0)
+        manifest, examples = self._training_set(r)
+        config = load_config(self.store, job)
+        base_dir = local_base_model(job, self.settings.models_path)
+        out = self.work_dir(r.job_id) / "train"
+        card = ModelCard(
+            base_model=job.baseModel,
+            base_model_hash="0x" + job.baseModelHash.hex(),
+            job_id=job.id,
+            datanet_ids=job.datanetIds,
+            data_root=manifest.data_root,
+            chain_id=self.p.chain_id,
+            model_registry=str(self.p.models.address),
+        )
+        result = _finished_run(out, config.train_config())
+        if result is None:
+            log.info("job #%d: training %s on %d examples (%s)", r.job_id, job.baseModel, len(examples), out)
+            result = train(
+                base_dir, examples, config.train_config(), out, card=card, on_progress=self._progress(r.job_id)
+            )
+        m = result.metrics
+        self.jobs.transition(
+            r.job_id,
+            JobState.TRAINED,
+            from_=[JobState.TRAINING],
+            adapter_sha256=result.adapter_sha256,
+            step=m.steps,
+            total_steps=m.steps,
+            loss=m.final_train_loss,
+            eval_loss=m.eval_loss,
+            eta_s=0.0,
+        )
+        log.info(
+            "job #%d: trained, %d steps in %.1f s, loss %s, eval loss %s, adapter sha256 %s",
+            r.job_id,
+            m.steps,
+            m.train_seconds,
+            _f(m.final_train_loss),
+            _f(m.eval_loss),
+            result.adapter_sha256,
+        )
+
+    def _progress(self, job_id: int) -> Callable[[Progress], None]:
+        """Writes progress to the job row (at most once a second, and on every eval/end) and stops
+        the run when the daemon stops or the job was lost meanwhile (an event in another thread)."""
+        last = [0.0]
+
+        def on_progress(p: Progress) -> None:
+            now = time.monotonic()
+            if p.kind == "train" and now - last[0] < 1.0 and p.step < p.total_steps:
+                return
+            last[0] = now
+            fields: dict[str, Any] = {"step": p.step, "total_steps": p.total_steps}
+            if p.kind == "train":
+                fields.update(loss=p.loss, tokens_per_s=p.tokens_per_s, eta_s=p.eta_s)
+            elif p.eval_loss is not None:
+                fields["eval_loss"] = p.eval_loss
+            if not self.jobs.update(job_id, state=JobState.TRAINING, **fields):
+                raise Interrupted(f"job #{job_id} left the training state (lost?)")
+            if p.kind == "train":
+                log.info(
+                    "job #%d: step %d/%d loss %s eta %ss", job_id, p.step, p.total_steps, _f(p.loss), _f(p.eta_s, 0)
+                )
+            if self.stop.is_set():
+                raise Interrupted("the daemon is stopping")
+
+        return on_progress
+
+    # ------------------------------------------------------------------ trained → attributed
+
+    def attribute(self, r: JobRecord) -> None:
+        """The reward tree. Until training-time attribution lands, weights are kept examples per
+        contributor (ATTRIBUTION_METHOD); the tree covers exactly what the distributor holds."""
+        job = self._ours(r)
+        manifest, _ = self._training_set(r)
+        split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
+        weights = {str(a): n for a, n in manifest.contributors().items()}
+        tree = reward_tree(job.id, proportional_shares(weights, split.contributors))
+        doc = AttributionDocument(
+            job_id=job.id,
+            weights=weights,
+            contributors_total=split.contributors,
+            root="0x" + tree.root.hex(),
+            tree=tree.dump().model_dump(mode="json"),
+        )
+        _write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.model_dump_json(indent=2).encode())
+        self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.root)
+        log.info("job #%d: reward tree over %d contributors, root %s", r.job_id, len(weights), doc.root)
+
+    # ------------------------------------------------------------------ attributed → uploaded
+
+    def upload(self, r: JobRecord) -> None:
+        self._ours(r)
+        work = self.work_dir(r.job_id)
+        adapter = work / "train" / "adapter"
+        assert r.adapter_sha256 is not None
+        verify_sha256(
+            (adapter / "adapter_model.safetensors").read_bytes(),
+            bytes.fromhex(r.adapter_sha256[2:]),
+            f"adapter of job #{r.job_id}",
+        )
+        adapter_cid = self.store.add_path(adapter)
+        manifest_bytes = (work / "data" / "manifest.json").read_bytes()
+        manifest = Manifest.from_json(manifest_bytes)
+        stream = [
+            Progress.model_validate_json(ln) for ln in (work / "train" / "metrics.jsonl").read_text().splitlines()
+        ]
+        metrics = MetricsDocument(
+            job_id=r.job_id,
+            data_root=manifest.data_root,
+            manifest_cid=self.store.add_bytes(manifest_bytes),
+            examples=len(manifest.entries),
+            excluded=len(json.loads((work / "data" / "excluded.json").read_text())),
+            train=TrainMetrics.model_validate_json((adapter / "metrics.json").read_bytes()),
+            stream=stream,
+        )
+        metrics_cid = self.store.add_bytes(metrics.model_dump_json().encode())
+        attribution_cid = self.store.add_bytes((work / "attribution.json").read_bytes())
+        self.jobs.transition(
+            r.job_id,
+            JobState.UPLOADED,
+            from_=[JobState.ATTRIBUTED],
+            adapter_cid=adapter_cid,
+            metrics_cid=metrics_cid,
+            attribution_cid=attribution_cid,
+        )
+        log.info(
+            "job #%d: uploaded adapter %s, metrics %s, attribution %s",
+            r.job_id,
+            adapter_cid,
+            metrics_cid,
+            attribution_cid,
+        )
+        failpoint("uploaded")
+
+    # ------------------------------------------------------------------ uploaded → submitted → settled
+
+    def submit(self, r: JobRecord) -> None:
+        if self._recover_submit(r, self.p.job(r.job_id)):
+            return
+        self._no_pending_tx()
+        if self._recover_submit(r, self.p.job(r.job_id)):  # re-read right before sending
+            return
+        assert r.adapter_cid and r.adapter_sha256 and r.data_root and r.attribution_root
+        params = ResultParams(
+            adapterCID=r.adapter_cid,
+            adapterHash=bytes.fromhex(r.adapter_sha256[2:]),
+            metricsCID=r.metrics_cid or "",
+            dataRoot=bytes.fromhex(r.data_root[2:]),
+            attributionRoot=bytes.fromhex(r.attribution_root[2:]),
+            attributionCID=r.attribution_cid or "",
+        )
+        failpoint("submit-before")
+        try:
+            model_id = self.p.submit_result(r.job_id, params)
+        except ContractRevertError as e:
+            if self._recover_submit(r, self.p.job(r.job_id)):
+                return
+            raise LostJob(f"submitResult reverted: {e}") from e
+        assert self.p.client.last_receipt is not None
+        failpoint("submit-sent")
+        tx, block = _tx(self.p.client.last_receipt)
+        self.jobs.transition(
+            r.job_id, JobState.SUBMITTED, from_=[JobState.UPLOADED], model_id=model_id, submit_tx=tx, submit_block=block
+        )
+        log.info("job #%d: result submitted, model #%d registered (tx %s, block %d)", r.job_id, model_id, tx, block)
+
+    def _recover_submit(self, r: JobRecord, job: Job) -> bool:
+        """True if the chain already has our model for the job (recorded now, never resent);
+        raises LostJob if the job is no longer ours; False if the result is still to be sent."""
+        if job.status == JobStatus.CLAIMED and job.node == self.p.address:
+            return False
+        if job.status == JobStatus.COMPLETED and job.node == self.p.address and job.modelId:
+            tx, block = self._registered_log(job.id)
+            self.jobs.transition(
+                r.job_id,
+                JobState.SUBMITTED,
+                from_=[JobState.UPLOADED],
+                model_id=job.modelId,
+                submit_tx=tx,
+                submit_block=block,
+                note="result found on-chain, not resent",
+            )
+            log.info(
+                "job #%d: result already on-chain as model #%d (tx %s); not submitting again", job.id, job.modelId, tx
+            )
+            return True
+        raise LostJob(_why_not_ours(job, self.p.address))
+
+    def _registered_log(self, job_id: int) -> tuple[str, int]:
+        event = self.p.models.events.ModelRegistered
+        logs = self.p.client.rpc(
+            lambda: event.get_logs(from_block=self.p.deployment.deploy_block, argument_filters={"jobId": job_id}),
+            "get ModelRegistered logs",
+        )
+        if not logs:
+            raise WaitJob(f"job #{job_id} has a model on-chain but its ModelRegistered log is not visible yet")
+        return "0x" + bytes(logs[-1]["transactionHash"]).hex(), int(logs[-1]["blockNumber"])
+
+    def settle(self, r: JobRecord) -> None:
+        """Settled once the registration is `confirmations` blocks deep; a reorg that dropped it
+        sends the job back to `uploaded`, so the result is submitted again (once)."""
+        job = self.p.job(r.job_id)
+        if job.modelId != r.model_id or job.node != self.p.address:
+            if job.status == JobStatus.CLAIMED and job.node == self.p.address:
+                self.jobs.transition(
+                    r.job_id,
+                    JobState.UPLOADED,
+                    from_=[JobState.SUBMITTED],
+                    model_id=None,
+                    submit_tx=None,
+                    submit_block=None,
+                    note="submission dropped by a reorg",
+                )
+                log.warning(
+                    "job #%d: the registration of model #%s is gone (reorg); submitting again", r.job_id, r.model_id
+                )
+                return
+            raise LostJob(_why_not_ours(job, self.p.address))
+        assert r.submit_block is not None
+        depth = self.p.client.block_number() - r.submit_block
+        if depth < self.settings.confirmations:
+            raise WaitJob(f"{depth}/{self.settings.confirmations} confirmations", delay=self.settings.poll_interval)
+        self.jobs.transition(r.job_id, JobState.SETTLED, from_=[JobState.SUBMITTED])
+        log.info("job #%d: settled (model #%d, %d confirmations)", r.job_id, job.modelId, depth)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ours(self, r: JobRecord) -> Job:
+        """The job, if it is still this node's to deliver; LostJob otherwise."""
+        job = self.p.job(r.job_id)
+        if job.status != JobStatus.CLAIMED or job.node != self.p.address:
+            raise LostJob(_why_not_ours(job, self.p.address))
+        return job
+
+    def _chain_time(self) -> int:
+        return int(self.p.client.rpc(lambda: self.p.client.w3.eth.get_block("latest"), "get block")["timestamp"])
+
+    def _no_pending_tx(self) -> None:
+        """Waits while this account has transactions in the mempool: one may be our own claim
+        or result, sent just before a crash, and must be mined (or dropped) before we decide."""
+        w3, me = self.p.client.w3, self.p.address
+        pending = self.p.client.rpc(lambda: w3.eth.get_transaction_count(me, "pending"), "get nonce")
+        mined = self.p.client.rpc(lambda: w3.eth.get_transaction_count(me, "latest"), "get nonce")
+        if pending > mined:
+            raise WaitJob(f"{pending - mined} transaction(s) of {me} still pending", delay=self.settings.poll_interval)
+
+
+def _finished_run(out: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of a run that finished before a crash (its adapter directory is written
+    atomically, so its presence means complete), if it was trained with `config`."""
+    adapter = out / "adapter"
+    try:
+        if TrainConfig.model_validate_json((adapter / "training_config.json").read_bytes()) != config:
+            return None
+        metrics = TrainMetrics.model_validate_json((adapter / "metrics.json").read_bytes())
+        weights = (adapter / "adapter_model.safetensors").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return TrainResult(
+        adapter_dir=adapter,
+        adapter_sha256="0x" + hashlib.sha256(weights).hexdigest(),
+        metrics=metrics,
+        metrics_log=out / "metrics.jsonl",
+    )
+
+
+def _why_not_ours(job: Job, me: str) -> str:
+    if job.status == JobStatus.CANCELLED:
+        return "cancelled by the poster"
+    if job.status == JobStatus.EXPIRED:
+        return "expired: the deadline passed without a result"
+    if job.node != me and job.status in (JobStatus.CLAIMED, JobStatus.COMPLETED):
+        return f"claimed by another node ({job.node})"
+    return f"job #{job.id} is {job.status.name.lower()} on-chain"
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+__all__ = ["AttributionDocument", "Interrupted", "JobSteps", "LostJob", "MetricsDocument", "SkipJob", "WaitJob"]

@@ -1,0 +1,111 @@
+"""Shared steps of the daemon tests: a node home (settings, store, base model in its cache), a
+Datanet with approved contributions, a staked node, and jobs posted with a real config document."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.chain.deploy import OPEN, save_deployment
+from node.chain.models import DatanetParams, JobParams, Method
+from node.chain.protocol import Protocol
+from node.config import Settings
+from node.daemon import Daemon
+from node.data.contribute import Journal, contribute_files
+from node.demo import world as demo_world
+from node.storage.embedded import EmbeddedStore
+from node.train.base_model import cached_path, weights_hash
+from node.train.config import JobConfig
+from tests.conftest import World
+
+BASE_REF = "test/tiny-llama"
+# Small and quick: a handful of LoRA steps on the tiny model, a checkpoint every 2 steps.
+TRAIN = {"method": "lora", "max_steps": 6, "batch_size": 4, "lora_r": 4, "lora_alpha": 8, "max_seq_len": 128,
+         "checkpoint_every": 2, "eval_fraction": 0.1, "seed": 0}  # fmt: skip
+
+
+@dataclass
+class NodeHome:
+    root: Path
+    settings: Settings
+    store: EmbeddedStore
+    base_hash: bytes
+
+    def daemon(self, node: Protocol, **overrides: Any) -> Daemon:
+        return Daemon(node, self.store, self.settings.model_copy(update=overrides))
+
+    def env(self, world: World, private_key: str) -> dict[str, str]:
+        """The same settings as environment variables, for a `datanet daemon` subprocess."""
+        s = self.settings
+        return {
+            "DATANET_RPC_URL": world.rpc_url, "DATANET_NETWORK": s.network,
+            "DATANET_DEPLOYMENTS_DIR": str(s.deployments_dir), "DATANET_DATA_DIR": str(s.data_dir),
+            "DATANET_MODELS_DIR": str(s.models_path), "DATANET_CONFIRMATIONS": "0",
+            "DATANET_POLL_INTERVAL": "0.1", "DATANET_RETRY_DELAY": "0.5", "DATANET_PRIVATE_KEY": private_key,
+        }  # fmt: skip
+
+
+def node_home(world: World, tmp_path: Path, tiny_base_model: Path) -> NodeHome:
+    settings = Settings(
+        rpc_url=world.rpc_url, network="test", data_dir=tmp_path / "node", deployments_dir=tmp_path / "deployments",
+        confirmations=0, poll_interval=0.1, retry_delay=0.5, job_retries=2,
+    )  # fmt: skip
+    save_deployment(world.deployment, settings.deployment_file())
+    model_dir = cached_path(BASE_REF, settings.models_path)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(tiny_base_model, model_dir)
+    return NodeHome(tmp_path, settings, EmbeddedStore(settings.data_dir / "ipfs"), weights_hash(model_dir))
+
+
+def approved_datanet(world: World, home: NodeHome, contributors: int = 2) -> int:
+    """A Datanet with `contributors` approved files of demo-world facts (one per contributor)."""
+    params = DatanetParams(name="facts", treasury=world.admin.address, curators=[world.curator.address],
+                           minStake=10 * OPEN, lockPeriod=0)  # fmt: skip
+    datanet_id = world.admin.create_datanet(params)
+    journal = Journal(home.root / "journal.json")
+    for k in range(contributors):
+        _, records = demo_world.region_facts(100 + k)
+        path = home.root / f"facts-{k}.jsonl"
+        path.write_bytes(demo_world.to_jsonl(records))
+        [r] = contribute_files(world.contributors[k], home.store, datanet_id, [path], 10 * OPEN, journal)
+        world.curator.approve_contribution(r.contribution_id)
+    return datanet_id
+
+
+def stake(node: Protocol) -> None:
+    amount = node.min_node_stake()
+    node.approve(node.staking.address, amount)
+    node.stake(amount)
+
+
+def post_job(
+    world: World,
+    home: NodeHome,
+    datanet_id: int,
+    *,
+    base_model: str = BASE_REF,
+    base_hash: bytes | None = None,
+    method: Method = Method.LORA,
+    pool: int = 100 * OPEN,
+    config: dict[str, Any] | None = None,
+    config_hash: bytes | None = None,
+) -> int:
+    """Posts a job whose config document is in the node's store, hashed as the chain records."""
+    doc = JobConfig(base_model=base_model, **{**TRAIN, "method": method.name.lower(), **(config or {})})
+    data = doc.canonical_json()
+    params = JobParams(
+        baseModel=base_model, baseModelHash=base_hash or home.base_hash, datanetIds=[datanet_id],
+        configCID=home.store.add_bytes(data), configHash=config_hash or hashlib.sha256(data).digest(),
+        method=method, pool=pool, deadline=world.now() + 86_400,
+    )  # fmt: skip
+    world.poster.approve(world.poster.models.address, pool)
+    return world.poster.post_job(params)
+
+
+def job_events(world: World, name: str, job_id: int) -> list[dict[str, Any]]:
+    event = getattr(world.admin.models.events, name)
+    logs = event.get_logs(from_block=world.deployment.deploy_block, argument_filters={"jobId": job_id})
+    return [dict(log["args"]) | {"tx": "0x" + bytes(log["transactionHash"]).hex()} for log in logs]

@@ -1,0 +1,164 @@
+"""The training daemon in-process against the real dev chain, embedded store and trainer: a job
+goes from JobPosted to a registered model; jobs it cannot run are skipped with reasons; jobs
+taken away are lost; `datanet jobs` and `datanet models` show the result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.chain.deploy import OPEN
+from node.chain.models import Method
+from node.cli import app
+from node.data.assemble import assemble
+from node.jobs import JobState
+from node.rewards.merkle import StandardMerkleTree
+from tests.conftest import World
+from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake
+
+
+@pytest.fixture
+def home(world: World, tmp_path: Path, tiny_base_model: Path) -> NodeHome:
+    return node_home(world, tmp_path, tiny_base_model)
+
+
+def test_a_posted_job_ends_as_a_registered_model(world: World, home: NodeHome, tmp_path: Path) -> None:
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id)
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
+    assert [t.to_state for t in daemon.jobs.history(job_id)] == [
+        "seen", "claimed", "data_ready", "training", "trained", "attributed", "uploaded", "submitted", "settled",
+    ]  # fmt: skip
+    model = world.admin.model(r.model_id or 0)
+    work = Path(r.work_dir or "")
+    adapter = work / "train" / "adapter"
+    # The adapter CID holds exactly the local adapter directory, and its hash is the weights'.
+    fetched = home.store.get(model.adapterCID, tmp_path / "fetched")
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in adapter.iterdir())
+    assert all((fetched / p.name).read_bytes() == p.read_bytes() for p in adapter.iterdir())
+    assert model.adapterHash == hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).digest()
+    # The data root is the manifest's, and anyone re-assembling at the claim block gets the same.
+    manifest = json.loads((work / "data" / "manifest.json").read_text())
+    assert "0x" + model.dataRoot.hex() == manifest["data_root"] == r.data_root
+    again = assemble(world.admin, home.store, job_id, block=r.claim_block)
+    assert again.manifest.data_root == manifest["data_root"]
+    assert (model.baseModelHash, model.node, model.jobId) == (home.base_hash, world.node.address, job_id)
+    metrics = json.loads(home.store.cat(model.metricsCID))
+    assert metrics["train"]["steps"] == 6 and metrics["data_root"] == r.data_root
+    assert json.loads(home.store.cat(metrics["manifest_cid"]))["data_root"] == r.data_root
+    # The reward tree is the distributor's, and a contributor can claim from it.
+    doc = json.loads(home.store.cat(model.attributionCID))
+    tree = StandardMerkleTree.load(doc["tree"])
+    assert tree.root == model.attributionRoot == world.admin.reward_round(job_id).root
+    assert sum(int(v[3]) for v in tree.values()) == world.admin.reward_round(job_id).total
+    _, index, account, amount = tree.values()[0]
+    claimer = next(c for c in world.contributors if c.address == account)
+    before = claimer.balance()
+    claimer.claim_reward(job_id, int(index), account, int(amount), tree.proof(0))
+    assert claimer.balance() == before + int(amount)
+    assert len(job_events(world, "JobClaimed", job_id)) == len(job_events(world, "ModelRegistered", job_id)) == 1
+
+    # A second pass finds nothing to do and sends nothing.
+    daemon.run(once=True)
+    assert len(job_events(world, "ModelRegistered", job_id)) == 1
+    daemon.close()
+
+    runner = CliRunner()
+    env = {"DATANET_DATA_DIR": str(home.settings.data_dir), "DATANET_NETWORK": "test",
+           "DATANET_DEPLOYMENTS_DIR": str(home.settings.deployments_dir)}  # fmt: skip
+    out = runner.invoke(app, ["jobs", "--json"], env=env, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    [view] = json.loads(out.stdout)
+    assert (view["job"]["state"], view["percent"], view["job"]["model_id"]) == ("settled", 100.0, r.model_id)
+    table = runner.invoke(app, ["jobs"], env=env, catch_exceptions=False)
+    assert "settled" in table.stdout and "100%" in table.stdout
+    base = ["--rpc-url", world.rpc_url, "models", "--json"]
+    models = json.loads(runner.invoke(app, base, env=env, catch_exceptions=False).stdout)
+    [m] = [m for m in models if m["job_id"] == job_id]
+    assert m["adapter_cid"] == model.adapterCID and m["data_root"] == r.data_root
+    assert m["adapter_sha256"] == r.adapter_sha256 and m["base_model_hash"] == "0x" + home.base_hash.hex()
+    assert m["metrics"]["train"]["steps"] == 6 and m["datanet_ids"] == [datanet_id]
+    filtered = runner.invoke(app, [*base, "--datanet", str(datanet_id + 1)], env=env, catch_exceptions=False)
+    assert json.loads(filtered.stdout) == []
+    by_base = runner.invoke(app, [*base, "--base-model", "0x" + home.base_hash.hex()], env=env)
+    assert [x["model_id"] for x in json.loads(by_base.stdout)] == [r.model_id]
+
+
+SKIPS = {
+    "unknown base model": ({"base_model": "nobody/missing"}, {}, "unknown base model"),
+    "hash mismatch": ({"base_hash": b"\x01" * 32}, {}, "base model hash mismatch"),
+    "unsupported method": ({"method": Method.QLORA}, {"accepted_methods": ["lora"]}, "unsupported method"),
+    "pool below minimum": ({"pool": 5 * OPEN}, {"min_pool": 50 * OPEN}, "pool below minimum"),
+    "not enough memory": ({}, {"max_memory_gb": 0.001}, "not enough memory"),
+    "insufficient stake": ({}, {}, "insufficient stake"),
+    "config hash mismatch": ({"config_hash": b"\x02" * 32}, {}, "config hash mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", list(SKIPS))
+def test_jobs_this_node_cannot_run_are_skipped_with_a_reason(world: World, home: NodeHome, case: str) -> None:
+    job_kw, settings, expected = SKIPS[case]
+    datanet_id = approved_datanet(world, home, contributors=1)
+    if case != "insufficient stake":
+        stake(world.node)
+    job_id = post_job(world, home, datanet_id, **job_kw)  # type: ignore[arg-type]
+    daemon = home.daemon(world.node, **settings)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SKIPPED and expected in (r.reason or ""), r
+    assert job_events(world, "JobClaimed", job_id) == []
+
+
+def test_jobs_cancelled_or_claimed_by_another_node_are_lost(world: World, home: NodeHome) -> None:
+    datanet_id = approved_datanet(world, home, contributors=1)
+    stake(world.node)
+    cancelled = post_job(world, home, datanet_id)
+    world.poster.cancel_job(cancelled)
+    taken = post_job(world, home, datanet_id)
+    other = world.outsider
+    world.admin.transfer(other.address, 10_000 * OPEN)
+    stake(other)
+    other.claim_job(taken)
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    assert daemon.jobs.require(cancelled).state == JobState.LOST
+    assert "cancelled" in (daemon.jobs.require(cancelled).reason or "")
+    assert daemon.jobs.require(taken).state == JobState.LOST
+    assert f"claimed by another node ({other.address})" == daemon.jobs.require(taken).reason
+
+
+def test_a_claimed_job_that_expires_is_lost_and_nothing_is_submitted(world: World, home: NodeHome) -> None:
+    datanet_id = approved_datanet(world, home, contributors=1)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id)
+    daemon = home.daemon(world.node)
+    daemon.catch_up()
+    daemon.advance(daemon.jobs.require(job_id))  # seen -> claimed
+    assert daemon.jobs.require(job_id).state == JobState.CLAIMED
+    world.advance(2 * 86_400)
+    world.poster.expire_job(job_id)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.LOST and "expired" in (r.reason or ""), r
+    assert job_events(world, "ModelRegistered", job_id) == []
+
+
+def test_only_max_active_jobs_are_claimed_at_once(world: World, home: NodeHome) -> None:
+    datanet_id = approved_datanet(world, home, contributors=1)
+    stake(world.node)
+    first, second = post_job(world, home, datanet_id), post_job(world, home, datanet_id)
+    daemon = home.daemon(world.node)
+    daemon.catch_up()
+    daemon.advance(daemon.next_job())  # type: ignore[arg-type]
+    assert [daemon.jobs.require(j).state for j in (first, second)] == [JobState.CLAIMED, JobState.SEEN]
+    assert daemon.next_job().job_id == first  # type: ignore[union-attr]  # finish it before claiming more
+    assert world.admin.job(first).node == world.node.address
