@@ -50,7 +50,7 @@ class NodeHome:
 
 def node_home(world: World, tmp_path: Path, tiny_base_model: Path) -> NodeHome:
     settings = Settings(
-        rpc_url=world.rpc_url, network="test", data_dir=tmp_path / "node", deployments_dir=tmp_path / "deployments",
+        rpc_url=world.rpc_url, network="test", data_dir=tmp_path / ".datanet", deployments_dir=tmp_path / "deployments",
         confirmations=0, poll_interval=0.1, retry_delay=0.5, job_retries=2,
     )  # fmt: skip
     save_deployment(world.deployment, settings.deployment_file())

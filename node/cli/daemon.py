@@ -37,9 +37,7 @@ def daemon_cmd(
 
     Runs until Ctrl-C (or SIGTERM): the job in progress stops at its next checkpoint and resumes
     on the next start. Progress: `datanet jobs`."""
-    node_log = logging.getLogger("node")
-    if node_log.getEffectiveLevel() > logging.INFO:
-        node_log.setLevel(logging.INFO)
+    _daemon_logging()
     s = settings(ctx)
     daemon = Daemon(write_protocol(ctx), open_store(s), s)
 
@@ -54,6 +52,19 @@ def daemon_cmd(
         daemon.run(once=once, exit_when_idle=exit_when_idle)
     finally:
         daemon.close()
+
+
+def _daemon_logging() -> None:
+    """INFO for the node's loggers; one plain timestamped line per record when stderr is not a
+    terminal (a service log, a file), where rich would wrap lines at 80 columns."""
+    node_log = logging.getLogger("node")
+    if node_log.getEffectiveLevel() > logging.INFO:
+        node_log.setLevel(logging.INFO)
+    if not sys.stderr.isatty():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        node_log.addHandler(handler)
+        node_log.propagate = False
 
 
 class JobView(BaseModel):
