@@ -16,7 +16,6 @@ Step outcomes other than success are exceptions the daemon turns into states: `S
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
 from web3.types import TxReceipt
 
 from node.chain.models import Job, JobStatus, ResultParams
@@ -37,15 +35,12 @@ from node.data.manifest import Manifest
 from node.data.records import Example
 from node.eligibility import NotEligibleError, check_job, load_config, local_base_model
 from node.errors import AccessDeniedError, ContractRevertError, NodeError
+from node.job_outputs import MetricsDocument, example_count_attribution, finished_run, write_atomic
 from node.jobs import HOLDING, JobRecord, JobState, JobStore
-from node.rewards.shares import proportional_shares, reward_tree, split_pool
 from node.storage.base import ContentStore, verify_sha256
-from node.train.config import Progress, TrainConfig, TrainMetrics, TrainResult
+from node.train.config import Progress, TrainMetrics
 
 log = logging.getLogger("node.daemon")
-
-ATTRIBUTION_METHOD = "example-count-v0"
-"""Until training-time attribution lands: each contributor's weight is its kept examples."""
 
 
 class SkipJob(NodeError):
@@ -68,31 +63,6 @@ class Interrupted(Exception):
     """The daemon is stopping; the job stays where it is and resumes on the next start."""
 
 
-class MetricsDocument(BaseModel):
-    """What `metricsCID` points to: the run's summary, its metrics stream, and where its data is."""
-
-    format: str = "datanet-metrics-v1"
-    job_id: int
-    data_root: str
-    manifest_cid: str = Field(description="The training manifest; its Merkle root is data_root.")
-    examples: int
-    excluded: int
-    train: TrainMetrics
-    stream: list[Progress] = Field(description="Every line of metrics.jsonl, in order.")
-
-
-class AttributionDocument(BaseModel):
-    """What `attributionCID` points to: the weights, the shares and the reward tree's dump."""
-
-    format: str = "datanet-attribution-v0"
-    method: str = ATTRIBUTION_METHOD
-    job_id: int
-    weights: dict[str, int] = Field(description="Per contributor, by address.")
-    contributors_total: int = Field(description="OPEN base units the tree distributes.")
-    root: str
-    tree: dict[str, Any] = Field(description="OpenZeppelin StandardMerkleTree dump (standard-v1).")
-
-
 def failpoint(name: str) -> None:
     """Test hook: `DATANET_FAILPOINT=<name>` kills this process (SIGKILL, no clean-up) right
     here, so the crash-recovery tests can crash exactly between a transaction and its record."""
@@ -101,13 +71,6 @@ def failpoint(name: str) -> None:
 
         log.warning("failpoint %s: killing the daemon (SIGKILL)", name)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _tx(receipt: TxReceipt) -> tuple[str, int]:
@@ -218,7 +181,7 @@ class JobSteps:
         except AccessDeniedError as e:
             raise WaitJob(f"waiting for a key grant: {e}") from e
         data = assembled.write(self.work_dir(r.job_id) / "data")
-        _write_atomic(data / "excluded.json", json.dumps([e.model_dump() for e in assembled.excluded]).encode())
+        write_atomic(data / "excluded.json", json.dumps([e.model_dump() for e in assembled.excluded]).encode())
         m = assembled.manifest
         self.jobs.transition(
             r.job_id, JobState.DATA_READY, from_=[JobState.CLAIMED], data_root=m.data_root, examples=len(m.entries)
@@ -292,7 +255,7 @@ class JobSteps:
             chain_id=self.p.chain_id,
             model_registry=str(self.p.models.address),
         )
-        result = _finished_run(out, config.train_config())
+        result = finished_run(out, config.train_config())
         if result is None:
             log.info("job #%d: training %s on %d examples (%s)", r.job_id, job.baseModel, len(examples), out)
             result = train(
@@ -353,19 +316,10 @@ class JobSteps:
         contributor (ATTRIBUTION_METHOD); the tree covers exactly what the distributor holds."""
         job = self._ours(r)
         manifest, _ = self._training_set(r)
-        split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
-        weights = {str(a): n for a, n in manifest.contributors().items()}
-        tree = reward_tree(job.id, proportional_shares(weights, split.contributors))
-        doc = AttributionDocument(
-            job_id=job.id,
-            weights=weights,
-            contributors_total=split.contributors,
-            root="0x" + tree.root.hex(),
-            tree=tree.dump().model_dump(mode="json"),
-        )
-        _write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.model_dump_json(indent=2).encode())
+        doc = example_count_attribution(job, manifest)
+        write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.model_dump_json(indent=2).encode())
         self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.root)
-        log.info("job #%d: reward tree over %d contributors, root %s", r.job_id, len(weights), doc.root)
+        log.info("job #%d: reward tree over %d contributors, root %s", r.job_id, len(doc.weights), doc.root)
 
     # ------------------------------------------------------------------ attributed → uploaded
 
@@ -526,25 +480,6 @@ class JobSteps:
             raise WaitJob(f"{pending - mined} transaction(s) of {me} still pending", delay=self.settings.poll_interval)
 
 
-def _finished_run(out: Path, config: TrainConfig) -> TrainResult | None:
-    """The result of a run that finished before a crash (its adapter directory is written
-    atomically, so its presence means complete), if it was trained with `config`."""
-    adapter = out / "adapter"
-    try:
-        if TrainConfig.model_validate_json((adapter / "training_config.json").read_bytes()) != config:
-            return None
-        metrics = TrainMetrics.model_validate_json((adapter / "metrics.json").read_bytes())
-        weights = (adapter / "adapter_model.safetensors").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return TrainResult(
-        adapter_dir=adapter,
-        adapter_sha256="0x" + hashlib.sha256(weights).hexdigest(),
-        metrics=metrics,
-        metrics_log=out / "metrics.jsonl",
-    )
-
-
 def _why_not_ours(job: Job, me: str) -> str:
     if job.status == JobStatus.CANCELLED:
         return "cancelled by the poster"
@@ -559,4 +494,4 @@ def _f(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-__all__ = ["AttributionDocument", "Interrupted", "JobSteps", "LostJob", "MetricsDocument", "SkipJob", "WaitJob"]
+__all__ = ["Interrupted", "JobSteps", "LostJob", "SkipJob", "WaitJob", "failpoint"]

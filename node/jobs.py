@@ -110,6 +110,11 @@ class JobRecord(BaseModel):
         return self.state in TERMINAL
 
     @property
+    def error(self) -> str | None:
+        """What to show a user: why the job ended (skipped/failed/lost) or what it waits for."""
+        return self.reason or self.last_error
+
+    @property
     def percent(self) -> float | None:
         """Training progress 0..100 (None before training has a step count)."""
         if self.state in (JobState.TRAINED, JobState.ATTRIBUTED, JobState.UPLOADED, JobState.SUBMITTED,

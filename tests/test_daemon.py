@@ -162,3 +162,20 @@ def test_only_max_active_jobs_are_claimed_at_once(world: World, home: NodeHome) 
     assert [daemon.jobs.require(j).state for j in (first, second)] == [JobState.CLAIMED, JobState.SEEN]
     assert daemon.next_job().job_id == first  # type: ignore[union-attr]  # finish it before claiming more
     assert world.admin.job(first).node == world.node.address
+
+
+def test_a_skipped_job_runs_after_datanet_jobs_retry(world: World, home: NodeHome) -> None:
+    datanet_id = approved_datanet(world, home, contributors=1)
+    job_id = post_job(world, home, datanet_id)
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    assert daemon.jobs.require(job_id).state == JobState.SKIPPED  # not staked yet
+    stake(world.node)
+    env = {"DATANET_DATA_DIR": str(home.settings.data_dir), "DATANET_NETWORK": "test",
+           "DATANET_DEPLOYMENTS_DIR": str(home.settings.deployments_dir)}  # fmt: skip
+    out = CliRunner().invoke(app, ["jobs", "--retry", str(job_id), "--json"], env=env, catch_exceptions=False)
+    assert out.exit_code == 0 and json.loads(out.stdout)[0]["job"]["state"] == "seen"
+    daemon.run(once=True)
+    assert daemon.jobs.require(job_id).state == JobState.SETTLED
+    again = CliRunner().invoke(app, ["jobs", "--retry", str(job_id)], env=env)
+    assert again.exit_code != 0 and "only skipped jobs and retryable failed ones" in str(again.exception)
