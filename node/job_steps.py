@@ -201,8 +201,9 @@ class JobSteps:
         """The private-Datanet decrypt hook (key grants), only when the job needs one."""
         if not any(self.p.datanet(d).isPrivate for d in job.datanetIds):
             return None
-        from node.data.grants import JobKeys  # private Datanets only: needs the KeyRegistry
+        from node.data.grants import JobKeys, ensure_encryption_key  # private Datanets only: KeyRegistry
 
+        ensure_encryption_key(self.p)  # grants are wrapped to this key: publish it once (checked on-chain first)
         return JobKeys(self.p, self.store, job.id)
 
     def _training_set(self, r: JobRecord) -> tuple[Manifest, list[Example]]:

@@ -179,3 +179,34 @@ def test_a_skipped_job_runs_after_datanet_jobs_retry(world: World, home: NodeHom
     assert daemon.jobs.require(job_id).state == JobState.SETTLED
     again = CliRunner().invoke(app, ["jobs", "--retry", str(job_id)], env=env)
     assert again.exit_code != 0 and "only skipped jobs and retryable failed ones" in str(again.exception)
+
+
+def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World, home: NodeHome) -> None:
+    from node.chain.models import DatanetParams
+    from node.data.contribute import Journal, contribute_files
+    from node.data.grants import ensure_encryption_key, grant_job, publish_datanet_key, sealer
+    from node.demo import world as demo_world
+
+    owner, curator = world.contributors[3], world.curator
+    ensure_encryption_key(curator)
+    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
+                                           curators=[curator.address], minStake=OPEN))  # fmt: skip
+    publish_datanet_key(owner, home.store, d)
+    for k, who in enumerate(world.contributors[:2]):
+        path = home.root / f"private-{k}.jsonl"
+        path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))
+        [r] = contribute_files(who, home.store, d, [path], OPEN, Journal(home.root / f"j{k}.json"), seal=sealer(who, d))
+        curator.approve_contribution(r.contribution_id)
+    stake(world.node)
+    job_id = post_job(world, home, d)
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.CLAIMED and "waiting for a key grant" in (r.last_error or ""), r
+    assert r.attempts == 0  # waiting is not failing
+
+    grant_job(curator, home.store, d, job_id)  # possible now: the daemon published its encryption key
+    daemon.run(once=True)  # a restart (or the AccessGranted event) makes the waiting job due again
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SETTLED, r
+    assert world.admin.model(r.model_id or 0).dataRoot.hex() == (r.data_root or "")[2:]
