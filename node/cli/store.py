@@ -42,7 +42,21 @@ def store_get(
     cid: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the file or directory.")],
     ipfs_api: ApiOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Fetch content by CID, verify every block, and write it to PATH."""
-    open_store(settings(ctx), ipfs_api).get(cid, output)
-    console.print(f"wrote {cid} to {output} (verified)")
+    """Fetch content by CID, verify every block, and write it to PATH.
+
+    --json prints {"cid", "path", "type" ("file" or "directory"), "files", "bytes"}."""
+    written = open_store(settings(ctx), ipfs_api).get(cid, output)
+    files = [p for p in written.rglob("*") if p.is_file()] if written.is_dir() else [written]
+    got = {
+        "cid": cid,
+        "path": str(written),
+        "type": "directory" if written.is_dir() else "file",
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+    }
+    if json_out:
+        print_json(got)
+    else:
+        console.print(f"wrote {cid} to {output} (verified; {got['files']} file(s), {got['bytes']:,} bytes)")
