@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     max_memory_gb: float | None = Field(
         None, gt=0, description="Memory training may use (GB); unset: free GPU memory, else available RAM."
     )
+    allow_downloads: bool = Field(
+        False,
+        description="Fetch a job's base model by hub id into models_dir when it is not there (needs internet "
+        "and, for gated models, HF_TOKEN); off: only local directories and models already in models_dir.",
+    )
     job_retries: int = Field(5, ge=0, description="Retries of a job step failing for a transient reason.")
     retry_delay: float = Field(
         30.0, gt=0, description="Seconds before a waiting or failed step is retried (doubles per retry)."

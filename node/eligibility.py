@@ -4,8 +4,10 @@ starts a deadline that expiry slashes, so every check that can fail later is mad
 Checks, in order of cost: the method is one the operator accepts (and QLoRA's bitsandbytes is
 installed); the pool is at least `min_pool`; the node's active stake meets the minimum; the job's
 config document is in the store, hashes to the on-chain `configHash` and parses, and agrees with
-the job on method and base model; the base model is present locally and its weights hash to the
-on-chain `baseModelHash`; the memory the method needs fits in what this machine has.
+the job on method and base model; a job for commercial use has a Datanet licensed for it; the base
+model is present locally (or, with `allow_downloads`, fetched from the hub) and its weights hash to
+the on-chain `baseModelHash`; the memory the method needs fits in what this machine has (on a GPU:
+GPU memory and host RAM both).
 
 Each failure raises `NotEligibleError` with a reason an operator can act on.
 """
@@ -24,7 +26,7 @@ from node.chain.protocol import Protocol
 from node.config import Settings
 from node.errors import NodeError
 from node.storage.base import ContentStore
-from node.train.base_model import WEIGHT_SUFFIXES, BaseModelError, resolve_base_model, weights_hash
+from node.train.base_model import WEIGHT_SUFFIXES, BaseModelError, cached_path, resolve_base_model, weights_hash
 from node.train.config import JobConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class Runnable(BaseModel):
 
     config: JobConfig
     base_model_dir: Path
-    memory_needed: int = Field(description="Estimated bytes of memory training needs.")
+    memory_needed: int = Field(description="Estimated bytes training needs on its device (GPU or RAM).")
 
 
 _HASHES: dict[tuple[str, int, int], bytes] = {}
@@ -63,10 +65,11 @@ def check_job(protocol: Protocol, store: ContentStore, job: Job, settings: Setti
     """Runs every check (module docstring) and returns what training needs."""
     check_terms(protocol, job, settings)
     config = load_config(store, job)
-    base_dir = local_base_model(job, settings.models_path)
+    check_license(protocol, job, config)
+    base_dir = local_base_model(job, settings)
     needed = memory_needed(base_dir, job.method)
     check_memory(needed, settings, job.method)
-    return Runnable(config=config, base_model_dir=base_dir, memory_needed=needed)
+    return Runnable(config=config, base_model_dir=base_dir, memory_needed=needed.device)
 
 
 def check_terms(protocol: Protocol, job: Job, settings: Settings) -> None:
@@ -116,13 +119,28 @@ def load_config(store: ContentStore, job: Job) -> JobConfig:
     return config
 
 
-def local_base_model(job: Job, models_dir: Path) -> Path:
-    """The local directory of the job's base model, whose weights must hash to `baseModelHash`."""
+def check_license(protocol: Protocol, job: Job, config: JobConfig) -> None:
+    """A job for commercial use needs at least one Datanet whose license allows it: assembly
+    leaves the others out (`node.data.assemble`), and with none left there is nothing to train."""
+    if not config.commercial_use:
+        return
+    datanets = [protocol.datanet(d) for d in job.datanetIds]
+    if not any(d.commercialUse for d in datanets):
+        terms = ", ".join(f"#{d.id} '{d.license}'" for d in datanets)
+        raise NotEligibleError(
+            f"license forbids commercial use: job #{job.id} declares commercial_use but none of its Datanets "
+            f"allows it ({terms}); nothing would be left to train on"
+        )
+
+
+def local_base_model(job: Job, settings: Settings) -> Path:
+    """The local directory of the job's base model, whose weights must hash to `baseModelHash`;
+    fetched from the hub into `models_dir` first when it is not there and `allow_downloads` is on."""
     try:
-        path = resolve_base_model(job.baseModel, models_dir)
+        path = resolve_base_model(job.baseModel, settings.models_path, allow_download=settings.allow_downloads)
         local = cached_weights_hash(path)
     except BaseModelError as e:
-        raise NotEligibleError(f"unknown base model: {e}") from e
+        raise NotEligibleError(_unavailable(job, settings, e)) from e
     if local != job.baseModelHash:
         raise NotEligibleError(
             f"base model hash mismatch: job #{job.id} wants '{job.baseModel}' with weights hash "
@@ -132,54 +150,117 @@ def local_base_model(job: Job, models_dir: Path) -> Path:
     return path
 
 
-def memory_needed(base_dir: Path, method: Method) -> int:
-    """A deliberately rough upper estimate of the bytes training needs.
+def _unavailable(job: Job, settings: Settings, e: BaseModelError) -> str:
+    where = cached_path(job.baseModel, settings.models_path)
+    if settings.allow_downloads and e.__cause__ is not None:  # the hub download itself failed
+        return (
+            f"base model download failed: {e} Check this node's internet access (and HF_TOKEN for a gated "
+            f"model), or put the Hugging Face model directory at {where}"
+        )
+    if settings.allow_downloads:
+        return f"unknown base model: {e}"
+    return (
+        f"unknown base model: {e} To let this node fetch hub ids itself, set DATANET_ALLOW_DOWNLOADS=true "
+        "(allow_downloads in datanet.toml)."
+    )
 
-    LoRA keeps the base in bf16 on a GPU (about its size on disk, usually bf16) or in fp32 on a
-    CPU (up to twice that); QLoRA keeps it in 4 bits (about a quarter). On top: activations,
-    LoRA weights with their optimizer state, and the framework itself, taken as 30% plus 1 GiB.
-    The point is to refuse a 70B job on a laptop, not to predict the peak to the byte.
+
+# ---------------------------------------------------------------------- memory
+
+HOST_OVERHEAD = 2 * GIB  # torch, the CUDA context's host side, tokenizer and data: host RAM on a GPU node
+
+
+class MemoryNeed(BaseModel):
+    """The estimate of what a job needs (`estimate_memory`)."""
+
+    on_gpu: bool = Field(description="Training runs on a CUDA GPU (else on the CPU, in RAM).")
+    device: int = Field(description="Bytes on the training device: GPU memory on CUDA, RAM on a CPU.")
+    host: int = Field(description="Bytes of host RAM; on a CPU the same memory as `device`.")
+
+
+class MemoryHave(BaseModel):
+    """What this machine has (`memory_available`), each with where the number comes from."""
+
+    device: int
+    device_where: str
+    host: int
+    host_where: str = "available RAM"
+
+
+def estimate_memory(weights: int, largest_file: int, method: Method, on_gpu: bool) -> MemoryNeed:
+    """A deliberately rough upper estimate from the base model's weight bytes (a pure function).
+
+    On the training device LoRA keeps the base in bf16 on a GPU (about its size on disk, usually
+    bf16) or in fp32 on a CPU (up to twice that); QLoRA keeps it in 4 bits (about a quarter). On
+    top: activations, LoRA weights with their optimizer state, and the framework itself, taken as
+    30% plus 1 GiB. On a GPU the weights still pass through host RAM while loading, a weight file
+    at a time, next to the framework (`HOST_OVERHEAD`). The point is to refuse a 70B job on a
+    laptop, not to predict the peak to the byte.
     """
-    size = sum(p.stat().st_size for p in base_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    import torch
-
-    on_gpu = torch.cuda.is_available()
     factor = 0.3 if method == Method.QLORA else (1.0 if on_gpu else 2.0)
-    return int(size * factor * 1.3) + GIB
+    device = int(weights * factor * 1.3) + GIB
+    host = min(weights, largest_file) + HOST_OVERHEAD if on_gpu else device
+    return MemoryNeed(on_gpu=on_gpu, device=device, host=host)
 
 
-def memory_available(settings: Settings) -> tuple[int, str]:
-    """(bytes, where): the operator's `max_memory_gb`, else free GPU memory, else available RAM."""
-    if settings.max_memory_gb is not None:
-        return int(settings.max_memory_gb * GIB), "max_memory_gb"
+def memory_shortfall(need: MemoryNeed, have: MemoryHave, method: Method) -> str | None:
+    """The reason the job does not fit (naming what is needed and what there is), or None."""
+    what = f"{method.name.lower()} on this base model needs about"
+    short = []
+    if need.device > have.device:
+        kind = "GPU memory" if need.on_gpu else "memory"
+        short.append(f"{need.device / GIB:.1f} GiB of {kind}, {have.device_where} is {have.device / GIB:.1f} GiB")
+    if need.on_gpu and need.host > have.host:
+        short.append(f"{need.host / GIB:.1f} GiB of host RAM, {have.host_where} is {have.host / GIB:.1f} GiB")
+    if not short:
+        return None
+    return f"not enough memory: {what} " + "; and ".join(short)
+
+
+def memory_needed(base_dir: Path, method: Method) -> MemoryNeed:
+    """`estimate_memory` for the weights in `base_dir`, on the device this node trains on."""
+    sizes = [p.stat().st_size for p in base_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
     import torch
 
-    if torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info()
-        return int(free), f"free memory of {torch.cuda.get_device_name()}"
+    return estimate_memory(sum(sizes), max(sizes, default=0), method, torch.cuda.is_available())
+
+
+def memory_available(settings: Settings, on_gpu: bool) -> MemoryHave:
+    """Free GPU memory (on a GPU) or available RAM for the device, unless the operator's
+    `max_memory_gb` says otherwise; available RAM for the host."""
     import psutil
 
-    return int(psutil.virtual_memory().available), "available RAM"
+    ram = int(psutil.virtual_memory().available)
+    if settings.max_memory_gb is not None:
+        return MemoryHave(device=int(settings.max_memory_gb * GIB), device_where="max_memory_gb", host=ram)
+    if on_gpu:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return MemoryHave(device=int(free), device_where=f"free memory of {torch.cuda.get_device_name()}", host=ram)
+    return MemoryHave(device=ram, device_where="available RAM", host=ram)
 
 
-def check_memory(needed: int, settings: Settings, method: Method) -> None:
-    have, where = memory_available(settings)
-    if needed > have:
-        raise NotEligibleError(
-            f"not enough memory: {method.name.lower()} on this base model needs about {needed / GIB:.1f} GiB, "
-            f"{where} is {have / GIB:.1f} GiB"
-        )
+def check_memory(need: MemoryNeed, settings: Settings, method: Method) -> None:
+    reason = memory_shortfall(need, memory_available(settings, need.on_gpu), method)
+    if reason is not None:
+        raise NotEligibleError(reason)
 
 
 __all__ = [
+    "MemoryHave",
+    "MemoryNeed",
     "NotEligibleError",
     "Runnable",
     "cached_weights_hash",
     "check_job",
+    "check_license",
     "check_memory",
     "check_terms",
+    "estimate_memory",
     "load_config",
     "local_base_model",
     "memory_available",
     "memory_needed",
+    "memory_shortfall",
 ]

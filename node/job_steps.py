@@ -30,7 +30,7 @@ from web3.types import TxReceipt
 from node.chain.models import Job, JobStatus, ResultParams
 from node.chain.protocol import Protocol
 from node.config import Settings
-from node.data.assemble import AssembledSet, assemble
+from node.data.assemble import AssembledSet, AssemblyConfig, assemble
 from node.data.manifest import Manifest
 from node.data.records import Example
 from node.eligibility import NotEligibleError, check_job, load_config, local_base_model
@@ -65,12 +65,27 @@ class Interrupted(Exception):
 
 def failpoint(name: str) -> None:
     """Test hook: `DATANET_FAILPOINT=<name>` kills this process (SIGKILL, no clean-up) right
-    here, so the crash-recovery tests can crash exactly between a transaction and its record."""
+    here, so the crash-recovery tests can crash exactly between a transaction and its record.
+    Points, in job order: claim-sent, data-fetching (after each contribution read), data-ready,
+    upload-adapter (adapter stored, other documents not), uploaded, submit-before, submit-sent."""
     if os.environ.get("DATANET_FAILPOINT") == name:
         import signal
 
         log.warning("failpoint %s: killing the daemon (SIGKILL)", name)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _FailpointReader:
+    """The content store as assembly reads it, with the `data-fetching` failpoint after each
+    read: a kill mid-download, with some contributions fetched and nothing recorded."""
+
+    def __init__(self, store: ContentStore):
+        self.store = store
+
+    def cat(self, cid: str) -> bytes:
+        data = self.store.cat(cid)
+        failpoint("data-fetching")
+        return data
 
 
 def _tx(receipt: TxReceipt) -> tuple[str, int]:
@@ -175,9 +190,8 @@ class JobSteps:
 
     def build_data(self, r: JobRecord) -> None:
         job = self._ours(r)
-        assert r.claim_block is not None
         try:
-            assembled = assemble(self.p, self.store, r.job_id, block=r.claim_block, decrypt=self._decrypt(job))
+            assembled = self._assemble(r, job)
         except AccessDeniedError as e:
             raise WaitJob(f"waiting for a key grant: {e}") from e
         data = assembled.write(self.work_dir(r.job_id) / "data")
@@ -196,6 +210,13 @@ class JobSteps:
             m.data_root,
         )
         failpoint("data-ready")
+
+    def _assemble(self, r: JobRecord, job: Job) -> AssembledSet:
+        """The job's training set at its claim block, under the terms its config declares."""
+        assert r.claim_block is not None
+        config = AssemblyConfig(commercial=load_config(self.store, job).commercial_use)
+        reader = _FailpointReader(self.store)
+        return assemble(self.p, reader, r.job_id, block=r.claim_block, decrypt=self._decrypt(job), config=config)
 
     def _decrypt(self, job: Job) -> Any:
         """The private-Datanet decrypt hook (key grants), only when the job needs one."""
@@ -224,9 +245,7 @@ class JobSteps:
             ok = False
         if ok:
             return manifest, examples
-        assembled: AssembledSet = assemble(
-            self.p, self.store, r.job_id, block=r.claim_block, decrypt=self._decrypt(self.p.job(r.job_id))
-        )
+        assembled = self._assemble(r, self.p.job(r.job_id))
         if assembled.manifest.data_root != r.data_root:
             raise NodeError(
                 f"job #{r.job_id}: the training set at block {r.claim_block} now has data root "
@@ -245,7 +264,7 @@ class JobSteps:
             self.jobs.transition(r.job_id, JobState.TRAINING, from_=[JobState.DATA_READY], step=0)
         manifest, examples = self._training_set(r)
         config = load_config(self.store, job)
-        base_dir = local_base_model(job, self.settings.models_path)
+        base_dir = local_base_model(job, self.settings)
         out = self.work_dir(r.job_id) / "train"
         card = ModelCard(
             base_model=job.baseModel,
@@ -335,6 +354,7 @@ class JobSteps:
             f"adapter of job #{r.job_id}",
         )
         adapter_cid = self.store.add_path(adapter)
+        failpoint("upload-adapter")  # the adapter is in the store, the other documents are not yet
         manifest_bytes = (work / "data" / "manifest.json").read_bytes()
         manifest = Manifest.from_json(manifest_bytes)
         stream = [

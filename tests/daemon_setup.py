@@ -60,13 +60,14 @@ def node_home(world: World, tmp_path: Path, tiny_base_model: Path) -> NodeHome:
     return NodeHome(tmp_path, settings, EmbeddedStore(settings.data_dir / "ipfs"), weights_hash(model_dir))
 
 
-def approved_datanet(world: World, home: NodeHome, contributors: int = 2) -> int:
-    """A Datanet with `contributors` approved files of demo-world facts (one per contributor)."""
+def approved_datanet(world: World, home: NodeHome, contributors: int = 2, first: int = 0, **terms: Any) -> int:
+    """A Datanet with `contributors` approved files of demo-world facts (one per contributor,
+    from contributor `first` on); `terms` override its DatanetParams (license, commercialUse)."""
     params = DatanetParams(name="facts", treasury=world.admin.address, curators=[world.curator.address],
                            minStake=10 * OPEN, lockPeriod=0)  # fmt: skip
-    datanet_id = world.admin.create_datanet(params)
+    datanet_id = world.admin.create_datanet(params.model_copy(update=terms))
     journal = Journal(home.root / "journal.json")
-    for k in range(contributors):
+    for k in range(first, first + contributors):
         _, records = demo_world.region_facts(100 + k)
         path = home.root / f"facts-{k}.jsonl"
         path.write_bytes(demo_world.to_jsonl(records))
@@ -84,7 +85,7 @@ def stake(node: Protocol) -> None:
 def post_job(
     world: World,
     home: NodeHome,
-    datanet_id: int,
+    datanet_id: int | list[int],
     *,
     base_model: str = BASE_REF,
     base_hash: bytes | None = None,
@@ -97,7 +98,8 @@ def post_job(
     doc = JobConfig(base_model=base_model, **{**TRAIN, "method": method.name.lower(), **(config or {})})
     data = doc.canonical_json()
     params = JobParams(
-        baseModel=base_model, baseModelHash=base_hash or home.base_hash, datanetIds=[datanet_id],
+        baseModel=base_model, baseModelHash=base_hash or home.base_hash,
+        datanetIds=datanet_id if isinstance(datanet_id, list) else [datanet_id],
         configCID=home.store.add_bytes(data), configHash=config_hash or hashlib.sha256(data).digest(),
         method=method, pool=pool, deadline=world.now() + 86_400,
     )  # fmt: skip

@@ -149,8 +149,21 @@ def test_license_terms_are_respected_at_assembly(world: World, tmp_path: Path) -
     world.curator.approve_contribution(a.contribution_id)
     job = _job(world, [d])
     assert assemble(world.admin, store, job).manifest.entries
-    with pytest.raises(LicenseError, match="without commercial use"):
-        assemble(world.admin, store, job, config=AssemblyConfig(commercial=True))
+    commercial = AssemblyConfig(commercial=True)
+    with pytest.raises(LicenseError, match=r"nothing to train on.*without commercial use"):
+        assemble(world.admin, store, job, config=commercial)
+    # Next to a Datanet that allows commercial use, the other one's contributions are excluded.
+    ok = _datanet(world, name="open")
+    [b] = contribute_files(
+        world.contributors[1], store, ok, [_file(tmp_path, "b.jsonl", 2)], 10 * OPEN, Journal(tmp_path / "j")
+    )
+    world.curator.approve_contribution(b.contribution_id)
+    both = _job(world, [d, ok])
+    got = assemble(world.admin, store, both, config=commercial)
+    assert {e.contribution_id for e in got.manifest.entries} == {b.contribution_id}
+    [x] = got.excluded
+    assert (x.contribution_id, x.datanet_id) == (a.contribution_id, d)
+    assert x.reason.startswith("license:") and "'CC-BY-4.0' without commercial use" in x.reason
     world.admin.set_trainer(d, world.poster.address, False)  # the owner revokes the poster
     with pytest.raises(LicenseError, match="no longer allows"):
         assemble(world.admin, store, job)

@@ -210,3 +210,31 @@ def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World,
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, r
     assert world.admin.model(r.model_id or 0).dataRoot.hex() == (r.data_root or "")[2:]
+
+
+def test_a_commercial_job_leaves_out_datanets_whose_license_forbids_it(world: World, home: NodeHome) -> None:
+    free = approved_datanet(world, home, contributors=1)
+    nc = approved_datanet(world, home, contributors=1, first=1, name="nc", license="CC-BY-NC-4.0", commercialUse=False)
+    stake(world.node)
+    commercial = post_job(world, home, [free, nc], config={"commercial_use": True})
+    only_nc = post_job(world, home, nc, config={"commercial_use": True})
+    research = post_job(world, home, [free, nc])  # commercial_use left at its default (false)
+    daemon = home.daemon(world.node)
+    daemon.catch_up()
+    daemon.advance(daemon.jobs.require(only_nc))  # nothing it may use: skipped before the claim
+    r = daemon.jobs.require(only_nc)
+    assert r.state == JobState.SKIPPED and "license forbids commercial use" in (r.reason or ""), r
+    assert f"#{nc} 'CC-BY-NC-4.0'" in (r.reason or "") and job_events(world, "JobClaimed", only_nc) == []
+    daemon.advance(daemon.jobs.require(commercial))  # seen -> claimed
+    daemon.advance(daemon.jobs.require(commercial))  # claimed -> data_ready
+    r = daemon.jobs.require(commercial)
+    assert r.state == JobState.DATA_READY, r
+    data = Path(r.work_dir or "") / "data"
+    [excluded] = json.loads((data / "excluded.json").read_text())
+    assert excluded["datanet_id"] == nc and "commercial use" in excluded["reason"]
+    assert "CC-BY-NC-4.0" in excluded["reason"]
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert {e["datanet_id"] for e in manifest["entries"]} == {free}
+    # The same Datanets for a job that does not declare commercial use: both are trained on.
+    assert {e.datanet_id for e in assemble(world.admin, home.store, research).manifest.entries} == {free, nc}
+    daemon.close()

@@ -1,17 +1,20 @@
 """`kill -9` of a real `datanet daemon` process at several points, and restarts: the job still
 ends as one registered model, with exactly one claim and one submitResult on-chain.
 
-Points: right after the claim transaction is mined but before it is recorded (failpoint), in the
-middle of training after a checkpoint (the test polls the job store and the checkpoint directory,
-then SIGKILLs), after the uploads are recorded, and right after submitResult is mined but before
-it is recorded (failpoint). `DATANET_FAILPOINT` makes the daemon SIGKILL itself at a named point.
+Points, in one sequence where each restart takes over from the last kill: right after the claim
+transaction is mined but before it is recorded; in the middle of the download (one contribution
+fetched, the training set not written or recorded); in the middle of training after a checkpoint
+(the test polls the job store and the checkpoint directory, then SIGKILLs); in the middle of the
+upload (the adapter stored, the metrics and attribution documents not yet); after the uploads are
+recorded; right before submitResult is sent; and right after it is mined but before it is
+recorded. `DATANET_FAILPOINT` makes the daemon SIGKILL itself at a named point (`failpoint()`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +30,8 @@ from node.jobs import JobRecord, JobState, JobStore, namespace_of
 from tests.conftest import NODE, World
 from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake
 
-LONGER = {"max_steps": 40, "checkpoint_every": 4, "batch_size": 8, "max_seq_len": 256}
+STEPS = 40  # long enough that the test sees a checkpoint and kills well before the last step
+LONGER = {"max_steps": STEPS, "checkpoint_every": 4, "batch_size": 8, "max_seq_len": 256}
 
 
 def _start(home: NodeHome, world: World, failpoint: str | None, log: Path) -> subprocess.Popen[bytes]:
@@ -83,9 +87,16 @@ def test_kill_9_at_every_stage_then_restart_submits_exactly_once(
     assert world.admin.job(job_id).node == world.node.address
     assert (r := row()) is not None and r.state == JobState.SEEN
 
-    # 2. Killed in the middle of training, after the trainer wrote a checkpoint.
+    # 2. Killed in the middle of the download: one contribution fetched, the set neither written nor recorded.
+    proc = _start(home, world, "data-fetching", log)
+    assert _wait_exit(proc, log) == -signal.SIGKILL
+    assert (r := row()) is not None and r.state == JobState.CLAIMED and r.data_root is None
+    work = home.settings.jobs_path / f"test-{world.admin.chain_id}" / f"job-{job_id}"
+    assert not (work / "data" / "manifest.json").exists()
+
+    # 3. Killed in the middle of training, after the trainer wrote a checkpoint.
     proc = _start(home, world, None, log)
-    checkpoints = home.settings.jobs_path / f"test-{world.admin.chain_id}" / f"job-{job_id}" / "train" / "checkpoints"
+    checkpoints = work / "train" / "checkpoints"
 
     def mid_training() -> bool:
         r = row()
@@ -97,21 +108,32 @@ def test_kill_9_at_every_stage_then_restart_submits_exactly_once(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     r = row()
-    assert r is not None and r.state == JobState.TRAINING and r.step is not None and r.step < 40
+    assert r is not None and r.state == JobState.TRAINING and r.step is not None and r.step < STEPS
 
-    # 3. Killed after the uploads are recorded, before submitResult.
+    # 4. Training resumes and finishes; killed in the middle of the upload (adapter stored, the rest not).
+    proc = _start(home, world, "upload-adapter", log)
+    assert _wait_exit(proc, log) == -signal.SIGKILL
+    assert (r := row()) is not None and r.state == JobState.ATTRIBUTED and r.adapter_cid is None
+
+    # 5. Killed after the uploads are recorded, before submitResult.
     proc = _start(home, world, "uploaded", log)
     assert _wait_exit(proc, log) == -signal.SIGKILL
     assert (r := row()) is not None and r.state == JobState.UPLOADED
     assert world.admin.job(job_id).status == JobStatus.CLAIMED
 
-    # 4. Killed right after submitResult is mined, before it is recorded.
+    # 6. Killed right before submitResult is sent (the chain already re-read: nothing there yet).
+    proc = _start(home, world, "submit-before", log)
+    assert _wait_exit(proc, log) == -signal.SIGKILL
+    assert (r := row()) is not None and r.state == JobState.UPLOADED
+    assert world.admin.job(job_id).status == JobStatus.CLAIMED and job_events(world, "ModelRegistered", job_id) == []
+
+    # 7. Killed right after submitResult is mined, before it is recorded.
     proc = _start(home, world, "submit-sent", log)
     assert _wait_exit(proc, log) == -signal.SIGKILL
     assert (r := row()) is not None and r.state == JobState.UPLOADED
     assert world.admin.job(job_id).status == JobStatus.COMPLETED
 
-    # 5. A clean restart records what the chain already has and finishes.
+    # 8. A clean restart records what the chain already has and finishes.
     proc = _start(home, world, None, log)
     assert _wait_exit(proc, log) == 0, log.read_text()[-4000:]
     r = row()
@@ -122,10 +144,12 @@ def test_kill_9_at_every_stage_then_restart_submits_exactly_once(
     notes = [t.note for t in jobs.history(job_id)]
     assert "claim found on-chain, not resent" in notes and "result found on-chain, not resent" in notes
     assert [t.to_state for t in jobs.history(job_id)].count(JobState.TRAINING) == 1
-    # Training resumed rather than restarted: every step is in the stream once, and the clock
-    # (elapsed_s, which starts at 0 in each process) went back where the second run took over.
+    # Training resumed rather than restarted: the fourth process's first progress line is the step
+    # after a checkpoint, not step 1, and the stream holds every step exactly once.
+    runs = log.read_text().split("daemon: node ")[1:]
+    assert len(runs) == 8
+    first_step = int(re.findall(rf"step (\d+)/{STEPS}", runs[3])[0])
+    assert first_step > 1 and (first_step - 1) % LONGER["checkpoint_every"] == 0, runs[3]
     stream = [json.loads(line) for line in (Path(r.work_dir or "") / "train" / "metrics.jsonl").read_text().split()]
-    train = [p for p in stream if p["kind"] == "train"]
-    assert [p["step"] for p in train] == list(range(1, 41))
-    assert any(b["elapsed_s"] < a["elapsed_s"] for a, b in itertools.pairwise(train))
+    assert [p["step"] for p in stream if p["kind"] == "train"] == list(range(1, STEPS + 1))
     jobs.close()

@@ -3,8 +3,9 @@
 chain (job, Datanets, approved contributions at one block) → storage (fetch, verified against
 the CID) → sha256 against the on-chain hash → decrypt (private Datanets, needs a key grant) →
 parse → dedup → manifest + data root. Permission is checked again at assembly, not only when the
-job was posted: a restricted Datanet's owner may have revoked the poster since, and a job that
-declares commercial use may not train on a Datanet whose license forbids it.
+job was posted: a restricted Datanet's owner may have revoked the poster since (the job cannot
+run), and a job that declares commercial use leaves out every Datanet whose license forbids it
+(its contributions are listed as excluded, with the license as the reason).
 
 A contribution whose bytes do not match its CID or on-chain sha256, or that no longer parses, is
 never trained on: it is excluded, logged loudly and listed in the result, so the rest of the
@@ -60,7 +61,11 @@ class AssemblyConfig(BaseModel):
 
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     limits: Limits = Field(default_factory=Limits)
-    commercial: bool = Field(False, description="The job's model will be used commercially.")
+    commercial: bool = Field(
+        False,
+        description="The job's model will be used commercially (its config's commercial_use): contributions "
+        "of Datanets whose license forbids that are excluded, never fetched.",
+    )
 
 
 class Excluded(BaseModel):
@@ -108,10 +113,18 @@ def assemble(
     job = protocol.job(job_id)
     contributions: list[ContributionData] = []
     excluded: list[Excluded] = []
+    refused: list[str] = []  # Datanets left out whole, by their license terms
     for datanet_id in job.datanetIds:
         datanet = datanet_at(protocol, datanet_id, at)
-        _check_permission(protocol, job, datanet, cfg, at)
+        _check_permission(protocol, job, datanet, at)
+        terms = _license_refusal(job, datanet, cfg)
+        if terms is not None:
+            log.warning("job %d: Datanet #%d left out: %s", job_id, datanet_id, terms)
+            refused.append(terms)
         for c in approved_contributions(protocol, datanet_id, at):
+            if terms is not None:  # never fetched: the job may not use it
+                excluded.append(Excluded(contribution_id=c.id, datanet_id=datanet_id, cid=c.cid, reason=terms))
+                continue
             data, reason = _fetch(store, datanet, c, decrypt, cfg)
             if reason is not None:
                 log.error("job %d: contribution #%d (%s) excluded: %s", job_id, c.id, c.cid, reason)
@@ -131,7 +144,7 @@ def assemble(
     if not contributions:
         raise LicenseError(
             f"Job #{job_id} has nothing to train on: its Datanets {job.datanetIds} have no usable approved "
-            f"contributions at block {at} ({len(excluded)} excluded)."
+            f"contributions at block {at} ({len(excluded)} excluded)" + "".join(f"; {r}" for r in refused) + "."
         )
     training_set = build_training_set(job_id, job.datanetIds, contributions, cfg.dedup)
     return AssembledSet(
@@ -139,7 +152,7 @@ def assemble(
     )
 
 
-def _check_permission(protocol: Protocol, job: Job, datanet: Datanet, cfg: AssemblyConfig, block: int) -> None:
+def _check_permission(protocol: Protocol, job: Job, datanet: Datanet, block: int) -> None:
     can_train = protocol.client.call(protocol.datanets.functions.canTrain(datanet.id, job.poster), block)
     if not can_train:
         raise LicenseError(
@@ -147,11 +160,16 @@ def _check_permission(protocol: Protocol, job: Job, datanet: Datanet, cfg: Assem
             f"on it (as of block {block}); job #{job.id} cannot use it. Its owner can allow the poster again "
             "with setTrainer."
         )
+
+
+def _license_refusal(job: Job, datanet: Datanet, cfg: AssemblyConfig) -> str | None:
+    """Why the job's intended use rules the whole Datanet out (its license terms), or None."""
     if cfg.commercial and not datanet.commercialUse:
-        raise LicenseError(
-            f"Job #{job.id} is for commercial use but Datanet #{datanet.id} '{datanet.name}' is licensed "
-            f"'{datanet.license}' without commercial use; drop that Datanet or post a non-commercial job."
+        return (
+            f"license: job #{job.id} is for commercial use but Datanet #{datanet.id} '{datanet.name}' is "
+            f"licensed '{datanet.license}' without commercial use"
         )
+    return None
 
 
 def _fetch(

@@ -6,7 +6,7 @@
 
 `examples.jsonl` holds canonical `Example` lines (what `AssembledSet.write` produces); the config is
 a `TrainConfig` or `JobConfig` JSON document (unknown fields are refused). Prints the
-`TrainResult` as JSON on the main process.
+`TrainResult` as JSON on the main process; `--progress` draws its bar on stderr.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=Path, required=True, help="JSON lines of examples.")
     p.add_argument("--config", type=Path, required=True, help="TrainConfig or JobConfig JSON.")
     p.add_argument("--out", type=Path, required=True, help="Output directory (adapter/, metrics.jsonl).")
-    p.add_argument("--progress", action="store_true", help="Show a progress bar.")
+    p.add_argument("--progress", action="store_true",
+                   help="Show a progress bar on stderr: steps, loss, tokens/s, latest eval loss, ETA.")  # fmt: skip
     args = p.parse_args(argv)
     from node.train.trainer import train
 

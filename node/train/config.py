@@ -79,13 +79,20 @@ class JobConfig(TrainConfig):
 
     format: Literal["datanet-job-config-v1"] = "datanet-job-config-v1"
     base_model: str = Field(min_length=1, description="A local HF model directory, a cached name, or a hub id.")
+    commercial_use: bool = Field(
+        False,
+        description="The model will be used commercially: Datanets whose license forbids commercial use are "
+        "left out of the training set (with the reason). Omitted from the document while false.",
+    )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.model_dump(exclude={"format", "base_model"}))
+        return TrainConfig(**self.model_dump(exclude=set(_JOB_ONLY)))
 
     def canonical_json(self) -> bytes:
-        """The bytes to upload: sorted keys, no spaces; their sha256 is the job's configHash."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+        """The bytes to upload: sorted keys, no spaces; their sha256 is the job's configHash. Fields
+        added after v1 are written only when set, so documents that predate them keep their hash."""
+        omit = {name for name, default in _ADDED_AFTER_V1.items() if getattr(self, name) == default}
+        return json.dumps(self.model_dump(mode="json", exclude=omit), sort_keys=True, separators=(",", ":")).encode()
 
     def sha256(self) -> bytes:
         return hashlib.sha256(self.canonical_json()).digest()
@@ -100,6 +107,10 @@ class JobConfig(TrainConfig):
                 f"{'.'.join(map(str, err['loc'])) or '(document)'}: {err['msg']}" for err in e.errors()
             )
             raise TrainConfigError(f"{source} is not a valid datanet-job-config-v1 document: {problems}") from None
+
+
+_JOB_ONLY = ("format", "base_model", "commercial_use")  # JobConfig fields that are not TrainConfig's
+_ADDED_AFTER_V1 = {"commercial_use": False}  # field -> the default that is left out of canonical_json
 
 
 class Progress(BaseModel):

@@ -91,6 +91,7 @@ class LoraTrainer:
         self.base_dir, self.cfg, self.out = Path(base_model_dir), config, Path(out_dir)
         self.card = card or ModelCard(base_model=str(base_model_dir))
         self.on_progress, self.show_progress = on_progress, show_progress
+        self._bar: OnProgress = _no_bar  # the --progress bar while `_progress_bar` shows one
         if not (self.base_dir / "config.json").is_file():
             raise TrainConfigError(f"{self.base_dir} is not a Hugging Face model directory (no config.json).")
         self.rt: Runtime = setup_runtime(config)
@@ -239,7 +240,7 @@ class LoraTrainer:
         history_loss: float | None = None
         t0, tokens0 = time.perf_counter(), tokens
         train_seconds = 0.0
-        with self._progress_bar(start_step) as advance:
+        with self._progress_bar(start_step):
             for step in range(start_step, self.total_steps):
                 ts = time.perf_counter()
                 loss, step_tokens = self._step(step)
@@ -255,25 +256,24 @@ class LoraTrainer:
                     loss=loss, learning_rate=self.scheduler.get_last_lr()[0], tokens=tokens,
                     tokens_per_s=rate, elapsed_s=elapsed, eta_s=eta,
                 ))  # fmt: skip
-                advance(done, loss)
                 if self._eval_due(done):
                     self._evaluate(done, tokens, elapsed)
                 if done % self.cfg.checkpoint_every == 0 and done < self.total_steps:
                     self._checkpoint(done, tokens)
-        eval_loss = self._evaluate(self.total_steps, tokens, time.perf_counter() - t0, emit=False)
-        metrics = TrainMetrics(
-            method=self.cfg.method, steps=self.total_steps, epochs=self._epoch_float(self.total_steps),
-            train_examples=len(self.train_idx), eval_examples=len(self.eval_idx), train_tokens=tokens,
-            final_train_loss=history_loss, eval_loss=eval_loss,
-            perplexity=math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
-            tokens_per_s=(tokens - tokens0) / train_seconds if train_seconds else 0.0,
-            train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes(self.rt), device=self.rt.name,
-            world_size=self.rt.world_size,
-        )  # fmt: skip
-        self._emit(Progress(kind="done", step=self.total_steps, total_steps=self.total_steps,
-                            epoch=metrics.epochs, loss=history_loss, eval_loss=eval_loss,
-                            perplexity=metrics.perplexity, tokens=tokens, tokens_per_s=metrics.tokens_per_s,
-                            elapsed_s=time.perf_counter() - t0, eta_s=0.0))  # fmt: skip
+            eval_loss = self._evaluate(self.total_steps, tokens, time.perf_counter() - t0, emit=False)
+            metrics = TrainMetrics(
+                method=self.cfg.method, steps=self.total_steps, epochs=self._epoch_float(self.total_steps),
+                train_examples=len(self.train_idx), eval_examples=len(self.eval_idx), train_tokens=tokens,
+                final_train_loss=history_loss, eval_loss=eval_loss,
+                perplexity=math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None,
+                tokens_per_s=(tokens - tokens0) / train_seconds if train_seconds else 0.0,
+                train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes(self.rt), device=self.rt.name,
+                world_size=self.rt.world_size,
+            )  # fmt: skip
+            self._emit(Progress(kind="done", step=self.total_steps, total_steps=self.total_steps,
+                                epoch=metrics.epochs, loss=history_loss, eval_loss=eval_loss,
+                                perplexity=metrics.perplexity, tokens=tokens, tokens_per_s=metrics.tokens_per_s,
+                                elapsed_s=time.perf_counter() - t0, eta_s=0.0))  # fmt: skip
         return self.save(metrics)
 
     def _step(self, step: int) -> tuple[float, int]:
@@ -420,6 +420,7 @@ class LoraTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self._metrics_file(), "a") as f:
             f.write(p.model_dump_json() + "\n")
+        self._bar(p)
         if self.on_progress:
             self.on_progress(p)
 
@@ -434,17 +435,24 @@ class LoraTrainer:
         os.replace(tmp, path)
 
     @contextlib.contextmanager
-    def _progress_bar(self, start: int) -> Iterator[Callable[[int, float], None]]:
+    def _progress_bar(self, start: int) -> Iterator[None]:
+        """Shows steps, train loss, tokens/s, the latest eval loss and the ETA (rich), fed by `_emit`."""
         if not (self.show_progress and self.rt.is_main):
-            yield lambda _done, _loss: None
+            yield
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         cols = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} tok/s"), TextColumn("eval {task.fields[eval]}"),
                 TimeRemainingColumn())  # fmt: skip
-        with Progress(*cols) as bar:
-            task = bar.add_task("train", total=self.total_steps, completed=start, loss="-")
-            yield lambda done, loss: bar.update(task, completed=done, loss=f"{loss:.4f}")
+        with Progress(*cols, console=Console(stderr=True)) as bar:  # stdout stays for the result JSON
+            task = bar.add_task("train", total=self.total_steps, completed=start, loss="-", rate="-", eval="-")
+            self._bar = lambda p: bar.update(task, completed=p.step, **_bar_fields(p))
+            try:
+                yield
+            finally:
+                self._bar = _no_bar
 
 
 def train(
@@ -462,6 +470,20 @@ def train(
     t = LoraTrainer(base_model_dir, config, out_dir, card=card, on_progress=on_progress, show_progress=show_progress)
     t.setup(examples)
     return t.train()
+
+
+def _no_bar(_p: Progress) -> None:
+    return None
+
+
+def _bar_fields(p: Progress) -> dict[str, Any]:
+    """The progress bar's text fields that `p` updates (an eval line changes only the eval loss)."""
+    out: dict[str, Any] = {} if p.loss is None else {"loss": f"{p.loss:.4f}"}
+    if p.kind == "train" and p.tokens_per_s is not None:
+        out["rate"] = f"{p.tokens_per_s:,.0f}"
+    if p.eval_loss is not None:
+        out["eval"] = f"{p.eval_loss:.4f}"
+    return out
 
 
 def _share(chunk: list[Row], rank: int, rows_per_micro: int) -> list[Row]:

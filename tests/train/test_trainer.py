@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,35 @@ def test_job_config_round_trips_canonically() -> None:
     again = JobConfig.parse(job.canonical_json())
     assert again == job and again.sha256() == hashlib.sha256(job.canonical_json()).digest()
     assert again.train_config().learning_rate == 1e-3
+
+
+def test_job_config_fields_added_after_v1_leave_existing_hashes_alone() -> None:
+    job = JobConfig(base_model="datanet/tiny-llama-demo", method="lora", max_steps=6)
+    # Pinned: the sha256 this document had before commercial_use existed.
+    assert job.sha256().hex() == "95d205092051ed9f2888e5a4f4af2d199aeb6c5bcb2022f44b081142ba10a9e3"
+    assert b"commercial_use" not in job.canonical_json()
+    commercial = JobConfig.parse(job.model_copy(update={"commercial_use": True}).canonical_json())
+    assert commercial.commercial_use and b'"commercial_use":true' in commercial.canonical_json()
+    assert commercial.train_config() == job.train_config()  # not a hyperparameter
+
+
+def test_progress_bar_shows_steps_loss_tokens_per_s_eval_loss(
+    tiny_base_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.train.__main__ import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich draws a non-terminal bar once, at the end, this wide
+    (tmp_path / "examples.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in FACTS))
+    (tmp_path / "c.json").write_text(json.dumps({**FAST, "method": "lora", "max_steps": 4, "eval_every": 2}))
+    args = ["--base", str(tiny_base_model), "--examples", str(tmp_path / "examples.jsonl"),
+            "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "out"), "--progress"]  # fmt: skip
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)  # stdout is only the result: the bar is on stderr
+    bar = err.strip().splitlines()[-1]
+    m = result["metrics"]
+    assert "4/4" in bar and f"loss {m['final_train_loss']:.4f}" in bar, bar
+    assert re.search(r"[\d,]+ tok/s", bar) and f"eval {m['eval_loss']:.4f}" in bar, bar
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
