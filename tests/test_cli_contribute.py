@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,13 +67,43 @@ def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> Non
     )
     ids = [r["contribution_id"] for r in out]
     assert [r["stake"] for r in out] == [5 * 10**18] * 2
+    assert [r["status"] for r in out] == ["pending"] * 2
     pending = json.loads(_run([*base, "--wallet", "curator", "curate", "list", "--datanet", str(d), "--json"]))
     assert [c["id"] for c in pending] == ids
-    _run([*base, "--wallet", "curator", "curate", "approve", str(ids[0])])
-    rejected = _run([*base, "--wallet", "curator", "curate", "reject", str(ids[1]), "--reason", "spam"])
-    assert "slashed 2.00 OPEN" in rejected
+    approved = json.loads(_run([*base, "--wallet", "curator", "curate", "approve", str(ids[0]), "--json"]))
+    assert approved["contribution_id"] == ids[0] and approved["status"] == "approved"
+    assert approved["tx"].startswith("0x") and approved["datanet_id"] == d
+    treasury_before = world.admin.balance(world.curator.address)
+    rejected = json.loads(
+        _run([*base, "--wallet", "curator", "curate", "reject", str(ids[1]), "--reason", "spam", "--json"])
+    )
+    assert (rejected["status"], rejected["reason"], rejected["slashed"], rejected["refunded"]) == (
+        "rejected", "spam", 2 * 10**18, 3 * 10**18
+    )  # fmt: skip
+    assert rejected["treasury"] == world.curator.address and rejected["tx"].startswith("0x")
+    assert world.admin.balance(world.curator.address) == treasury_before + 2 * 10**18
     mine = json.loads(_run([*base, "--wallet", "alice", "contributions", "--json"]))
     assert [(c["id"], c["status"]) for c in mine] == [(ids[0], 2), (ids[1], 3)]
+
+
+def test_contribute_and_curate_text_output(cli_env: World, tmp_path: Path) -> None:
+    """The human-readable lines: each contribution with id, status, CID and tx; curate decisions with tx."""
+    world = cli_env
+    base = ["--rpc-url", world.rpc_url]
+    d = json.loads(_run([*base, "--wallet", "curator", "datanet", "create", "--name", "T", "--min-stake", "1",
+                         "--json"]))["datanet_id"]  # fmt: skip
+    (tmp_path / "a.txt").write_text("The tide turns at dusk.\n")
+    (tmp_path / "b.txt").write_text("Herons nest on the east shore.\n")
+    text = " ".join(_run([*base, "--wallet", "alice", "contribute", "--datanet", str(d), "a.txt", "b.txt"]).split())
+    found = re.findall(r"(\w\.txt): contribution #(\d+) \(pending\), (bafk\w+) .*? tx (0x[0-9a-f]{64})", text)
+    assert [f[0] for f in found] == ["a.txt", "b.txt"], text
+    first, second = (int(f[1]) for f in found)
+    assert {f[2] for f in found} == {world.admin.contribution(i).cid for i in (first, second)}
+    approved = _run([*base, "--wallet", "curator", "curate", "approve", str(first)])
+    assert re.search(rf"approved #{first} in tx 0x[0-9a-f]{{64}}", approved)
+    rejected = _run([*base, "--wallet", "curator", "curate", "reject", str(second), "--reason", "dup"])
+    assert "slashed 0.50 OPEN to the treasury, refunded 0.50 OPEN" in rejected
+    assert re.search(r"tx 0x[0-9a-f]{64}", rejected)
 
 
 def test_contribute_cli_reports_a_bad_file_and_stakes_nothing(cli_env: World, tmp_path: Path) -> None:

@@ -7,14 +7,18 @@ import os
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from eth_typing import ChecksumAddress
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from node.chain.accounts import dev_account
 from node.chain.artifacts import ensure_compiled
 from node.chain.client import ChainClient
+from node.chain.devchain import DEV_CHAIN_ID
 from node.chain.models import Deployment
 from node.errors import DeploymentError
 
 OPEN = 10**18
+DEV_FUNDED_ACCOUNTS = tuple(range(1, 10))  # dev accounts 1..9 (0 deploys and keeps the rest)
 
 
 class DeployConfig(BaseModel):
@@ -24,11 +28,39 @@ class DeployConfig(BaseModel):
     min_node_stake: int = Field(1_000 * OPEN, description="Active stake a node needs to claim jobs.")
     unbonding_period: int = Field(7 * 24 * 3600, description="Seconds a node's unbonding stays slashable.")
     claim_window: int = Field(90 * 24 * 3600, description="Seconds contributors have to claim rewards.")
+    fund_dev_accounts: bool = Field(
+        False, description="Transfer `dev_account_funding` OPEN to dev accounts 1..9 (dev chain 31337 only)."
+    )
+    dev_account_funding: int = Field(100_000 * OPEN, ge=0, description="OPEN each funded dev account gets.")
+
+    @model_validator(mode="after")
+    def _funding_fits(self) -> DeployConfig:
+        total = len(DEV_FUNDED_ACCOUNTS) * self.dev_account_funding
+        if self.fund_dev_accounts and total > self.initial_supply:
+            raise ValueError(
+                f"dev_account_funding {self.dev_account_funding} x {len(DEV_FUNDED_ACCOUNTS)} accounts exceeds "
+                f"initial_supply {self.initial_supply}; lower the funding or raise the supply"
+            )
+        return self
+
+
+def dev_funding(config: DeployConfig) -> dict[ChecksumAddress, int]:
+    """What `deploy` transfers to dev accounts under `config`: address -> OPEN base units."""
+    if not config.fund_dev_accounts or config.dev_account_funding == 0:
+        return {}
+    return {dev_account(i).address: config.dev_account_funding for i in DEV_FUNDED_ACCOUNTS}
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all six contracts from `client`'s account and wires their roles."""
+    """Deploys all six contracts from `client`'s account and wires their roles; on the dev chain
+    with `fund_dev_accounts`, then gives dev accounts 1..9 OPEN (`dev_funding`)."""
     cfg = config or DeployConfig()
+    chain_id = client.chain_id
+    if cfg.fund_dev_accounts and chain_id != DEV_CHAIN_ID:
+        raise DeploymentError(
+            f"fund_dev_accounts is for the local dev chain (id {DEV_CHAIN_ID}) only, but {client.rpc_url} is "
+            f"chain id {chain_id}: its dev-mnemonic accounts are public keys anyone can spend from. Deploy without it."
+        )
     ensure_compiled()
     admin = client.address
     start_block = client.block_number()
@@ -43,9 +75,12 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     rewards_c = client.contract("RewardDistributor", rewards)
     client.transact(staking_c.functions.grantRole(staking_c.functions.JOB_MANAGER_ROLE().call(), models))
     client.transact(rewards_c.functions.grantRole(rewards_c.functions.FUNDER_ROLE().call(), models))
+    token_c = client.contract("OpenToken", token)
+    for address, amount in dev_funding(cfg).items():
+        client.transact(token_c.functions.transfer(address, amount))
     return Deployment(
         network=network,
-        chain_id=client.chain_id,
+        chain_id=chain_id,
         rpc_url=client.rpc_url,
         deployer=admin,
         deploy_block=start_block + 1,

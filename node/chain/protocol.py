@@ -210,6 +210,15 @@ class Protocol:
     def min_node_stake(self) -> int:
         return int(self.client.call(self.staking.functions.minStake()))
 
+    def is_eligible_node(self, node: str | None = None) -> bool:
+        """Whether `node` (default: this account) may claim jobs (NodeStaking.isEligible)."""
+        who = Web3.to_checksum_address(node) if node else self.address
+        return bool(self.client.call(self.staking.functions.isEligible(who)))
+
+    def unbonding_period(self) -> int:
+        """Seconds between `request_unbond` and `withdraw_stake`."""
+        return int(self.client.call(self.staking.functions.unbondingPeriod()))
+
     # ------------------------------------------------------------ jobs & models
 
     def post_job(self, params: JobParams, permit: Permit | None = None) -> int:

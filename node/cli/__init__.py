@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, contribute, datanets, demo, keys, store, views, wallet
+from node.cli import chain, contribute, datanets, demo, keys, operator, poster, store, views, wallet
 from node.cli import daemon as daemon_cli
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
@@ -33,6 +33,9 @@ app.add_typer(datanets.datanet_app, name="datanet")
 app.add_typer(keys.keys_app, name="keys")
 app.command("grant")(keys.grant_cmd)
 app.add_typer(views.job_app, name="job")
+views.job_app.command("post")(poster.job_post)
+views.job_app.command("cancel")(poster.job_cancel)
+app.add_typer(operator.node_app, name="node")
 app.add_typer(views.model_app, name="model")
 app.command("daemon")(daemon_cli.daemon_cmd)
 app.command("jobs")(daemon_cli.jobs_cmd)

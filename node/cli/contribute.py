@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from web3.logs import DISCARD
 
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN
@@ -50,13 +51,14 @@ def contribute_cmd(
         proto, open_store(s), datanet, files, amount, Journal(s.data_dir / "contributions-journal.json"),
         relayer=relay_proto, seal=seal,
     )  # fmt: skip
+    statuses = [proto.contribution(r.contribution_id).status.name.lower() for r in results]
     if json_out:
-        print_json(results)
+        print_json([r.model_dump(mode="json") | {"status": st} for r, st in zip(results, statuses, strict=True)])
         return
-    for r in results:
+    for r, st in zip(results, statuses, strict=True):
         note = "already submitted earlier" if r.already_submitted else f"tx {r.tx}"
-        console.print(f"[green]✓[/] {r.file}: contribution #{r.contribution_id}, {r.cid} ({r.records} records, "
-                      f"stake {fmt_open(r.stake)}{', relayed' if r.relayed else ''}) {note}")  # fmt: skip
+        console.print(f"[green]✓[/] {r.file}: contribution #{r.contribution_id} ({st}), {r.cid} ({r.records} "
+                      f"records, stake {fmt_open(r.stake)}{', relayed' if r.relayed else ''}) {note}")  # fmt: skip
 
 
 def _relayer(ctx: typer.Context, proto: Protocol, name: str) -> Protocol:
@@ -150,11 +152,16 @@ def _tx(p: Protocol) -> str:
 
 
 @curate_app.command("approve")
-def curate_approve(ctx: typer.Context, contribution_id: int) -> None:
+def curate_approve(ctx: typer.Context, contribution_id: int, json_out: JsonOpt = False) -> None:
     """Approve a pending contribution (curators only)."""
     p = write_protocol(ctx)
     p.approve_contribution(contribution_id)
-    console.print(f"approved #{contribution_id} in tx 0x{bytes(p.client.last_receipt['transactionHash']).hex()}")  # type: ignore[index]
+    c = p.contribution(contribution_id)
+    if json_out:
+        print_json({"contribution_id": contribution_id, "datanet_id": c.datanetId, "status": c.status.name.lower(),
+                    "stake": c.stake, "tx": _tx(p)})  # fmt: skip
+        return
+    console.print(f"approved #{contribution_id} in tx {_tx(p)}")
 
 
 @curate_app.command("reject")
@@ -162,12 +169,21 @@ def curate_reject(
     ctx: typer.Context,
     contribution_id: int,
     reason: Annotated[str, typer.Option(help="Why (recorded on-chain in the event).")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Reject a pending contribution; the Datanet's slash share of the stake goes to its treasury."""
     p = write_protocol(ctx)
-    before = p.contribution(contribution_id).stake
-    p.reject_contribution(contribution_id, reason)
-    slash_bps = p.datanet(p.contribution(contribution_id).datanetId).slashBps
-    console.print(
-        f"rejected #{contribution_id} ({reason}); slashed {fmt_open(before * slash_bps // 10_000)} in tx {_tx(p)}"
-    )
+    stake = p.contribution(contribution_id).stake
+    receipt = p.reject_contribution(contribution_id, reason)
+    # The amount the contract slashed, from its event (not recomputed here).
+    [event] = p.datanets.events.ContributionRejected().process_receipt(receipt, errors=DISCARD)
+    slashed = int(event["args"]["slashed"])
+    c = p.contribution(contribution_id)
+    if json_out:
+        print_json({"contribution_id": contribution_id, "datanet_id": c.datanetId, "status": c.status.name.lower(),
+                    "reason": reason, "stake": stake, "slashed": slashed, "refunded": stake - slashed,
+                    "treasury": p.datanet(c.datanetId).treasury, "tx": _tx(p)})  # fmt: skip
+        return
+    console.print(f"rejected #{contribution_id} ({reason}); slashed {fmt_open(slashed)} to the treasury, refunded "
+                  f"{fmt_open(stake - slashed)} to the contributor")  # fmt: skip
+    console.print(f"  tx {_tx(p)}")

@@ -1,0 +1,156 @@
+"""`datanet job post|cancel`: fine-tuning jobs with an OPEN reward pool, as a job poster.
+
+A posted job is what the training daemon will accept (node/eligibility.py): its config document
+(a `JobConfig`, uploaded as canonical JSON) hashes to the on-chain `configHash` and names the same
+base model and method as the job, and `baseModelHash` is the weights hash of the base model as
+resolved here, the same way a node resolves it (`resolve_base_model` under the models directory).
+Everything that can fail is checked before the upload and the transaction, so a bad post leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from node.chain.models import JobParams, JobStatus, Method
+from node.chain.protocol import Protocol
+from node.cli.common import JsonOpt, console, print_json, settings, write_protocol
+from node.cli.operator import chain_now, fmt_when, open_units
+from node.demo.run import fmt_open
+from node.errors import NodeError
+from node.storage import open_store
+from node.train.base_model import resolve_base_model, weights_hash
+from node.train.config import JobConfig, TrainConfigError
+
+
+class JobPostError(NodeError, ValueError):
+    """A job that cannot be posted as asked (the message says which option and how to fix it)."""
+
+
+def job_post(
+    ctx: typer.Context,
+    base_model: Annotated[
+        str, typer.Option(help="Base model: a local HF directory, or a name cached in the models directory.")
+    ],
+    datanet: Annotated[
+        list[int], typer.Option("--datanet", help="Datanet id whose approved data trains (repeatable).")
+    ],
+    pool: Annotated[str, typer.Option(help="OPEN reward pool, escrowed by permit (contributors, node, Datanets).")],
+    hours: Annotated[float, typer.Option(help="Hours until the deadline for a node to submit the result.")] = 72.0,
+    method: Annotated[str | None, typer.Option(help="qlora or lora (default: the config file's, else qlora).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of job config fields (hyperparameters, commercial_use); flags override it."),
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate of the LoRA weights.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training set.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    commercial_use: Annotated[
+        bool, typer.Option("--commercial-use", help="For commercial use: leaves out Datanets licensed otherwise.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Post a fine-tuning job: config to IPFS, its sha256 and the base model's weights hash on-chain."""
+    s = settings(ctx)
+    p = write_protocol(ctx)
+    flags = {"method": method, "learning_rate": learning_rate, "epochs": epochs, "batch_size": batch_size,
+             "lora_r": lora_r, "commercial_use": commercial_use or None}  # fmt: skip
+    job_config, base_dir = _job_config(base_model, config, flags, s.models_path)
+    amount = open_units(pool, "--pool")
+    _check_poster(p, datanet, amount, hours)
+    config_bytes = job_config.canonical_json()
+    config_cid = open_store(s).add_bytes(config_bytes)
+    now = chain_now(p)
+    deadline = now + int(hours * 3600)
+    params = JobParams(
+        baseModel=job_config.base_model,
+        baseModelHash=weights_hash(base_dir),  # the identity a node checks its local copy against
+        datanetIds=datanet,
+        configCID=config_cid,
+        configHash=job_config.sha256(),  # == sha256(config_bytes), what the node re-hashes
+        method=Method.QLORA if job_config.method == "qlora" else Method.LORA,
+        pool=amount,
+        deadline=deadline,
+    )
+    job_id = p.post_job(params, p.permit(p.models.address, amount, deadline))
+    receipt = p.client.last_receipt
+    out = {"job_id": job_id, "tx": "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None,
+           "base_model": params.baseModel, "base_model_hash": "0x" + params.baseModelHash.hex(),
+           "config_cid": config_cid, "config_hash": "0x" + params.configHash.hex(), "method": job_config.method.value,
+           "datanets": params.datanetIds, "pool": amount, "deadline": deadline}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"posted job #{job_id} in tx {out['tx']}: {job_config.method.value.upper()} of {params.baseModel} on "
+                  f"Datanet(s) {', '.join(map(str, params.datanetIds))}, pool {fmt_open(amount)}, deadline "
+                  f"{fmt_when(deadline, now)}")  # fmt: skip
+    console.print(f"  config {config_cid} (sha256 {out['config_hash']}), base model weights {out['base_model_hash']}")
+
+
+def _job_config(ref: str, path: Path | None, flags: dict[str, Any], models_dir: Path) -> tuple[JobConfig, Path]:
+    """The job's config document and the local base model directory it names. The reference put
+    on-chain is the one a node resolves: a directory as its absolute path, a cached name as is."""
+    base_dir = resolve_base_model(ref, models_dir)  # BaseModelError: says where it looked and what to do
+    on_chain_ref = str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_dir() else ref
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise JobPostError(f"--config {path} does not exist.") from None
+        except ValueError as e:
+            raise JobPostError(f"--config {path} is not JSON ({e}); it holds job config fields.") from None
+        if not isinstance(doc, dict):
+            raise JobPostError(f"--config {path} must be a JSON object of job config fields.")
+        if doc.get("base_model") not in (None, ref, on_chain_ref):
+            raise JobPostError(
+                f"--config {path} names base model '{doc['base_model']}' but --base-model is '{ref}'; "
+                "drop base_model from the file (--base-model sets it)."
+            )
+    doc |= {k: v for k, v in flags.items() if v is not None} | {"base_model": on_chain_ref}
+    try:
+        return JobConfig.parse(json.dumps(doc), f"the job config ({path or 'flags'})"), base_dir
+    except TrainConfigError as e:
+        raise JobPostError(f"{e}. Fix the flag or the --config field named.") from None
+
+
+def _check_poster(p: Protocol, datanets: list[int], amount: int, hours: float) -> None:
+    """What the contract would refuse, said in terms of this command's options."""
+    count = p.datanet_count()
+    unknown = [d for d in datanets if not 1 <= d <= count]
+    if unknown:
+        raise JobPostError(f"--datanet {', '.join(map(str, unknown))}: no such Datanet (ids 1..{count}; "
+                           "`datanet datanet list`).")  # fmt: skip
+    if len(set(datanets)) > 16:
+        raise JobPostError(f"A job trains on at most 16 Datanets, got {len(set(datanets))}.")
+    if hours <= 0:
+        raise JobPostError(f"--hours must be positive, got {hours}.")
+    balance = p.balance()
+    if balance < amount:
+        raise JobPostError(f"Wallet {p.address} holds {fmt_open(balance)}, the pool needs {fmt_open(amount)}.")
+
+
+def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """Cancel a job nobody has claimed yet; its pool is refunded to you (the poster)."""
+    p = write_protocol(ctx)
+    if not 1 <= job_id <= p.job_count():
+        raise JobPostError(f"No job #{job_id} (`datanet job list`).")
+    job = p.job(job_id)
+    if job.poster != p.address:
+        raise JobPostError(f"Job #{job_id} was posted by {job.poster}; only its poster can cancel it.")
+    if job.status != JobStatus.OPEN:
+        raise JobPostError(
+            f"Job #{job_id} is {job.status.name.lower()}; only an open (unclaimed) job can be cancelled "
+            "(a claimed one that misses its deadline can be expired instead)."
+        )
+    receipt = p.cancel_job(job_id)
+    tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    if json_out:
+        print_json({"job_id": job_id, "status": "cancelled", "refunded": job.pool, "tx": tx})
+        return
+    console.print(f"cancelled job #{job_id} in tx {tx}; {fmt_open(job.pool)} refunded to {p.address}")
