@@ -28,8 +28,12 @@ def _json(args: list[str]) -> dict:  # type: ignore[type-arg]
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # builds the demo base model (~2 min of pretraining), then trains
 def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo leaves the promised on-chain state, and the read views show it."""
+    """The README's first command, as a user runs it: the demo builds its base model, the node's
+    daemon trains and registers a model, the fine-tuned model answers from the contributed data,
+    and the read views show the state it leaves."""
     monkeypatch.chdir(tmp_path)
     summary = _json(["demo", "--json", "--keep", "--port", "0"])
     try:
@@ -39,9 +43,9 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert [c["relayed"] for c in summary["contributions"]] == [False, False, True]
         assert summary["treasury_slashed"] == "10.00 OPEN"  # 50% of a 20 OPEN stake
         assert len({c["contributor"] for c in summary["contributions"]}) == 3
-        on_chain = [s for s in summary["steps"] if s["step"] != "training set"]  # the last step is off-chain
-        assert len(on_chain) == len(summary["steps"]) - 1
-        assert all(s["tx"] and s["tx"].startswith("0x") for s in on_chain)
+        off_chain = {"train", "training set", "chat"}
+        assert {s["step"] for s in summary["steps"]} >= off_chain | {"claim job", "register model"}
+        assert all(s["tx"] and s["tx"].startswith("0x") for s in summary["steps"] if s["step"] not in off_chain)
         assert (tmp_path / summary["deployment_file"]).exists()
         # The node's permitted training set: both approved contributors, nothing from the rejected one.
         ts = summary["training_set"]
@@ -54,15 +58,37 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             data = (tmp_path / c["file"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == c["sha256"]
 
+        # The registered model is the adapter on disk, trained on exactly that set.
+        m = summary["model"]
+        adapter = tmp_path / m["adapter_dir"]
+        weights = (adapter / "adapter_model.safetensors").read_bytes()
+        assert "0x" + hashlib.sha256(weights).hexdigest() == m["adapter_sha256"]
+        assert m["data_root"] == ts["data_root"] and m["steps"] > 0
+        [listed] = _json(["models", "--json"])
+        assert (listed["model_id"], listed["adapter_cid"], listed["adapter_sha256"]) == (
+            m["model_id"], m["adapter_cid"], m["adapter_sha256"],
+        )  # fmt: skip
+        assert listed["metrics"]["train"]["steps"] == m["steps"]  # the metrics document, fetched by its CID
+        fetched = tmp_path / "fetched"
+        _json(["store", "get", m["adapter_cid"], "-o", str(fetched), "--json"])
+        assert (fetched / "adapter_model.safetensors").read_bytes() == weights
+
+        # The chat: the base model never saw the contributors' invented places; the fine-tuned one
+        # answers many of the questions it trained on with the contributed answer.
+        chat = summary["chat"]
+        assert chat["asked"] >= 30 and chat["base_exact"] == 0
+        assert chat["fine_tuned_exact"] >= chat["asked"] // 5, chat
+        assert {a["contributor"] for a in chat["shown"]} == set(approved)
+
         status = _json(["status", "--json"])
         assert status["rpc_url"] == summary["rpc_url"]
-        assert (status["datanets"], status["contributions"], status["jobs"], status["models"]) == (1, 3, 1, 0)
+        assert (status["datanets"], status["contributions"], status["jobs"], status["models"]) == (1, 3, 1, 1)
         # A curator's preview fetches the content from the store and verifies it.
         preview = _json(["curate", "show", "1", "--json", "--records", "2"])
         assert preview["validation"]["error_count"] == 0 and len(preview["preview"]) == 2
 
         job = _json(["job", "show", "1", "--json"])
-        assert job["status"] == 2  # CLAIMED
+        assert job["status"] == 3  # COMPLETED: the daemon registered its result
         assert job["node"] == summary["node"]
         assert int(job["pool"]) == 1_000 * OPEN
 

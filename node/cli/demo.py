@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from node.cli.common import JsonOpt, console, print_json, settings
 from node.demo.run import Demo, DemoSummary, start_chain, write_chain_pidfile
@@ -15,16 +18,22 @@ def demo_cmd(
     ctx: typer.Context,
     keep: Annotated[bool, typer.Option(help="Leave the dev chain running afterwards.")] = False,
     port: Annotated[int | None, typer.Option(help="Dev chain port (default 8545, or a free one).")] = None,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(help="Fine-tune this local Hugging Face model (default: the demo's tiny Llama, built once)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole protocol on a fresh local dev chain and print what happened."""
+    # The demo prints its own progress; the libraries' per-file loading bars would bury it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     s = settings(ctx)
     quiet = json_out
     chain = start_chain(port)
     say = (lambda _m: None) if quiet else console.print
     say(f"dev chain started at [bold]{chain.rpc_url}[/]")
     try:
-        summary = Demo(s.data_dir, s.deployments_dir, say).run(chain)
+        summary = Demo(s.data_dir, s.deployments_dir, say, models_dir=s.models_path, base_model=base_model).run(chain)
         if keep:
             write_chain_pidfile(s.data_dir, chain)
             summary.chain_kept, summary.chain_pid = True, chain.pid
@@ -49,8 +58,25 @@ def _print_summary(s: DemoSummary) -> None:
     console.print(f"Job #{s.job_id} (pool {s.job_pool}) claimed by node {s.node}")
     ts = s.training_set
     console.print(
-        f"Permitted training set: {ts.examples} examples from {len(ts.per_contributor)} contributors "
-        f"(as of block {ts.block}), data root {ts.data_root}; manifest {ts.manifest}"
+        f"Permitted training set: {ts.examples} examples ("
+        + ", ".join(f"{n} from {who}" for who, n in ts.per_contributor.items())
+        + f"), data root {ts.data_root}; manifest {ts.manifest}"
+    )
+    m = s.model
+    console.print(
+        f"Model #{m.model_id} registered on-chain: base {m.base_model} ({m.base_model_hash[:18]}…), adapter "
+        f"{m.adapter_cid}, sha256 {m.adapter_sha256[:18]}…, {m.steps} steps in {m.train_seconds:.0f} s; "
+        f"adapter files in {m.adapter_dir}"
+    )
+    chat = s.chat
+    t = Table("question", "contributed answer", "base model", "fine-tuned", title="Chat: what the data taught")
+    for a in chat.shown:
+        # Text, not markup: a model's answer may hold brackets.
+        t.add_row(a.question, a.expected, Text(a.base), Text(a.fine_tuned, "green" if a.fine_tuned_exact else "yellow"))
+    console.print(t)
+    console.print(
+        f"Of {chat.asked} questions the job trained on, the fine-tuned model answers {chat.fine_tuned_exact} with the "
+        f"contributed answer, the base model {chat.base_exact}."
     )
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")

@@ -2,13 +2,15 @@
 
 Starts anvil, deploys, creates a Datanet, has three fresh contributor wallets stake and submit
 (one gasless, relayed with EIP-712 + EIP-2612 signatures), a curator approves two and rejects
-(and slashes) the third, a job with an OPEN pool is posted and a staked node claims it.
+(and slashes) the third, a job with an OPEN pool is posted, and the node's training daemon
+claims it, builds the permitted training set, fine-tunes the base model (QLoRA on the CPU),
+uploads the adapter and registers the model on-chain. Last, the base model and the fine-tuned
+one answer a few questions only the contributors' data could teach.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -24,11 +26,21 @@ from node.chain.deploy import OPEN, deploy, save_deployment
 from node.chain.devchain import DevChain, DevChainConfig, free_port
 from node.chain.models import ContributionStatus, DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
-from node.data.assemble import assemble
 from node.data.contribute import Journal, contribute_files
+from node.data.manifest import Manifest
 from node.demo import world
+from node.errors import NodeError
 from node.storage.embedded import EmbeddedStore
+from node.train.base_model import DEMO_MODEL, cached_path, demo_base_model, resolve_base_model, weights_hash
+from node.train.config import JobConfig
 
+# How the demo job fine-tunes: small data, so many epochs at a high LoRA learning rate.
+DEMO_TRAINING = JobConfig(
+    base_model=DEMO_MODEL, method="qlora", learning_rate=5e-3, epochs=60, batch_size=8, lora_r=16, lora_alpha=32,
+    lora_dropout=0.0, max_seq_len=128, eval_fraction=0.1, warmup_ratio=0.05, checkpoint_every=40, seed=0,
+)  # fmt: skip
+
+CONTRIBUTOR_REGIONS = (1000, 1001)  # region seeds of the two honest contributors' files
 DEMO_KEYSTORE_PASSWORD = "datanet-demo"  # dev-chain wallets only; documented in the README
 
 
@@ -63,6 +75,48 @@ class DemoTrainingSet(BaseModel):
     block: int
 
 
+class DemoModel(BaseModel):
+    """The registered result of the job."""
+
+    model_id: int
+    base_model: str
+    base_model_hash: str
+    adapter_cid: str
+    adapter_sha256: str
+    data_root: str
+    metrics_cid: str
+    steps: int
+    train_seconds: float
+    final_loss: float | None
+    eval_loss: float | None
+    adapter_dir: str
+
+
+class DemoAnswer(BaseModel):
+    question: str
+    contributor: str
+    expected: str = Field(description="The answer in the contributed file.")
+    base: str
+    fine_tuned: str
+
+    @property
+    def base_exact(self) -> bool:
+        return self.expected in self.base
+
+    @property
+    def fine_tuned_exact(self) -> bool:
+        return self.expected in self.fine_tuned
+
+
+class DemoChat(BaseModel):
+    """The base model and the fine-tuned one asked every question the job trained on."""
+
+    asked: int
+    base_exact: int = Field(description="Answers of the base model that contain the contributed answer.")
+    fine_tuned_exact: int = Field(description="Likewise for the fine-tuned model.")
+    shown: list[DemoAnswer] = Field(description="A few of them, from each contributor.")
+
+
 class DemoSummary(BaseModel):
     rpc_url: str
     chain_id: int
@@ -75,6 +129,8 @@ class DemoSummary(BaseModel):
     node: str
     treasury_slashed: str
     training_set: DemoTrainingSet
+    model: DemoModel
+    chat: DemoChat
     steps: list[DemoStep] = Field(default_factory=list)
     chain_kept: bool = False
     chain_pid: int | None = None
@@ -87,16 +143,27 @@ def fmt_open(amount: int) -> str:
 class Demo:
     """One run of the demo; `run()` returns the summary. Prints progress through `say`."""
 
-    def __init__(self, data_dir: Path, deployments_dir: Path, say: Callable[[str], None]):
+    def __init__(
+        self,
+        data_dir: Path,
+        deployments_dir: Path,
+        say: Callable[[str], None],
+        models_dir: Path | None = None,
+        base_model: Path | None = None,
+        train: JobConfig | None = None,
+    ):
         self.data_dir = data_dir / "demo"
         self.deployments_dir = deployments_dir
         self.say = say
+        self.models_dir = models_dir or data_dir / "models"
+        self.base_model = base_model  # default: the cached demo model, built the first time
+        self.train_config = train
         self.steps: list[DemoStep] = []
         self.store = EmbeddedStore(data_dir / "ipfs")  # the embedded content store (Kubo-identical CIDs)
 
-    def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None) -> None:
-        tx = None
-        if proto is not None and proto.client.last_receipt is not None:
+    def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None, tx: str | None = None) -> None:
+        """One step of the summary; its transaction is `tx`, or `proto`'s last one."""
+        if tx is None and proto is not None and proto.client.last_receipt is not None:
             tx = "0x" + bytes(proto.client.last_receipt["transactionHash"]).hex()
         self.steps.append(DemoStep(step=step, actor=actor, detail=detail, tx=tx))
         self.say(f"[green]✓[/] [bold]{step}[/] ({actor}): {detail}")
@@ -118,8 +185,11 @@ class Demo:
         datanet_id = self._create_datanet(owner, curator)
         contributions = self._contribute(admin, relayer, datanet_id)
         slashed = self._curate(curator, owner, contributions)
-        job_id = self._post_and_claim(poster, node, datanet_id)
-        training_set = self._training_set(node, job_id)
+        base_dir, base_ref = self._base()
+        job_id = self._post(poster, node, datanet_id, base_dir, base_ref)
+        model, work, claim_block = self._daemon(node, job_id)
+        training_set = self._training_set(work, job_id, claim_block)
+        chat = self._ask(base_dir, work)
         return DemoSummary(
             rpc_url=chain.rpc_url,
             chain_id=deployment.chain_id,
@@ -134,6 +204,8 @@ class Demo:
             node=node.address,
             treasury_slashed=fmt_open(slashed),
             training_set=training_set,
+            model=model,
+            chat=chat,
             steps=self.steps,
         )
 
@@ -173,8 +245,8 @@ class Demo:
 
     def _contribute(self, admin: Protocol, relayer: Protocol, datanet_id: int) -> list[DemoContribution]:
         files = []
-        for k in range(2):
-            region, records = world.region_facts(region_seed=1000 + k)
+        for k, seed in enumerate(CONTRIBUTOR_REGIONS):
+            region, records = world.region_facts(region_seed=seed)
             files.append((f"contributor-{k + 1}-{region.lower()}.jsonl", records))
         files.append(("contributor-3-spam.jsonl", world.junk_records(seed=7)))
         journal = Journal(self.data_dir / "contributions-journal.json")
@@ -223,56 +295,135 @@ class Demo:
         assert curator.contribution(spam.id).status == ContributionStatus.REJECTED
         return slashed
 
-    def _post_and_claim(self, poster: Protocol, node: Protocol, datanet_id: int) -> int:
-        config = {"method": "qlora", "base_model": "datanet/tiny-llama-demo", "learning_rate": 2e-4,
-                  "epochs": 3, "batch_size": 8, "lora_rank": 8, "lora_alpha": 16, "seed": 0}  # fmt: skip
-        config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    def _base(self) -> tuple[Path, str]:
+        """The base model directory and the reference the job names it by."""
+        if self.base_model is not None:
+            return resolve_base_model(str(self.base_model), self.models_dir), str(self.base_model.resolve())
+        if not (cached_path(DEMO_MODEL, self.models_dir) / "config.json").exists():
+            self.say("[dim]building the demo base model (a tiny Llama pretrained for ~2 minutes; cached)...[/]")
+        return demo_base_model(self.models_dir), DEMO_MODEL
+
+    def _post(self, poster: Protocol, node: Protocol, datanet_id: int, base_dir: Path, base_ref: str) -> int:
+        config = (self.train_config or DEMO_TRAINING).model_copy(update={"base_model": base_ref})
+        config_bytes = config.canonical_json()
         self._write("job-config.json", config_bytes)
         deadline = poster.client.w3.eth.get_block("latest")["timestamp"] + 24 * 3600
         pool = 1_000 * OPEN
         params = JobParams(
-            baseModel=config["base_model"],  # type: ignore[arg-type]
-            # Identity of the base weights; the training work replaces this name hash with the
-            # sha256 over the real weight files once the demo builds its tiny model.
-            baseModelHash=hashlib.sha256(str(config["base_model"]).encode()).digest(),
+            baseModel=base_ref,
+            baseModelHash=weights_hash(base_dir),  # the base model's identity: its weight files
             datanetIds=[datanet_id],
             configCID=self.store.add_bytes(config_bytes),
-            configHash=hashlib.sha256(config_bytes).digest(),
-            method=Method.QLORA,
+            configHash=config.sha256(),
+            method=Method.QLORA if config.method == "qlora" else Method.LORA,
             pool=pool,
             deadline=deadline,
         )
         job_id = poster.post_job(params, poster.permit(poster.models.address, pool, deadline))
         self._record(
-            "post job",
-            "poster",
-            f"job #{job_id}: QLoRA on Datanet #{datanet_id}, pool {fmt_open(pool)}",
+            "post job", "poster",
+            f"job #{job_id}: {config.method.upper()} of {base_ref} on Datanet #{datanet_id}, pool {fmt_open(pool)}",
             poster,
-        )
+        )  # fmt: skip
         min_stake = node.min_node_stake()
         node.stake(min_stake, node.permit(node.staking.address, min_stake, deadline))
         self._record("stake", "node", f"node {node.address} staked {fmt_open(min_stake)}", node)
-        node.claim_job(job_id)
-        self._record("claim job", "node", f"job #{job_id} claimed", node)
         return job_id
 
-    def _training_set(self, node: Protocol, job_id: int) -> DemoTrainingSet:
-        """What the node trains on: approved data of the job's Datanets, verified and deduplicated."""
-        assembled = assemble(node, self.store, job_id)
-        out = assembled.write(self.data_dir / f"job-{job_id}")
-        m = assembled.manifest
+    def _daemon(self, node: Protocol, job_id: int) -> tuple[DemoModel, Path, int]:
+        """The node's training daemon takes the job from here: claim, data, train, upload, submit."""
+        from node.config import Settings
+        from node.daemon import Daemon
+
+        settings = Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
+                            rpc_url=node.client.rpc_url, retry_delay=1.0)  # fmt: skip
+        self.say("[dim]node daemon: claim, assemble, train, upload, submit (progress: `datanet jobs`)...[/]")
+        daemon = Daemon(node, self.store, settings)
+        try:
+            daemon.run(exit_when_idle=True)
+            row = daemon.jobs.get(job_id)
+            work = daemon.steps.work_dir(job_id)
+            if row is None:
+                raise NodeError(f"the node's daemon never saw job #{job_id}; is the node's RPC the demo chain's?")
+        finally:
+            daemon.close()
+        job = node.job(job_id)
+        if not job.modelId:
+            raise NodeError(f"the daemon did not register a model for job #{job_id}: {row.state} ({row.error})")
+        self._record("claim job", "node", f"job #{job_id} claimed by the node's daemon", tx=row.claim_tx)
+        m = node.model(job.modelId)
+        metrics = json.loads((work / "train" / "adapter" / "metrics.json").read_text())
+        model = DemoModel(
+            model_id=m.id, base_model=m.baseModel, base_model_hash="0x" + m.baseModelHash.hex(),
+            adapter_cid=m.adapterCID, adapter_sha256="0x" + m.adapterHash.hex(), data_root="0x" + m.dataRoot.hex(),
+            metrics_cid=m.metricsCID, steps=metrics["steps"], train_seconds=metrics["train_seconds"],
+            final_loss=metrics["final_train_loss"], eval_loss=metrics["eval_loss"],
+            adapter_dir=str(work / "train" / "adapter"),
+        )  # fmt: skip
+        self._record(
+            "train", "node",
+            f"{metrics['method'].upper()} {model.steps} steps in {model.train_seconds:.0f} s, loss "
+            f"{model.final_loss:.3f}, eval loss {_round(model.eval_loss)}",
+        )  # fmt: skip
+        self._record("register model", "node",
+                     f"model #{m.id}: adapter {m.adapterCID} (sha256 {model.adapter_sha256[:18]}…), data root "
+                     f"{model.data_root[:18]}…", tx=row.submit_tx)  # fmt: skip
+        return model, work, row.claim_block or 0
+
+    def _training_set(self, work: Path, job_id: int, block: int) -> DemoTrainingSet:
+        """What the node trained on: approved data of the job's Datanets as of the claim block,
+        verified and deduplicated (written by the daemon's data step)."""
+        path = work / "data" / "manifest.json"
+        m = Manifest.from_json(path.read_bytes())
+        excluded = json.loads((work / "data" / "excluded.json").read_text())
         per = m.contributors()
         summary = ", ".join(f"{addr[:10]}…: {n}" for addr, n in per.items())
-        self._record(
-            "training set",
-            "node",
-            f"job #{job_id}: {len(m.entries)} examples ({summary}), data root {m.data_root}",
-        )
+        self._record("training set", "node",
+                     f"job #{job_id}: {len(m.entries)} examples ({summary}) as of block {block}, "
+                     f"{len(excluded)} contributions excluded, data root {m.data_root[:18]}…")  # fmt: skip
         return DemoTrainingSet(
             examples=len(m.entries), per_contributor=per, data_root=m.data_root,
-            dropped_duplicates=m.dedup.exact_dropped + m.dedup.near_dropped, excluded=len(assembled.excluded),
-            manifest=str(out / "manifest.json"), block=assembled.block,
+            dropped_duplicates=m.dedup.exact_dropped + m.dedup.near_dropped, excluded=len(excluded),
+            manifest=str(path), block=block,
         )  # fmt: skip
+
+    def _ask(self, base_dir: Path, work: Path, show_each: int = 2) -> DemoChat:
+        """Every question the job trained on (not its held-out eval examples), to the base model
+        and to the fine-tuned one: facts about places the base model never saw, so only the
+        contributors' data can teach the answers."""
+        from node.data.records import Example
+        from node.train.generate import answer
+
+        manifest = Manifest.from_json((work / "data" / "manifest.json").read_bytes())
+        lines = (work / "data" / "examples.jsonl").read_text().splitlines()
+        trained = json.loads((work / "train" / "adapter" / "split.json").read_text())["train"]
+        asked: list[tuple[str, str, str]] = []  # (question, answer, contributor)
+        for k in trained:
+            ex = Example.model_validate_json(lines[k])
+            if ex.kind == "chat" and [m.role for m in ex.messages] == ["user", "assistant"]:
+                asked.append((ex.messages[0].content, ex.messages[1].content, manifest.entries[k].contributor))
+        self.say(f"[dim]asking the base and the fine-tuned model {len(asked)} contributed questions...[/]")
+        questions = [q for q, _, _ in asked]
+        base = answer(base_dir, None, questions)
+        tuned = answer(base_dir, work / "train" / "adapter", questions)
+        answers = [
+            DemoAnswer(question=q, contributor=who, expected=e, base=b, fine_tuned=t)
+            for (q, e, who), b, t in zip(asked, base, tuned, strict=True)
+        ]
+        shown: list[DemoAnswer] = []
+        for who in dict.fromkeys(a.contributor for a in answers):
+            shown += [a for a in answers if a.contributor == who][:show_each]
+        chat = DemoChat(
+            asked=len(answers), base_exact=sum(a.base_exact for a in answers),
+            fine_tuned_exact=sum(a.fine_tuned_exact for a in answers), shown=shown,
+        )  # fmt: skip
+        self._record("chat", "node", f"of {chat.asked} contributed questions, the fine-tuned model answers "
+                                     f"{chat.fine_tuned_exact} exactly, the base model {chat.base_exact}")  # fmt: skip
+        return chat
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def start_chain(port: int | None) -> DevChain:

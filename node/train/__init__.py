@@ -7,3 +7,9 @@
 - `trainer`: `train(base_model_dir, examples, config, out_dir, card=..., on_progress=...)`
   -> `TrainResult`; resumes from `out_dir/checkpoints` after a crash.
 """
+
+import warnings
+
+# peft 0.21 still reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model;
+# the FutureWarning is about peft's code, not ours or the operator's, so it is not shown.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -233,8 +233,8 @@ def _save_atomically(model: object, model_dir: Path) -> None:
 
 def demo_corpus(n_regions: int = 400, seed_offset: int = 10_000) -> list[str]:
     """Chat-formatted Q/A and plain sentences about invented regions of Quillmarsh. The seeds
-    differ from the demo contributors' (1-3), so the model learns the language and the format,
-    never the facts that fine-tuning is meant to teach."""
+    differ from the demo contributors' (`node.demo.run.CONTRIBUTOR_REGIONS`), so the model learns
+    the language and the format, never the facts that fine-tuning is meant to teach."""
     from node.demo.world import region_facts
 
     rng = random.Random(seed_offset)
