@@ -1,6 +1,6 @@
 """Gas of every user-facing protocol call, and of posting and claiming rewards at scale.
 
-Run it from the repository root (it starts and stops its own anvil; about 15 s):
+Run it from the repository root (it starts and stops its own anvil; about 30 s):
 
     .venv/bin/python benchmarks/gas.py                    # N = 10, 1,000, 100,000; writes docs
     .venv/bin/python benchmarks/gas.py --sizes 10 --no-write
@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, Field
 from web3 import Web3
@@ -61,7 +62,9 @@ from node.chain.devchain import DevChain, DevChainConfig
 from node.chain.models import ContributionInput, DatanetParams, Deployment, JobParams, ResultParams
 from node.chain.protocol import Protocol
 from node.config import REPO_ROOT
+from node.data.encryption import derive_encryption_key, public_bytes
 from node.rewards.merkle import StandardMerkleTree, process_proof
+from node.storage.unixfs import RAW, cid_bytes, cid_str
 
 T = TypeVar("T")
 
@@ -71,6 +74,7 @@ POOL = 10_000 * OPEN
 CONTRIBUTORS_BPS = 8_000  # what is left of a pool after the default 10% node + 10% Datanet fees
 STAKE = 10 * OPEN
 TREASURY = Web3.to_checksum_address("0x7e5a" + "00" * 17 + "01")  # key-less: only receives OPEN
+RECIPIENT = Web3.to_checksum_address("0x7e5a" + "00" * 17 + "02")  # key-less: receives `transfer`
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"  # 59 chars, like a real CIDv1
 BASELINE_ARTIFACT = (
     REPO_ROOT / "artifacts/contracts/test/UniswapStyleDistributor.sol/UniswapStyleDistributor.json"
@@ -86,13 +90,20 @@ ROLES = {
 CALLS: list[tuple[str, str, str]] = [
     ("createDatanet", "DatanetRegistry", "with one curator"),
     ("setCurator", "DatanetRegistry", ""),
+    ("setTrainer", "DatanetRegistry", "owner lets an account post jobs on a restricted Datanet"),
+    ("setMetadata", "DatanetRegistry", "owner replaces the metadata CID"),
+    ("transfer", "OpenToken", "fresh: to an account holding no OPEN yet"),
     ("approve (OPEN allowance)", "OpenToken", "what `contribute`/`stake`/`postJob` need first"),
+    ("permit", "OpenToken", "EIP-2612 permit on its own, sent by the spender; fresh: the signer's first"),
     ("contribute", "DatanetRegistry", "bonds the stake from the allowance"),
     ("contributeWithPermit", "DatanetRegistry", "EIP-2612 permit, no approve"),
     ("contributeBySig (relayed)", "DatanetRegistry", "relayer pays; EIP-712 signature + permit"),
     ("approve", "DatanetRegistry", "curator approves a contribution"),
     ("reject (slash)", "DatanetRegistry", "50% to the treasury, the rest back"),
     ("withdraw (contribution)", "DatanetRegistry", "after the lock period"),
+    ("setEncryptionKey", "KeyRegistry", "an account's first X25519 key (each pass another node)"),
+    ("setDatanetKey", "KeyRegistry", "owner publishes a private Datanet's key (version 1) and key-grants CID"),
+    ("grantAccess", "KeyRegistry", "curator grants a node one job's file keys (a job-grant CID)"),
     ("stake", "NodeStaking", ""),
     ("stakeWithPermit", "NodeStaking", ""),
     ("requestUnbond", "NodeStaking", ""),
@@ -132,6 +143,7 @@ class GasBenchmark:
         self._deployment: Deployment | None = None
         self._datanet = 0
         self._contribution_to_withdraw = 0
+        self._job = 0
 
     # -- life cycle
 
@@ -227,6 +239,8 @@ class GasBenchmark:
         gas: dict[str, int] = {}
         self._contribution_calls(gas, k)
         self._staking_and_job_calls(gas)
+        self._private_datanet_calls(gas, k)
+        self._token_calls(gas)
         return gas
 
     def _contribution_calls(self, gas: dict[str, int], k: int) -> None:
@@ -277,7 +291,7 @@ class GasBenchmark:
         self._gas(gas, "requestUnbond", "node2", lambda: node2.request_unbond(min_stake))
 
         poster.approve(poster.models.address, 2 * POOL)  # jobs A and C; B comes with a permit
-        job_a = self._gas(
+        self._job = job_a = self._gas(
             gas, "postJob", "poster", lambda: poster.post_job(job_params(now, self._datanet, 2 * DAY))
         )
         job_c = poster.post_job(job_params(now, self._datanet, DAY))
@@ -314,6 +328,51 @@ class GasBenchmark:
         self._gas(gas, "expireJob", "relayer", lambda: p("relayer").expire_job(job_c))
         self._advance(DeployConfig().claim_window + DAY)
         self._gas(gas, "sweep", "poster", lambda: poster.sweep(job_a))
+
+    def _private_datanet_calls(self, gas: dict[str, int], k: int) -> None:
+        """A restricted private Datanet's settings and keys, sent as node/data/grants.py sends them.
+        Its creation is not measured (that is `createDatanet` above)."""
+        p, owner, curator = self.p, self.p("owner"), self.p("curator")
+        params = DatanetParams(
+            name=f"private-{k}",
+            metadataCID=doc_cid(f"metadata {k}"),
+            isPrivate=True,
+            restricted=True,
+            treasury=TREASURY,
+            curators=[curator.address],
+        )
+        did = owner.create_datanet(params)
+        self._gas(gas, "setTrainer", "owner", lambda: owner.set_trainer(did, p("poster").address))
+        self._gas(gas, "setMetadata", "owner", lambda: owner.set_metadata(did, doc_cid(f"metadata {k} v2")))
+        # An account publishes its key once (`ensure_encryption_key`), so each pass a new one does.
+        role = ("node", "node2")[k % 2]
+        key = public_bytes(derive_encryption_key(dev_account(ROLES[role])))
+        self._gas(gas, "setEncryptionKey", role, lambda: p(role).set_encryption_key(key))
+        # grants.py generates the key pair; a seeded one keeps the calldata (and the gas) reproducible.
+        seed = hashlib.sha256(f"datanet key {k}".encode()).digest()
+        public = public_bytes(X25519PrivateKey.from_private_bytes(seed))
+        self._gas(
+            gas,
+            "setDatanetKey",
+            "owner",
+            lambda: owner.set_datanet_key(did, public, doc_cid(f"key grants {k}")),
+        )
+        # The contract does not check the job id (nodes check the grant document against the
+        # ModelRegistry), so the job the node claimed above stands in.
+        node, grant = p("node").address, doc_cid(f"job grant {k}")
+        self._gas(gas, "grantAccess", "curator", lambda: curator.grant_access(did, node, self._job, grant))
+
+    def _token_calls(self, gas: dict[str, int]) -> None:
+        """A plain transfer, and a permit sent on its own (by the spender, who then spends it)."""
+        c, relayer = self.p("contributor"), self.p("relayer")
+        self._gas(gas, "transfer", "contributor", lambda: c.transfer(RECIPIENT, OPEN))
+        permit = c.permit(relayer.address, STAKE, self._now() + 3_600)
+        fn = relayer.token.functions.permit(
+            c.address, relayer.address, STAKE, permit.deadline, permit.v, permit.r, permit.s
+        )
+        self._gas(gas, "permit", "relayer", lambda: relayer.client.transact(fn))
+        # Spend the allowance, as a permit's spender does, so the next pass's permit writes it anew.
+        relayer.client.transact(relayer.token.functions.transferFrom(c.address, relayer.address, STAKE))
 
     # -- scale
 
@@ -415,6 +474,11 @@ class GasBenchmark:
             raise GasBenchmarkError("Deploying UniswapStyleDistributor failed.")
         self.p("admin").transfer(receipt["contractAddress"], funds)
         return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
+
+
+def doc_cid(label: str) -> str:
+    """The CID of a small document as the content store names it (CIDv1, raw leaf, 59 chars)."""
+    return cid_str(cid_bytes(RAW, label.encode()))
 
 
 def job_params(now: int, datanet: int, deadline_in: int) -> JobParams:

@@ -153,8 +153,12 @@ def _calls_table(r: GasReport) -> list[str]:
         "",
         "### Every user-facing call",
         "",
-        '"Fresh" is the first call on a new deployment, where counters and balances written for the '
-        'first time cost ~17k-20k gas more; "repeat" is the same flow run again.',
+        '"Fresh" is the first call on a new deployment, where counters, balances and nonces written for '
+        'the first time cost ~17k-20k gas more; "repeat" is the same flow run again. Calls whose writes '
+        "are alike in both passes cost the same in both: each pass sets up a new private Datanet (its "
+        "trainer flag, the replacement of the metadata CID it was created with, its key and a grant) and "
+        "a new account publishes its encryption key. CIDs are 59-character CIDv1s, as the content store "
+        "names documents.",
         "",
         "| Call | Contract | Gas (fresh) | Gas (repeat) | Notes |",
         "|---|---|---:|---:|---|",

@@ -34,6 +34,14 @@ def test_every_user_facing_call_is_measured(report: GasReport) -> None:
         assert c.first > 21_000 and c.repeat > 21_000, c
 
 
+def test_fresh_costs_more_only_where_the_first_pass_writes_a_slot_first(report: GasReport) -> None:
+    calls = {c.call: c for c in report.calls}
+    for name in ("transfer", "permit"):  # the recipient's balance; the signer's permit nonce
+        assert calls[name].first - calls[name].repeat > 15_000, calls[name]
+    for name in ("setTrainer", "setMetadata", "setEncryptionKey", "setDatanetKey", "grantAccess"):
+        assert abs(calls[name].first - calls[name].repeat) < 100, calls[name]  # calldata bytes only
+
+
 def test_claims_for_ten_contributors_are_cheap_and_compared_with_the_baseline(report: GasReport) -> None:
     (point,) = report.scale
     assert point.n == 10
@@ -52,6 +60,7 @@ def test_markdown_has_both_tables_between_the_markers(report: GasReport) -> None
     md = render_markdown(report)
     assert md.startswith(BEGIN) and md.endswith(END)
     assert "| `claim` | RewardDistributor |" in md
+    assert "| `grantAccess` | KeyRegistry |" in md and "| `permit` | OpenToken |" in md
     assert f"| 10 | {report.scale[0].tree_build_s:.2f} |" in md
     assert report.commit.split()[0] in md
 
