@@ -249,11 +249,19 @@ def demo_corpus(n_regions: int = 400, seed_offset: int = 10_000) -> list[str]:
 
 
 def demo_base_model(
-    models_dir: Path, *, budget_s: float = 150.0, hidden: int = 256, layers: int = 4, vocab: int = 2048
+    models_dir: Path,
+    *,
+    steps: int = 80,
+    budget_s: float | None = None,
+    hidden: int = 256,
+    layers: int = 4,
+    vocab: int = 2048,
 ) -> Path:
-    """The cached demo base model, built and pretrained the first time (about `budget_s` seconds
-    on a CPU). Safe when several processes ask at once (a file lock), and after a crash mid-build
-    (no ready marker: rebuilt)."""
+    """The cached demo base model, built and pretrained the first time: `steps` optimizer steps
+    (about two minutes on two CPU cores), or fewer if `budget_s` seconds run out first. A fixed
+    step count, not a time budget, by default: the same bytes (so the same `baseModelHash`) however
+    busy the machine is. Safe when several processes ask at once (a file lock), and after a crash
+    mid-build (no ready marker: rebuilt)."""
     path = cached_path(DEMO_MODEL, models_dir)
     if (path / _READY).exists():
         return path
@@ -266,7 +274,7 @@ def demo_base_model(
         corpus = demo_corpus()
         build_tiny_llama(tmp, corpus, hidden=hidden, layers=layers, heads=max(1, hidden // 64), vocab=vocab,
                          intermediate=hidden * 3, seed=0)  # fmt: skip
-        report = pretrain(tmp, corpus, budget_s=budget_s, max_steps=100_000)
+        report = pretrain(tmp, corpus, budget_s=budget_s, max_steps=steps)
         (tmp / "pretrain.json").write_text(report.model_dump_json(indent=2))
         (tmp / _READY).write_text(json.dumps({"model": DEMO_MODEL, "weights_sha256": weights_hash(tmp).hex()}))
         shutil.rmtree(path, ignore_errors=True)
