@@ -36,7 +36,7 @@ from node.train.config import JobConfig
 
 # How the demo job fine-tunes: small data, so many epochs at a high LoRA learning rate.
 DEMO_TRAINING = JobConfig(
-    base_model=DEMO_MODEL, method="qlora", learning_rate=5e-3, epochs=60, batch_size=8, lora_r=16, lora_alpha=32,
+    base_model=DEMO_MODEL, method="qlora", learning_rate=3e-3, epochs=60, batch_size=8, lora_r=16, lora_alpha=32,
     lora_dropout=0.0, max_seq_len=128, eval_fraction=0.1, warmup_ratio=0.05, checkpoint_every=40, seed=0,
 )  # fmt: skip
 

@@ -211,7 +211,7 @@ def pretrain(
             g["lr"] = learning_rate
     else:
         losses = []
-    sched = get_scheduler("cosine", opt, num_warmup_steps=max(1, total // 50), num_training_steps=total)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=max(4, total // 20), num_training_steps=total)
     for _ in range(len(losses), total):
         losses.append(step_once())
         sched.step()
