@@ -337,7 +337,8 @@ class Demo:
 
         settings = Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
                             rpc_url=node.client.rpc_url, retry_delay=1.0)  # fmt: skip
-        self.say("[dim]node daemon: claim, assemble, train, upload, submit (progress: `datanet jobs`)...[/]")
+        self.say(f"[dim]node daemon: claim, assemble, train, upload, submit (progress, from another terminal: "
+                 f"`DATANET_DATA_DIR={settings.data_dir} datanet jobs`)...[/]")  # fmt: skip
         daemon = Daemon(node, self.store, settings)
         try:
             daemon.run(exit_when_idle=True)
