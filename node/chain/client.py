@@ -67,6 +67,12 @@ class ChainClient:
         self._lock = threading.Lock()
         self.last_receipt: TxReceipt | None = None  # the latest successful tx, for reporting
 
+    @property
+    def last_tx(self) -> str | None:
+        """0x-hash of the latest successful transaction (None before the first)."""
+        r = self.last_receipt
+        return "0x" + bytes(r["transactionHash"]).hex() if r is not None else None
+
     @classmethod
     def from_settings(cls, settings: Settings, account: LocalAccount | None = None) -> ChainClient:
         return cls(

@@ -18,6 +18,11 @@ from node.chain.models import Deployment
 from node.errors import DeploymentError
 
 OPEN = 10**18
+
+
+def fmt_open(amount: int) -> str:
+    """Base units as OPEN for people: 1234500000000000000000 -> '1,234.50 OPEN'."""
+    return f"{amount / OPEN:,.2f} OPEN"
 DEV_FUNDED_ACCOUNTS = tuple(range(1, 10))  # dev accounts 1..9 (0 deploys and keeps the rest)
 
 

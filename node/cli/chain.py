@@ -12,10 +12,10 @@ import typer
 from rich.table import Table
 
 from node.chain.client import ChainClient
-from node.chain.deploy import DeployConfig, deploy, dev_funding, save_deployment
+from node.chain.deploy import DeployConfig, deploy, dev_funding, fmt_open, save_deployment
 from node.chain.devchain import DEV_CHAIN_ID, DevChain, DevChainConfig
 from node.cli.common import JsonOpt, console, err_console, print_json, settings, signer
-from node.demo.run import fmt_open, stop_chain_from_pidfile, write_chain_pidfile
+from node.demo.run import stop_chain_from_pidfile, write_chain_pidfile
 from node.errors import ChainError
 
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")

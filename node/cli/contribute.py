@@ -11,7 +11,7 @@ from rich.table import Table
 from web3.logs import DISCARD
 
 from node.chain.contributions import submitted_ids
-from node.chain.deploy import OPEN
+from node.chain.deploy import OPEN, fmt_open
 from node.chain.models import ContributionStatus
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
@@ -19,7 +19,6 @@ from node.cli.wallet import wallet_path
 from node.data.contribute import Journal, contribute_files
 from node.data.records import SourceRecord
 from node.data.validate import load_bytes, validate_bytes
-from node.demo.run import fmt_open
 from node.errors import ContentMismatchError
 from node.storage import open_store
 
@@ -146,11 +145,6 @@ def _examples(data: bytes, contribution_id: int) -> list[SourceRecord]:
     return load_bytes(data, f"contribution-{contribution_id}")
 
 
-def _tx(p: Protocol) -> str:
-    receipt = p.client.last_receipt
-    return "0x" + bytes(receipt["transactionHash"]).hex() if receipt else "?"
-
-
 @curate_app.command("approve")
 def curate_approve(ctx: typer.Context, contribution_id: int, json_out: JsonOpt = False) -> None:
     """Approve a pending contribution (curators only)."""
@@ -159,9 +153,9 @@ def curate_approve(ctx: typer.Context, contribution_id: int, json_out: JsonOpt =
     c = p.contribution(contribution_id)
     if json_out:
         print_json({"contribution_id": contribution_id, "datanet_id": c.datanetId, "status": c.status.name.lower(),
-                    "stake": c.stake, "tx": _tx(p)})  # fmt: skip
+                    "stake": c.stake, "tx": p.client.last_tx})  # fmt: skip
         return
-    console.print(f"approved #{contribution_id} in tx {_tx(p)}")
+    console.print(f"approved #{contribution_id} in tx {p.client.last_tx}")
 
 
 @curate_app.command("reject")
@@ -182,8 +176,8 @@ def curate_reject(
     if json_out:
         print_json({"contribution_id": contribution_id, "datanet_id": c.datanetId, "status": c.status.name.lower(),
                     "reason": reason, "stake": stake, "slashed": slashed, "refunded": stake - slashed,
-                    "treasury": p.datanet(c.datanetId).treasury, "tx": _tx(p)})  # fmt: skip
+                    "treasury": p.datanet(c.datanetId).treasury, "tx": p.client.last_tx})  # fmt: skip
         return
     console.print(f"rejected #{contribution_id} ({reason}); slashed {fmt_open(slashed)} to the treasury, refunded "
                   f"{fmt_open(stake - slashed)} to the contributor")  # fmt: skip
-    console.print(f"  tx {_tx(p)}")
+    console.print(f"  tx {p.client.last_tx}")

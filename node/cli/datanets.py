@@ -11,11 +11,10 @@ from rich.table import Table
 from web3 import Web3
 
 from node.chain.contributions import submitted_ids
-from node.chain.deploy import OPEN
+from node.chain.deploy import OPEN, fmt_open
 from node.chain.models import DatanetParams
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
-from node.demo.run import fmt_open
 
 datanet_app = typer.Typer(no_args_is_help=True, help="Create and inspect Datanets.")
 
@@ -70,8 +69,7 @@ def datanet_create(
                 "be wrapped to them. Each runs `datanet keys publish` first; nothing was created."
             )
     datanet_id = proto.create_datanet(params)
-    receipt = proto.client.last_receipt
-    tx = "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None
+    tx = proto.client.last_tx
     out: dict[str, object] = {"datanet_id": datanet_id, "metadata_cid": metadata_cid, "license": license_ref, "tx": tx}
     if private:
         from node.data.grants import publish_datanet_key

@@ -15,10 +15,9 @@ from typing import Annotated
 import typer
 from web3 import Web3
 
-from node.chain.deploy import OPEN
+from node.chain.deploy import OPEN, fmt_open
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
-from node.demo.run import fmt_open
 from node.errors import NodeError
 
 node_app = typer.Typer(no_args_is_help=True, help="Stake OPEN as a training node (NodeStaking).")
@@ -56,11 +55,6 @@ def fmt_when(ts: int, now: int) -> str:
     return f"{stamp} (in {f'{days}d ' if days else ''}{rest // 3600}h {rest % 3600 // 60}m)"
 
 
-def _tx(p: Protocol) -> str | None:
-    receipt = p.client.last_receipt
-    return "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None
-
-
 @node_app.command("stake")
 def node_stake(
     ctx: typer.Context,
@@ -84,7 +78,7 @@ def node_stake(
         )
     deadline = chain_now(p) + PERMIT_TTL
     p.stake(value, p.permit(p.staking.address, value, deadline))
-    _print_stake_result(p, value, _tx(p), json_out)
+    _print_stake_result(p, value, p.client.last_tx, json_out)
 
 
 def _print_stake_result(p: Protocol, staked: int, tx: str | None, json_out: bool, note: str = "") -> None:
@@ -114,7 +108,7 @@ def node_unbond(
             f"Node {p.address} has {fmt_open(active)} active, cannot unbond {fmt_open(value)}; see `datanet node show`."
         )
     p.request_unbond(value)
-    tx = _tx(p)
+    tx = p.client.last_tx
     st = p.node_stake()
     if json_out:
         print_json({"node": p.address, "unbonded": value, "active": st.active, "unbonding": st.unbonding,
@@ -144,7 +138,7 @@ def node_withdraw(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             "(submitted or expired); withdraw after that (`datanet jobs` shows them)."
         )
     p.withdraw_stake()
-    tx = _tx(p)
+    tx = p.client.last_tx
     if json_out:
         print_json({"node": p.address, "withdrawn": st.unbonding, "tx": tx})
         return

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
+from node.chain.deploy import fmt_open
 from node.chain.models import JobParams, JobStatus, Method
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, settings, write_protocol
 from node.cli.operator import chain_now, fmt_when, open_units
-from node.demo.run import fmt_open
 from node.errors import NodeError
 from node.storage import open_store
 from node.train.base_model import resolve_base_model, weights_hash
@@ -78,8 +78,7 @@ def job_post(
         deadline=deadline,
     )
     job_id = p.post_job(params, p.permit(p.models.address, amount, deadline))
-    receipt = p.client.last_receipt
-    out = {"job_id": job_id, "tx": "0x" + bytes(receipt["transactionHash"]).hex() if receipt else None,
+    out = {"job_id": job_id, "tx": p.client.last_tx,
            "base_model": params.baseModel, "base_model_hash": "0x" + params.baseModelHash.hex(),
            "config_cid": config_cid, "config_hash": "0x" + params.configHash.hex(), "method": job_config.method.value,
            "datanets": params.datanetIds, "pool": amount, "deadline": deadline}  # fmt: skip

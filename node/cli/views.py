@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from node.chain.deploy import fmt_open
 from node.cli.common import JsonOpt, console, print_json, read_protocol
-from node.demo.run import fmt_open
 
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
 model_app = typer.Typer(no_args_is_help=True, help="Models in the on-chain registry.")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from node.chain.accounts import dev_account, save_keystore
 from node.chain.client import ChainClient
-from node.chain.deploy import OPEN, deploy, save_deployment
+from node.chain.deploy import OPEN, deploy, fmt_open, save_deployment
 from node.chain.devchain import DevChain, DevChainConfig, free_port
 from node.chain.models import ContributionStatus, DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
@@ -136,10 +136,6 @@ class DemoSummary(BaseModel):
     chain_pid: int | None = None
 
 
-def fmt_open(amount: int) -> str:
-    return f"{amount / OPEN:,.2f} OPEN"
-
-
 class Demo:
     """One run of the demo; `run()` returns the summary. Prints progress through `say`."""
 
@@ -163,8 +159,8 @@ class Demo:
 
     def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None, tx: str | None = None) -> None:
         """One step of the summary; its transaction is `tx`, or `proto`'s last one."""
-        if tx is None and proto is not None and proto.client.last_receipt is not None:
-            tx = "0x" + bytes(proto.client.last_receipt["transactionHash"]).hex()
+        if tx is None and proto is not None:
+            tx = proto.client.last_tx
         self.steps.append(DemoStep(step=step, actor=actor, detail=detail, tx=tx))
         self.say(f"[green]✓[/] [bold]{step}[/] ({actor}): {detail}")
         if tx:
