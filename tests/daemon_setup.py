@@ -13,7 +13,7 @@ from node.chain.deploy import OPEN, save_deployment
 from node.chain.models import DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
 from node.config import Settings
-from node.daemon import Daemon
+from node.daemon.loop import Daemon
 from node.data.contribute import Journal, contribute_files
 from node.demo import world as demo_world
 from node.storage.embedded import EmbeddedStore

@@ -17,7 +17,7 @@ from node.chain.deploy import OPEN, save_deployment
 from node.chain.models import JobStatus
 from node.cli import app
 from node.config import Settings
-from node.eligibility import load_config, local_base_model
+from node.daemon.eligibility import load_config, local_base_model
 from node.errors import NodeError
 from node.storage.embedded import EmbeddedStore
 from node.train.base_model import weights_hash

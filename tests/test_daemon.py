@@ -15,7 +15,7 @@ from node.chain.deploy import OPEN
 from node.chain.models import Method
 from node.cli import app
 from node.data.assemble import assemble
-from node.jobs import JobState
+from node.daemon.store import JobState
 from node.rewards.merkle import StandardMerkleTree
 from tests.conftest import World
 from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake

@@ -26,7 +26,7 @@ import pytest
 
 from node.chain.accounts import dev_account
 from node.chain.models import JobStatus
-from node.jobs import JobRecord, JobState, JobStore, namespace_of
+from node.daemon.store import JobRecord, JobState, JobStore, namespace_of
 from tests.conftest import NODE, World
 from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake
 

@@ -13,7 +13,7 @@ import torch
 
 from node.chain.models import Job, JobStatus, Method
 from node.config import Settings
-from node.eligibility import (
+from node.daemon.eligibility import (
     GIB,
     MemoryHave,
     NotEligibleError,

@@ -18,9 +18,9 @@ from node.chain.deploy import load_deployment
 from node.chain.models import Model
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
-from node.daemon import Daemon, retry
+from node.daemon.loop import Daemon, retry
 from node.errors import ConfigError, NodeError
-from node.jobs import JobRecord, JobState, JobStore
+from node.daemon.store import JobRecord, JobState, JobStore
 from node.storage import open_store
 
 

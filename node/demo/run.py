@@ -329,7 +329,7 @@ class Demo:
     def _daemon(self, node: Protocol, job_id: int) -> tuple[DemoModel, Path, int]:
         """The node's training daemon takes the job from here: claim, data, train, upload, submit."""
         from node.config import Settings
-        from node.daemon import Daemon
+        from node.daemon.loop import Daemon
 
         settings = Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
                             rpc_url=node.client.rpc_url, retry_delay=1.0)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The steps that move one job along the state machine of `node.jobs`, one state at a time.
+"""The steps that move one job along the state machine of `node.daemon.store`, one state at a time.
 
 Each step starts from what the job store and the chain say (never from memory of an earlier
 call), does its work, and ends with one atomic transition that records the work's result. So a
@@ -33,10 +33,10 @@ from node.config import Settings
 from node.data.assemble import AssembledSet, AssemblyConfig, assemble
 from node.data.manifest import Manifest
 from node.data.records import Example
-from node.eligibility import NotEligibleError, check_job, load_config, local_base_model
+from node.daemon.eligibility import NotEligibleError, check_job, load_config, local_base_model
 from node.errors import AccessDeniedError, ContractRevertError, NodeError
-from node.job_outputs import MetricsDocument, example_count_attribution, finished_run, write_atomic
-from node.jobs import HOLDING, JobRecord, JobState, JobStore
+from node.daemon.outputs import MetricsDocument, example_count_attribution, finished_run, write_atomic
+from node.daemon.store import HOLDING, JobRecord, JobState, JobStore
 from node.storage.base import ContentStore, verify_sha256
 from node.train.config import Progress, TrainMetrics
 

@@ -10,7 +10,7 @@ Two loops, one writer each way. The watcher (a thread) only records what the cha
 job (`JobPosted` -> a `seen` row), a job gone to someone else or cancelled or expired (-> `lost`),
 and events that may unblock a waiting job (a claim, a registration, a key grant: made due now).
 The worker (the calling thread) takes the due job that is furthest along and runs the step for
-its state (`node.job_steps`); each step ends in one atomic transition. Failures are sorted here:
+its state (`node.daemon.steps`); each step ends in one atomic transition. Failures are sorted here:
 
 - `SkipJob` -> skipped (never claimed; the reason says why), `LostJob` -> lost;
 - `WaitJob` (a key grant, confirmations, a pending transaction) -> the same state, retried after
@@ -20,7 +20,7 @@ its state (`node.job_steps`); each step ends in one atomic transition. Failures 
 - any other node error -> skipped before the claim, failed (not retryable) after it; an
   unexpected exception -> failed (retryable), with its traceback in the log.
 
-Nothing is ever sent twice: see `node.job_steps` for how claims and results are checked on-chain.
+Nothing is ever sent twice: see `node.daemon.steps` for how claims and results are checked on-chain.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from node.chain.protocol import Protocol
 from node.chain.watcher import ChainEvent, EventWatcher
 from node.config import Settings
 from node.errors import ContentNotFoundError, NodeError, RpcUnavailableError, StorageError, TransactionError
-from node.job_steps import Interrupted, JobSteps, LostJob, SkipJob, WaitJob
-from node.jobs import HOLDING, TERMINAL, JobRecord, JobState, JobStore
+from node.daemon.steps import Interrupted, JobSteps, LostJob, SkipJob, WaitJob
+from node.daemon.store import HOLDING, TERMINAL, JobRecord, JobState, JobStore
 from node.storage.base import ContentStore
 
 log = logging.getLogger("node.daemon")
