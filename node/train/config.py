@@ -62,6 +62,11 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Compute dtype: auto is bf16 on a CUDA GPU that supports it, else fp32."
     )
+    snapshots: int = Field(
+        3, ge=0, le=32,
+        description="Trajectory snapshots saved along training (LoRA weights, Adam second moments, step size) "
+        "for training-time attribution; 0 saves none (the job then pays by example counts).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -84,6 +89,16 @@ class JobConfig(TrainConfig):
         description="The model will be used commercially: Datanets whose license forbids commercial use are "
         "left out of the training set (with the reason). Omitted from the document while false.",
     )
+    eval_sha256: str | None = Field(
+        None, pattern=r"^0x[0-9a-f]{64}$",
+        description="sha256 of the poster's evaluation set (the attribution query set), committed at posting and "
+        "revealed after the claim (`datanet job reveal-eval`); without one the held-out split is the query set.",
+    )  # fmt: skip
+    eval_reveal_s: int = Field(
+        3600, ge=0, le=30 * 86400,
+        description="How long after the claim the node waits for the eval set's reveal before it uses the "
+        "held-out split instead.",
+    )  # fmt: skip
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump(exclude=set(_JOB_ONLY)))
@@ -109,8 +124,10 @@ class JobConfig(TrainConfig):
             raise TrainConfigError(f"{source} is not a valid datanet-job-config-v1 document: {problems}") from None
 
 
-_JOB_ONLY = ("format", "base_model", "commercial_use")  # JobConfig fields that are not TrainConfig's
-_ADDED_AFTER_V1 = {"commercial_use": False}  # field -> the default that is left out of canonical_json
+# JobConfig fields that are not TrainConfig's
+_JOB_ONLY = ("format", "base_model", "commercial_use", "eval_sha256", "eval_reveal_s")
+# field -> the default that is left out of canonical_json (documents that predate it keep their hash)
+_ADDED_AFTER_V1: dict[str, object] = {"commercial_use": False, "snapshots": 3, "eval_sha256": None, "eval_reveal_s": 3600}
 
 
 class Progress(BaseModel):
