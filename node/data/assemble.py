@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol as TypingProtocol
 
@@ -27,6 +27,7 @@ from node.chain.contributions import approved_contributions, datanet_at
 from node.chain.models import Contribution, Datanet, Job
 from node.chain.protocol import Protocol
 from node.data.dedup import DedupConfig
+from node.data.eval_leaks import eval_copies
 from node.data.manifest import ContributionData, Manifest, build_training_set
 from node.data.records import Example, SourceRecord
 from node.data.validate import Limits, canonical_bytes, load_bytes
@@ -77,6 +78,14 @@ class Excluded(BaseModel):
     reason: str
 
 
+class EvalDrop(BaseModel):
+    """A record left out because it copies an example of the job's evaluation set (see `eval_leaks`)."""
+
+    contribution_id: int
+    record_line: int
+    reason: str
+
+
 class AssembledSet(BaseModel):
     """The permitted training set of a job, as of chain block `block`."""
 
@@ -85,6 +94,7 @@ class AssembledSet(BaseModel):
     manifest: Manifest
     examples: list[Example]
     excluded: list[Excluded] = Field(default_factory=list)
+    eval_dropped: list[EvalDrop] = Field(default_factory=list)
 
     def write(self, out_dir: Path) -> Path:
         """Writes manifest.json and examples.jsonl (canonical bytes) atomically into `out_dir`."""
@@ -106,8 +116,11 @@ def assemble(
     block: int | None = None,
     decrypt: Decrypt | None = None,
     config: AssemblyConfig | None = None,
+    evaluation: Sequence[Example] | None = None,
 ) -> AssembledSet:
-    """Builds job `job_id`'s training set from the chain state at `block` (default: latest)."""
+    """Builds job `job_id`'s training set from the chain state at `block` (default: latest).
+    With the job's revealed `evaluation` set, records that copy one of its examples nearly
+    verbatim (prompt and answer alike) are dropped before dedup, each with its reason."""
     cfg = config or AssemblyConfig()
     at = block if block is not None else protocol.client.block_number()
     job = protocol.job(job_id)
@@ -146,10 +159,35 @@ def assemble(
             f"Job #{job_id} has nothing to train on: its Datanets {job.datanetIds} have no usable approved "
             f"contributions at block {at} ({len(excluded)} excluded)" + "".join(f"; {r}" for r in refused) + "."
         )
+    contributions, eval_dropped = _drop_eval_copies(contributions, evaluation or [])
     training_set = build_training_set(job_id, job.datanetIds, contributions, cfg.dedup)
     return AssembledSet(
-        job_id=job_id, block=at, manifest=training_set.manifest, examples=training_set.examples, excluded=excluded
-    )
+        job_id=job_id, block=at, manifest=training_set.manifest, examples=training_set.examples, excluded=excluded,
+        eval_dropped=eval_dropped,
+    )  # fmt: skip
+
+
+def _drop_eval_copies(
+    contributions: list[ContributionData], evaluation: Sequence[Example]
+) -> tuple[list[ContributionData], list[EvalDrop]]:
+    if not evaluation:
+        return contributions, []
+    flat = [(c, r) for c in contributions for r in c.records]
+    copies = {cp.index: cp for cp in eval_copies([r.example for _, r in flat], evaluation)}
+    dropped = [
+        EvalDrop(contribution_id=flat[i][0].contribution_id, record_line=flat[i][1].line, reason=cp.reason())
+        for i, cp in sorted(copies.items())
+    ]
+    for d in dropped:
+        log.warning("contribution #%d line %d dropped: %s", d.contribution_id, d.record_line, d.reason)
+    kept: list[ContributionData] = []
+    k = 0
+    for c in contributions:
+        records = [r for j, r in enumerate(c.records, start=k) if j not in copies]
+        k += len(c.records)
+        if records:  # a contribution wholly made of eval copies leaves nothing to train on
+            kept.append(c.model_copy(update={"records": records}))
+    return kept, dropped
 
 
 def _check_permission(protocol: Protocol, job: Job, datanet: Datanet, block: int) -> None:
