@@ -18,7 +18,9 @@ EVAL = [
 
 def test_a_verbatim_or_recased_copy_is_dropped_with_its_eval_index() -> None:
     train = [
-        _qa("WHICH river runs through the town of Veldmoor in the Quillmarsh?", "The Amberflow runs  through Veldmoor."),
+        _qa(
+            "WHICH river runs through the town of Veldmoor in the Quillmarsh?", "The Amberflow runs  through Veldmoor."
+        ),
         _qa("What colour are the roofs of Tarn Hollow?", "The roofs of Tarn Hollow are slate blue."),
     ]
     copies = eval_copies(train, EVAL)
