@@ -502,6 +502,9 @@ def result_params(attribution_root: bytes) -> ResultParams:
         dataRoot=hashlib.sha256(b"data root").digest(),
         attributionRoot=attribution_root,
         attributionCID=CID,
+        scoresRoot=hashlib.sha256(b"scores root").digest(),
+        totalWeight=10**12,
+        exampleCount=10_000,
     )
 
 

@@ -55,6 +55,7 @@ contract ModelRegistry {
         uint16 datanetFeeBps;
         uint64 deadline;
         uint64 postedAt;
+        uint64 claimBlock; // the block the job was claimed in: fixes the training set (0 if unclaimed)
         address node;
         uint64 claimedAt;
         bytes32 baseModelHash;
@@ -74,7 +75,10 @@ contract ModelRegistry {
         string metricsCID; // metrics JSON on IPFS
         bytes32 dataRoot; // Merkle root of the training-set manifest
         bytes32 attributionRoot; // Merkle root of (jobId, index, account, amount) reward leaves
-        string attributionCID; // the attribution tree JSON on IPFS (proofs for claimants)
+        string attributionCID; // the attribution document JSON on IPFS (scores, weights, reward tree)
+        bytes32 scoresRoot; // Merkle root of the per-example score leaves, in manifest index order
+        uint256 totalWeight; // W: every reward amount is floor(contributors' total * w / W); < 2**128
+        uint256 exampleCount; // leaves in the scores tree (= examples in the manifest); < 2**64
     }
 
     struct Model {
@@ -88,12 +92,23 @@ contract ModelRegistry {
         bytes32 dataRoot;
         bytes32 attributionRoot;
         bytes32 configHash;
+        bytes32 scoresRoot;
+        uint256 totalWeight;
+        uint256 exampleCount;
         string baseModel;
         string adapterCID;
         string metricsCID;
         string attributionCID;
         string configCID;
         uint256[] datanetIds;
+    }
+
+    /// @notice A poster's revealed query (evaluation) set: its CID, committed by sha256 in the job
+    /// config before the claim, and when it was revealed (0: not yet).
+    struct EvalReveal {
+        string evalCID;
+        uint64 revealedAt;
+        uint64 revealedBlock;
     }
 
     uint256 public constant MAX_DATANETS = 16;
@@ -110,7 +125,12 @@ contract ModelRegistry {
     /// a submission writes no copies (about 170k gas less per result).
     struct StoredModel {
         uint256 jobId;
+        // One slot: the bounds checked in submitResult keep both counts in range (and keep
+        // `total * w` of an amount check far below 2**256 for any OPEN supply).
         uint64 registeredAt;
+        uint64 exampleCount;
+        uint128 totalWeight;
+        bytes32 scoresRoot;
         bytes32 adapterHash;
         bytes32 dataRoot;
         bytes32 attributionRoot;
@@ -126,6 +146,7 @@ contract ModelRegistry {
     mapping(uint256 datanetId => uint256[] modelIds) private _modelsByDatanet;
     mapping(bytes32 baseModelHash => uint256[] modelIds) private _modelsByBase;
     mapping(address node => uint256[] modelIds) private _modelsByNode;
+    mapping(uint256 jobId => EvalReveal) private _evals;
 
     error ModelRegistryInvalidParams(string field);
     error ModelRegistryDatanetNotTrainable(uint256 datanetId, address poster);
@@ -137,7 +158,13 @@ contract ModelRegistry {
     error ModelRegistryNodeNotStaked(address node);
     error ModelRegistryDeadlinePassed(uint256 jobId, uint64 deadline);
     error ModelRegistryDeadlineNotPassed(uint256 jobId, uint64 deadline);
+    error ModelRegistryEvalAlreadyRevealed(uint256 jobId);
+    error ModelRegistryEvalTooEarly(uint256 jobId, uint64 claimBlock);
+    error ModelRegistryEmptyEvalCID(uint256 jobId);
+    error ModelRegistryScoresOutOfRange(uint256 exampleCount, uint256 totalWeight);
 
+    /// @notice Emitted when a job's poster reveals the query set committed in its config.
+    event EvalRevealed(uint256 indexed jobId, string evalCID);
     /// @notice Emitted when a job is posted and its pool escrowed.
     event JobPosted(
         uint256 indexed jobId,
@@ -204,9 +231,31 @@ contract ModelRegistry {
         j.status = JobStatus.Claimed;
         j.node = msg.sender;
         j.claimedAt = uint64(block.timestamp);
+        j.claimBlock = uint64(block.number);
         emit JobClaimed(jobId, msg.sender);
         // Interactions (trusted protocol contract)
         staking.lock(msg.sender);
+    }
+
+    /// @notice Reveals the job's query set (the evaluation file whose sha256 its config commits):
+    /// only the poster, only once, only while the job is claimed and only after the claim block,
+    /// so the training set was fixed before anyone could see the questions. Emits {EvalRevealed}.
+    /// @param jobId The claimed job.
+    /// @param evalCID The CID of the evaluation file on IPFS.
+    function revealEval(uint256 jobId, string calldata evalCID) external {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.poster != msg.sender) revert ModelRegistryNotPoster(jobId, msg.sender);
+        if (j.status != JobStatus.Claimed) revert ModelRegistryWrongStatus(jobId, j.status);
+        if (block.number <= j.claimBlock) revert ModelRegistryEvalTooEarly(jobId, j.claimBlock);
+        if (bytes(evalCID).length == 0) revert ModelRegistryEmptyEvalCID(jobId);
+        EvalReveal storage e = _evals[jobId];
+        if (e.revealedAt != 0) revert ModelRegistryEvalAlreadyRevealed(jobId);
+        // Effects
+        e.evalCID = evalCID;
+        e.revealedAt = uint64(block.timestamp);
+        e.revealedBlock = uint64(block.number);
+        emit EvalRevealed(jobId, evalCID);
     }
 
     /// @notice Cancels an unclaimed job and refunds the pool to its poster. Emits {JobCancelled}.
@@ -256,6 +305,12 @@ contract ModelRegistry {
         if (r.adapterHash == bytes32(0)) revert ModelRegistryInvalidParams("adapterHash");
         if (r.dataRoot == bytes32(0)) revert ModelRegistryInvalidParams("dataRoot");
         if (r.attributionRoot == bytes32(0)) revert ModelRegistryInvalidParams("attributionRoot");
+        if (r.scoresRoot == bytes32(0)) revert ModelRegistryInvalidParams("scoresRoot");
+        if (r.exampleCount == 0) revert ModelRegistryInvalidParams("exampleCount");
+        if (r.totalWeight == 0) revert ModelRegistryInvalidParams("totalWeight");
+        if (r.exampleCount > type(uint64).max || r.totalWeight > type(uint128).max) {
+            revert ModelRegistryScoresOutOfRange(r.exampleCount, r.totalWeight);
+        }
         // Effects
         modelId = ++_modelCount;
         j.status = JobStatus.Completed;
@@ -286,6 +341,14 @@ contract ModelRegistry {
         return _job(jobId);
     }
 
+    /// @notice The query set a job's poster revealed; an empty CID and zeros if none yet.
+    /// @param jobId The job.
+    /// @return reveal The eval file's CID and the time and block of the reveal.
+    function getEval(uint256 jobId) external view returns (EvalReveal memory reveal) {
+        _job(jobId);
+        return _evals[jobId];
+    }
+
     /// @notice A model with its provenance. Reverts for an unknown id.
     function getModel(uint256 modelId) public view returns (Model memory) {
         StoredModel storage m = _models[modelId];
@@ -302,6 +365,9 @@ contract ModelRegistry {
             dataRoot: m.dataRoot,
             attributionRoot: m.attributionRoot,
             configHash: j.configHash,
+            scoresRoot: m.scoresRoot,
+            totalWeight: m.totalWeight,
+            exampleCount: m.exampleCount,
             baseModel: j.baseModel,
             adapterCID: m.adapterCID,
             metricsCID: m.metricsCID,
@@ -406,6 +472,10 @@ contract ModelRegistry {
         m.adapterHash = r.adapterHash;
         m.dataRoot = r.dataRoot;
         m.attributionRoot = r.attributionRoot;
+        // Both below their bounds (checked in submitResult), so the casts are exact.
+        m.exampleCount = uint64(r.exampleCount);
+        m.totalWeight = uint128(r.totalWeight);
+        m.scoresRoot = r.scoresRoot;
         m.adapterCID = r.adapterCID;
         m.metricsCID = r.metricsCID;
         m.attributionCID = r.attributionCID;

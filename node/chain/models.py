@@ -146,6 +146,7 @@ class Job(BaseModel):
     datanetFeeBps: int
     deadline: int
     postedAt: int
+    claimBlock: int = Field(0, description="Block of the claim (fixes the training set); 0 if unclaimed.")
     node: ChecksumAddress
     claimedAt: int
     baseModelHash: HexBytes
@@ -159,12 +160,18 @@ class Job(BaseModel):
 
 
 class ResultParams(BaseModel):
+    """What a node submits for a claimed job (ModelRegistry.ResultParams). The last three fields
+    commit the attribution arithmetic a challenge checks on-chain (see docs/protocol.md)."""
+
     adapterCID: str = Field(min_length=1)
     adapterHash: HexBytes
     metricsCID: str = ""
     dataRoot: HexBytes
     attributionRoot: HexBytes
     attributionCID: str = ""
+    scoresRoot: HexBytes = Field(description="Root of the per-example score leaves (node.rewards.scores_tree).")
+    totalWeight: int = Field(ge=1, lt=2**128, description="W in amount = floor(total * w / W).")
+    exampleCount: int = Field(ge=1, lt=2**64, description="Leaves of the scores tree (manifest examples).")
 
 
 class Model(BaseModel):
@@ -179,12 +186,28 @@ class Model(BaseModel):
     dataRoot: HexBytes
     attributionRoot: HexBytes
     configHash: HexBytes
+    scoresRoot: HexBytes
+    totalWeight: int
+    exampleCount: int
     baseModel: str
     adapterCID: str
     metricsCID: str
     attributionCID: str
     configCID: str
     datanetIds: list[int]
+
+
+class EvalReveal(BaseModel):
+    """A job's revealed query set (ModelRegistry.getEval); `revealedAt` 0 means not revealed."""
+
+    jobId: int
+    evalCID: str
+    revealedAt: int
+    revealedBlock: int
+
+    @property
+    def revealed(self) -> bool:
+        return self.revealedAt != 0
 
 
 class NodeStake(BaseModel):

@@ -25,6 +25,7 @@ from node.chain.models import (
     DatanetKey,
     DatanetParams,
     Deployment,
+    EvalReveal,
     Job,
     JobParams,
     Model,
@@ -239,6 +240,15 @@ class Protocol:
 
     def expire_job(self, job_id: int) -> TxReceipt:
         return self.client.transact(self.models.functions.expireJob(job_id))
+
+    def reveal_eval(self, job_id: int, eval_cid: str) -> TxReceipt:
+        """Reveals the query set of a claimed job (poster only, once, after the claim block)."""
+        return self.client.transact(self.models.functions.revealEval(job_id, eval_cid))
+
+    def eval_reveal(self, job_id: int) -> EvalReveal:
+        """The job's revealed query set (`revealed` False while the poster has not revealed it)."""
+        raw = _as_dict(self.client.call(self.models.functions.getEval(job_id)))
+        return EvalReveal(jobId=job_id, **raw)
 
     def submit_result(self, job_id: int, result: ResultParams) -> int:
         receipt = self.client.transact(self.models.functions.submitResult(job_id, _args(result)))

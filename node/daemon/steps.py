@@ -37,6 +37,7 @@ from node.daemon.eligibility import NotEligibleError, check_job, load_config, lo
 from node.errors import AccessDeniedError, ContractRevertError, NodeError
 from node.daemon.outputs import MetricsDocument, example_count_attribution, finished_run, write_atomic
 from node.daemon.store import HOLDING, JobRecord, JobState, JobStore
+from node.rewards.scores_tree import example_count_tree
 from node.storage.base import ContentStore, verify_sha256
 from node.train.config import Progress, TrainMetrics
 
@@ -397,6 +398,9 @@ class JobSteps:
         if self._recover_submit(r, self.p.job(r.job_id)):  # re-read right before sending
             return
         assert r.adapter_cid and r.adapter_sha256 and r.data_root and r.attribution_root
+        manifest, _ = self._training_set(r)
+        # The reward tree weighs kept examples (example_count_attribution): commit that as scores.
+        counts = example_count_tree([(e.contribution_id, e.contributor) for e in manifest.entries])
         params = ResultParams(
             adapterCID=r.adapter_cid,
             adapterHash=bytes.fromhex(r.adapter_sha256[2:]),
@@ -404,6 +408,9 @@ class JobSteps:
             dataRoot=bytes.fromhex(r.data_root[2:]),
             attributionRoot=bytes.fromhex(r.attribution_root[2:]),
             attributionCID=r.attribution_cid or "",
+            scoresRoot=counts.root,
+            totalWeight=len(counts),
+            exampleCount=len(counts),
         )
         failpoint("submit-before")
         try:

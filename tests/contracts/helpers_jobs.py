@@ -207,6 +207,9 @@ def result_params(root: bytes, tag: str = "a") -> ResultParams:
         dataRoot=keccak(text=f"data{tag}"),
         attributionRoot=root,
         attributionCID=f"bafyattribution{tag}",
+        scoresRoot=keccak(text=f"scores{tag}"),
+        totalWeight=1_000,
+        exampleCount=10,
     )
 
 

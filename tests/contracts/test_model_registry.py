@@ -86,6 +86,7 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
         "datanetFeeBps": 300,
         "deadline": params.deadline,
         "postedAt": posted_at,
+        "claimBlock": 0,
         "node": ZERO_ADDRESS,
         "claimedAt": 0,
         "baseModelHash": BASE_HASH,
@@ -243,10 +244,11 @@ def test_claim_job_locks_the_node_stake(world: World) -> None:
     assert events(node.models, receipt, "JobClaimed") == [{"jobId": job.job_id, "node": node.address}]
     assert events(node.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 1}]
     claimed = node.job(job.job_id)
-    assert (claimed.status, claimed.node, claimed.claimedAt) == (
+    assert (claimed.status, claimed.node, claimed.claimedAt, claimed.claimBlock) == (
         JobStatus.CLAIMED,
         node.address,
         world.now(),
+        receipt["blockNumber"],
     )
     assert node.node_stake().locks == 1
 
@@ -474,6 +476,9 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
         "dataRoot": result.dataRoot,
         "attributionRoot": result.attributionRoot,
         "configHash": CONFIG_HASH,
+        "scoresRoot": result.scoresRoot,
+        "totalWeight": result.totalWeight,
+        "exampleCount": result.exampleCount,
         "baseModel": job.params.baseModel,
         "adapterCID": result.adapterCID,
         "metricsCID": result.metricsCID,
@@ -521,7 +526,8 @@ def test_submit_result_only_before_the_deadline(world: World) -> None:
 
 
 def test_submit_result_refuses_empty_fields(world: World) -> None:
-    """adapterCID, adapterHash, dataRoot and attributionRoot must all be set."""
+    """adapterCID, adapterHash, dataRoot, attributionRoot, scoresRoot, totalWeight and
+    exampleCount must all be set."""
     job = claimed_job(world)
     good = result_params(b"\x01" * 32).model_dump()
     for field, empty in (
@@ -529,6 +535,9 @@ def test_submit_result_refuses_empty_fields(world: World) -> None:
         ("adapterHash", b"\0" * 32),
         ("dataRoot", b"\0" * 32),
         ("attributionRoot", b"\0" * 32),
+        ("scoresRoot", b"\0" * 32),
+        ("totalWeight", 0),
+        ("exampleCount", 0),
     ):
         with reverts("ModelRegistryInvalidParams", field=field):
             send(world.node, world.node.models.functions.submitResult(job.job_id, {**good, field: empty}))
