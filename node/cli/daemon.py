@@ -1,5 +1,5 @@
-"""`datanet daemon` (train jobs), `datanet jobs` (this node's job states), `datanet models`
-(the model registry, from the chain)."""
+"""`datanet daemon` (train jobs), `datanet node jobs|retry` (this node's job states, from its local
+store), `datanet model list` (the model registry, from the chain, with each model's metrics)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from node.chain.models import Model
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
 from node.daemon.loop import Daemon, retry
-from node.errors import ConfigError, NodeError
 from node.daemon.store import JobRecord, JobState, JobStore
+from node.errors import ConfigError, NodeError
 from node.storage import open_store
 
 
@@ -36,7 +36,7 @@ def daemon_cmd(
     """Watch for jobs, claim those this node can run, train, upload and submit the results.
 
     Runs until Ctrl-C (or SIGTERM): the job in progress stops at its next checkpoint and resumes
-    on the next start. Progress: `datanet jobs`."""
+    on the next start. Progress: `datanet node jobs`."""
     _daemon_logging()
     s = settings(ctx)
     daemon = Daemon(write_protocol(ctx), open_store(s), s)
@@ -68,7 +68,7 @@ def _daemon_logging() -> None:
 
 
 class JobView(BaseModel):
-    """A job row as `datanet jobs --json` prints it (the row plus its progress in percent)."""
+    """A job row as `datanet node jobs --json` prints it (the row plus its progress in percent)."""
 
     job: JobRecord
     percent: float | None
@@ -77,8 +77,8 @@ class JobView(BaseModel):
 def jobs_cmd(
     ctx: typer.Context,
     json_out: JsonOpt = False,
-    retry_id: Annotated[
-        int | None, typer.Option("--retry", help="Put a skipped or failed (retryable) job back to run again.")
+    retry_id: Annotated[  # hidden: the old spelling of `datanet node retry JOB`
+        int | None, typer.Option("--retry", hidden=True, help="Put a skipped or failed job back to run again.")
     ] = None,
 ) -> None:
     """This node's jobs: state, training progress, errors (read from the local state file)."""
@@ -98,6 +98,21 @@ def jobs_cmd(
             r.reason or r.last_error or (r.adapter_cid or ""),
         )  # fmt: skip
     console.print(t if rows else "no jobs seen yet (is `datanet daemon` running?)")
+
+
+def retry_cmd(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="A skipped or failed (retryable) job of this node.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Put a skipped or failed (retryable) job back to run again; a running daemon picks it up."""
+    s = settings(ctx)
+    with JobStore.from_settings(s, load_deployment(s.deployment_file())) as store:
+        r = retry(store, job_id)
+    if json_out:
+        print_json(JobView(job=r, percent=r.percent).model_dump(mode="json"))
+        return
+    console.print(f"job #{job_id} is {r.state} again; a running `datanet daemon` picks it up")
 
 
 def _state(r: JobRecord) -> str:
@@ -128,7 +143,7 @@ def _eta(r: JobRecord) -> str:
 
 
 class ModelView(BaseModel):
-    """One registered model as `datanet models --json` prints it."""
+    """One registered model as `datanet model list --json` prints it."""
 
     model_id: int
     job_id: int
