@@ -1,4 +1,5 @@
-"""The contributor and curator commands through the CLI, on the real dev chain."""
+"""The contributor and curator commands through the CLI, on the real dev chain (some through the
+old spelling `datanet datanet ...`, a hidden alias of `datanet net ...`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> Non
                 *base,
                 "--wallet",
                 "curator",
-                "datanet",
+                "net",
                 "create",
                 "--name",
                 "Tides",
@@ -57,7 +58,7 @@ def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> Non
         )
     )
     d = created["datanet_id"]
-    shown = json.loads(_run([*base, "datanet", "show", str(d), "--json"]))["datanet"]
+    shown = json.loads(_run([*base, "net", "show", str(d), "--json"]))["datanet"]
     assert shown["name"] == "Tides" and shown["slashBps"] == 4000 and shown["owner"] == world.curator.address
     good, spam = tmp_path / "good.jsonl", tmp_path / "spam.txt"
     good.write_bytes(demo_world.to_jsonl(demo_world.region_facts(5)[1]))
@@ -84,6 +85,33 @@ def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> Non
     assert world.admin.balance(world.curator.address) == treasury_before + 2 * 10**18
     mine = json.loads(_run([*base, "--wallet", "alice", "contributions", "--json"]))
     assert [(c["id"], c["status"]) for c in mine] == [(ids[0], 2), (ids[1], 3)]
+
+
+def test_withdraw_a_stake_after_its_lock(cli_env: World, tmp_path: Path) -> None:
+    world = cli_env
+    base = ["--rpc-url", world.rpc_url]
+    d = json.loads(_run([*base, "--wallet", "curator", "net", "create", "--name", "L", "--min-stake", "3",
+                         "--lock-days", "1", "--json"]))["datanet_id"]  # fmt: skip
+    (tmp_path / "a.txt").write_text("The tide turns at dusk.\n")
+    [r] = json.loads(_run([*base, "--wallet", "alice", "contribute", "--datanet", str(d), "a.txt", "--json"]))
+    cid = r["contribution_id"]
+    _run([*base, "--wallet", "curator", "curate", "approve", str(cid)])
+    alice = world.contributors[0]
+    [listed] = json.loads(_run([*base, "--wallet", "alice", "contributions", "list", "--json"]))
+    assert listed["unlocks_at"] == world.admin.contribution(cid).decidedAt + 86_400
+    early = runner.invoke(app, [*base, "--wallet", "alice", "contributions", "withdraw", str(cid)])
+    assert early.exit_code != 0 and "is locked until" in str(early.exception), early.output
+    assert f"datanet contributions withdraw {cid}" in str(early.exception)
+    other = runner.invoke(app, [*base, "--wallet", "curator", "contributions", "withdraw", str(cid)])
+    assert other.exit_code != 0 and "only it can withdraw" in str(other.exception)
+    world.advance(86_401)
+    before = alice.balance()
+    out = json.loads(_run([*base, "--wallet", "alice", "contributions", "withdraw", str(cid), "--json"]))
+    assert (out["withdrawn"], out["was"], out["status"]) == (3 * 10**18, "approved", "withdrawn")
+    assert out["tx"].startswith("0x") and alice.balance() == before + 3 * 10**18 == out["balance_after"]
+    assert world.admin.datanet(d).approvedCount == 0  # it left the Datanet: later jobs do not train on it
+    again = runner.invoke(app, [*base, "--wallet", "alice", "contributions", "withdraw", str(cid)])
+    assert again.exit_code != 0 and "no stake left" in str(again.exception)
 
 
 def test_contribute_and_curate_text_output(cli_env: World, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Job posters through the CLI on the real dev chain: `job post` makes a job the training daemon
 accepts (config hash, base model hash, method and base model agree), bad posts post nothing,
-`job cancel` refunds the pool."""
+`job cancel` refunds the pool, `job expire` ends a job past its deadline, and the eval set is
+committed by `job post --eval-file` and revealed by `job reveal-eval` only after the claim."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from node.chain.models import JobStatus
 from node.cli import app
 from node.config import Settings
 from node.daemon.eligibility import load_config, local_base_model
+from node.demo import world as demo_world
 from node.errors import NodeError
 from node.storage.embedded import EmbeddedStore
 from node.train.base_model import weights_hash
@@ -123,3 +125,83 @@ def test_cancel_refunds_the_pool(world: World, poster_cli: list[str], tiny_base_
     assert cancelled["refunded"] == 42 * OPEN and cancelled["status"] == "cancelled"
     assert world.poster.job(job_id).status == JobStatus.CANCELLED and world.poster.balance() == before
     _fails([*poster_cli, "job", "cancel", str(job_id)], "is cancelled; only an open")
+
+
+def _claimed_by_node(world: World, job_id: int) -> None:
+    amount = world.node.min_node_stake()
+    world.node.approve(world.node.staking.address, amount)
+    world.node.stake(amount)
+    world.node.claim_job(job_id)
+
+
+def test_eval_set_is_committed_then_revealed_after_the_claim(
+    world: World, poster_cli: list[str], tmp_path: Path, tiny_base_model: Path
+) -> None:
+    [d], _ = create_datanets(world.curator, 1)
+    _, records = demo_world.region_facts(7)
+    evals = tmp_path / "eval.jsonl"
+    evals.write_bytes(demo_world.to_jsonl(records[:5]))
+    post = [*poster_cli, "job", "post", "--base-model", str(tiny_base_model), "--datanet", str(d), "--pool", "10"]
+    (tmp_path / "broken.jsonl").write_text('{"instruction": "no answer"}\n')
+    _fails([*post, "--eval-file", "broken.jsonl"], "output")  # validated like a contribution: nothing posted
+    assert world.admin.job_count() == 0
+    posted = _json([*post, "--eval-file", str(evals)])
+    job_id, digest = posted["job_id"], "0x" + hashlib.sha256(evals.read_bytes()).hexdigest()
+    assert posted["eval_sha256"] == digest and posted["eval_records"] == 5
+    store = EmbeddedStore(tmp_path / ".datanet" / "ipfs")
+    assert load_config(store, world.poster.job(job_id)).eval_sha256 == digest  # in the hashed config document
+    reveal = [*poster_cli, "job", "reveal-eval", str(job_id)]
+    _fails(reveal, "is not claimed yet")
+    _claimed_by_node(world, job_id)
+    _fails(reveal, "the reveal must come in a later block")  # the training set is fixed at the claim block
+    world.rpc("evm_mine")
+    _fails(["--rpc-url", world.rpc_url, "--wallet", "node", "job", "reveal-eval", str(job_id)], "only its poster")
+    (tmp_path / "other.jsonl").write_bytes(demo_world.to_jsonl(records[:4]))
+    _fails([*reveal, "--eval-file", "other.jsonl"], "is not the committed file")
+    assert not world.admin.eval_reveal(job_id).revealed
+    revealed = _json(reveal)  # finds the committed file from this machine's record
+    assert revealed["eval_sha256"] == digest and revealed["tx"].startswith("0x")
+    on_chain = world.admin.eval_reveal(job_id)
+    assert on_chain.revealed and on_chain.evalCID == revealed["eval_cid"]
+    assert store.cat(on_chain.evalCID) == evals.read_bytes()
+    _fails(reveal, "already revealed")
+
+
+def test_reveal_from_another_machine_and_without_a_commitment(
+    world: World, poster_cli: list[str], tmp_path: Path, tiny_base_model: Path
+) -> None:
+    [d], _ = create_datanets(world.curator, 1)
+    post = [*poster_cli, "job", "post", "--base-model", str(tiny_base_model), "--datanet", str(d), "--pool", "10"]
+    plain = _json(post)["job_id"]
+    evals = tmp_path / "eval.txt"
+    evals.write_text("Question one?\n\nAnswer two.\n")
+    committed = _json([*post, "--eval-file", str(evals)])["job_id"]
+    _claimed_by_node(world, plain)
+    world.node.claim_job(committed)
+    world.rpc("evm_mine")
+    _fails([*poster_cli, "job", "reveal-eval", str(plain)], "committed no eval set")
+    (tmp_path / ".datanet" / "eval-commits.json").unlink()  # as on another machine
+    _fails([*poster_cli, "job", "reveal-eval", str(committed)], "pass it with --eval-file FILE")
+    moved = tmp_path / "copy.txt"
+    moved.write_bytes(evals.read_bytes())
+    assert _json([*poster_cli, "job", "reveal-eval", str(committed), "--eval-file", str(moved)])["eval_cid"]
+
+
+def test_expire_refunds_the_poster_and_slashes_the_node(
+    world: World, poster_cli: list[str], tiny_base_model: Path
+) -> None:
+    [d], _ = create_datanets(world.curator, 1)
+    job_id = _json([*poster_cli, "job", "post", "--base-model", str(tiny_base_model), "--datanet", str(d),
+                    "--pool", "42", "--hours", "1"])["job_id"]  # fmt: skip
+    _claimed_by_node(world, job_id)
+    before, stake = world.poster.balance(), world.node.node_stake().active
+    anyone = ["--rpc-url", world.rpc_url, "--wallet", "node"]
+    _fails([*anyone, "job", "expire", str(job_id)], "it can be expired after that")
+    world.advance(3601)
+    expired = _json([*anyone, "job", "expire", str(job_id)])
+    assert (expired["status"], expired["refunded"], expired["node"]) == ("expired", 42 * OPEN, world.node.address)
+    assert expired["slashed"] > 0 and expired["tx"].startswith("0x")
+    assert world.poster.balance() == before + 42 * OPEN + expired["slashed"]  # the slash goes to the poster
+    assert world.node.node_stake().active == stake - expired["slashed"]
+    assert world.admin.job(job_id).status == JobStatus.EXPIRED
+    _fails([*anyone, "job", "expire", str(job_id)], "is expired; only an open or claimed job can expire")

@@ -1,4 +1,5 @@
-"""The `datanet` command: a thin shell over the node's modules, one sub-module per area.
+"""The `datanet` command: a thin shell over the node's modules, one sub-module per area, and one
+command tree grouped by role (below: contributors, curators, posters, nodes, everyone, setup).
 
 Every command that shows data takes `--json` (machine-readable, stable keys). Errors from the
 node print one clear line (what went wrong, how to fix it) and exit with status 1.
@@ -7,12 +8,13 @@ node print one clear line (what went wrong, how to fix it) and exit with status 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, contribute, datanets, demo, keys, operator, poster, store, views, wallet
+from node.cli import chain, contribute, datanets, demo, evalset, keys, operator, poster, rewards, store, views, wallet
 from node.cli import daemon as daemon_cli
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
@@ -20,26 +22,69 @@ from node.config import Settings
 from node.errors import NodeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
-app.add_typer(chain.chain_app, name="chain")
-app.add_typer(wallet.wallet_app, name="wallet")
-app.add_typer(store.store_app, name="store")
-app.command("contribute")(contribute.contribute_cmd)
-app.command("contributions")(contribute.contributions_cmd)
-app.add_typer(contribute.curate_app, name="curate")
-app.command("deploy")(chain.deploy_cmd)
-app.command("demo")(demo.demo_cmd)
-app.command("status")(views.status_cmd)
-app.add_typer(datanets.datanet_app, name="datanet")
-app.add_typer(keys.keys_app, name="keys")
-app.command("grant")(keys.grant_cmd)
-app.add_typer(views.job_app, name="job")
+
+# The command tree, grouped by role (each group is one `rich_help_panel` of `datanet --help`).
+# To add a command, register it in its role's block; e.g. `datanet verify JOB` (node/cli/verify.py)
+# goes into EVERYONE as `app.command("verify", rich_help_panel=EVERYONE)(verify.verify_cmd)`.
+CONTRIBUTORS = "Contributors"
+CURATORS = "Datanet owners and curators"
+POSTERS = "Job posters"
+NODES = "Training nodes"
+EVERYONE = "Everyone: read and verify"
+SETUP = "Setup: wallets, storage, dev chain"
+
+# Contributors: submit data, follow it, get paid.
+app.command("contribute", rich_help_panel=CONTRIBUTORS)(contribute.contribute_cmd)
+app.add_typer(contribute.contributions_app, name="contributions", rich_help_panel=CONTRIBUTORS)
+app.command("rewards", rich_help_panel=CONTRIBUTORS)(rewards.rewards_cmd)
+app.command("claim", rich_help_panel=CONTRIBUTORS)(rewards.claim_cmd)
+
+# Datanet owners and curators: create Datanets, decide on contributions, hand out keys.
+app.add_typer(datanets.datanet_app, name="net", rich_help_panel=CURATORS)
+app.add_typer(contribute.curate_app, name="curate", rich_help_panel=CURATORS)
+app.add_typer(keys.keys_app, name="keys", rich_help_panel=CURATORS)
+app.command("grant", rich_help_panel=CURATORS)(keys.grant_cmd)
+
+# Job posters (and anyone, for expire/sweep): jobs on-chain.
+app.add_typer(views.job_app, name="job", rich_help_panel=POSTERS)
 views.job_app.command("post")(poster.job_post)
+views.job_app.command("reveal-eval")(evalset.reveal_eval_cmd)
 views.job_app.command("cancel")(poster.job_cancel)
-app.add_typer(operator.node_app, name="node")
-app.add_typer(views.model_app, name="model")
-app.command("daemon")(daemon_cli.daemon_cmd)
-app.command("jobs")(daemon_cli.jobs_cmd)
-app.command("models")(daemon_cli.models_cmd)
+views.job_app.command("expire")(poster.job_expire)
+views.job_app.command("sweep")(poster.job_sweep)
+
+# Training nodes: stake, run the daemon, see and retry this node's jobs (its local store).
+app.add_typer(operator.node_app, name="node", rich_help_panel=NODES)
+operator.node_app.command("jobs")(daemon_cli.jobs_cmd)
+operator.node_app.command("retry")(daemon_cli.retry_cmd)
+app.command("daemon", rich_help_panel=NODES)(daemon_cli.daemon_cmd)
+
+# Everyone: the chain's state and the model registry.
+app.command("status", rich_help_panel=EVERYONE)(views.status_cmd)
+app.add_typer(views.model_app, name="model", rich_help_panel=EVERYONE)
+views.model_app.command("list")(daemon_cli.models_cmd)
+
+# Setup.
+app.add_typer(wallet.wallet_app, name="wallet", rich_help_panel=SETUP)
+app.add_typer(store.store_app, name="store", rich_help_panel=SETUP)
+app.add_typer(chain.chain_app, name="chain", rich_help_panel=SETUP)
+app.command("deploy", rich_help_panel=SETUP)(chain.deploy_cmd)
+app.command("demo", rich_help_panel=SETUP)(demo.demo_cmd)
+
+# Old spellings, hidden from --help, kept so scripts and muscle memory keep working.
+app.add_typer(datanets.datanet_app, name="datanet", hidden=True)  # now `datanet net ...`
+app.command("jobs", hidden=True)(daemon_cli.jobs_cmd)  # now `datanet node jobs` (`--retry N`: `node retry N`)
+app.command("models", hidden=True)(daemon_cli.models_cmd)  # now `datanet model list`
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            v = version("datanet-node")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            v = "unknown (not installed; `pip install -e .`)"
+        typer.echo(f"datanet {v}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -53,6 +98,9 @@ def _root(
         str | None, typer.Option(help="Sign with this wallet (a keystore made by `datanet wallet`).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    _show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,

@@ -1,4 +1,5 @@
-"""Contributors and curators: `datanet contribute`, `datanet contributions`, `datanet curate`."""
+"""Contributors and curators: `datanet contribute`, `datanet contributions [list|withdraw]`,
+`datanet curate`."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from web3.logs import DISCARD
 
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN, fmt_open
-from node.chain.models import ContributionStatus
+from node.chain.models import Contribution, ContributionStatus
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
+from node.cli.operator import chain_now, fmt_when
 from node.cli.wallet import wallet_path
 from node.data.contribute import Journal, contribute_files
 from node.data.records import SourceRecord
 from node.data.validate import load_bytes, validate_bytes
-from node.errors import ContentMismatchError
+from node.errors import ContentMismatchError, ContributionError
 from node.storage import open_store
 
 curate_app = typer.Typer(no_args_is_help=True, help="Review contributions as a curator.")
@@ -66,22 +68,89 @@ def _relayer(ctx: typer.Context, proto: Protocol, name: str) -> Protocol:
     return proto.as_account(account)
 
 
-def contributions_cmd(
+contributions_app = typer.Typer(
+    invoke_without_command=True, help="Your contributions: list them (the default), withdraw a stake."
+)
+
+
+@contributions_app.callback()
+def _contributions_default(
     ctx: typer.Context,
     address: Annotated[str | None, typer.Option(help="Whose contributions (default: your wallet).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Your contributions with their status and stake."""
+    """Your contributions with their status and stake (`datanet contributions` alone lists them)."""
+    if ctx.invoked_subcommand is None:
+        contributions_list(ctx, address, json_out)
+
+
+@contributions_app.command("list")
+def contributions_list(
+    ctx: typer.Context,
+    address: Annotated[str | None, typer.Option(help="Whose contributions (default: your wallet).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Your contributions with their status, stake, and when the stake can be withdrawn."""
     p = read_protocol(ctx)
     who = address or signer(settings(ctx), p.chain_id)[0].address
     items = [p.contribution(i) for i in submitted_ids(p, contributor=who)]
+    unlocks = {c.id: _unlocks_at(p, c) for c in items}
     if json_out:
-        print_json(items)
+        print_json([c.model_dump(mode="json") | {"unlocks_at": unlocks[c.id]} for c in items])
         return
-    t = Table("#", "datanet", "CID", "records", "stake", "status", title=f"contributions of {who}")
+    now = chain_now(p)
+    t = Table("#", "datanet", "CID", "records", "stake", "status", "withdrawable", title=f"contributions of {who}")
     for c in items:
-        t.add_row(str(c.id), str(c.datanetId), c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
+        at = unlocks[c.id]
+        t.add_row(str(c.id), str(c.datanetId), c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower(),
+                  "" if at is None else ("now" if at <= now else fmt_when(at, now)))  # fmt: skip
     console.print(t)
+
+
+def _unlocks_at(p: Protocol, c: Contribution) -> int | None:
+    """When `DatanetRegistry.withdraw` accepts this contribution (None: never, it has no stake left):
+    the lock runs from the approval, or from the submission while it is still pending."""
+    if c.status not in (ContributionStatus.APPROVED, ContributionStatus.PENDING) or not c.stake:
+        return None
+    since = c.decidedAt if c.status == ContributionStatus.APPROVED else c.submittedAt
+    return since + p.datanet(c.datanetId).lockPeriod
+
+
+@contributions_app.command("withdraw")
+def contributions_withdraw(
+    ctx: typer.Context,
+    contribution_id: Annotated[int, typer.Argument(help="Contribution id (`datanet contributions`).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Withdraw a contribution's stake after its lock period (an approved one also leaves the
+    Datanet: later jobs no longer train on it)."""
+    p = write_protocol(ctx)
+    if not 1 <= contribution_id <= p.contribution_count():
+        raise ContributionError(f"No contribution #{contribution_id} (`datanet contributions` lists yours).")
+    c = p.contribution(contribution_id)
+    if c.contributor != p.address:
+        raise ContributionError(
+            f"Contribution #{contribution_id} was submitted by {c.contributor}; only it can withdraw the stake "
+            f"(this wallet is {p.address}; pick the right one with --wallet)."
+        )
+    at, now = _unlocks_at(p, c), chain_now(p)
+    if at is None:
+        raise ContributionError(f"Contribution #{contribution_id} is {c.status.name.lower()}: it has no stake left "
+                                "to withdraw.")  # fmt: skip
+    if now < at:
+        raise ContributionError(f"Contribution #{contribution_id}'s stake of {fmt_open(c.stake)} is locked until "
+                                f"{fmt_when(at, now)}; run `datanet contributions withdraw {contribution_id}` "
+                                "again after that.")  # fmt: skip
+    before = p.balance()
+    p.withdraw_contribution(contribution_id)
+    out = {"contribution_id": contribution_id, "datanet_id": c.datanetId, "withdrawn": c.stake,
+           "was": c.status.name.lower(), "status": p.contribution(contribution_id).status.name.lower(),
+           "balance_before": before, "balance_after": p.balance(), "tx": p.client.last_tx}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"withdrew {fmt_open(c.stake)} of stake from contribution #{contribution_id} (was {out['was']}, "
+                  f"now withdrawn) in tx {out['tx']}")  # fmt: skip
 
 
 @curate_app.command("list")

@@ -1,4 +1,5 @@
-"""`datanet job post|cancel`: fine-tuning jobs with an OPEN reward pool, as a job poster.
+"""`datanet job post|cancel|expire|sweep`: fine-tuning jobs with an OPEN reward pool, as a job poster
+(`job reveal-eval`, the query set's reveal, is in node/cli/evalset.py).
 
 A posted job is what the training daemon will accept (node/eligibility.py): its config document
 (a `JobConfig`, uploaded as canonical JSON) hashes to the on-chain `configHash` and names the same
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from web3.logs import DISCARD
 
 from node.chain.deploy import fmt_open
 from node.chain.models import JobParams, JobStatus, Method
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, settings, write_protocol
+from node.cli.evalset import remember_commit, validate_eval_file
 from node.cli.operator import chain_now, fmt_when, open_units
 from node.errors import NodeError
 from node.storage import open_store
@@ -53,13 +56,22 @@ def job_post(
     commercial_use: Annotated[
         bool, typer.Option("--commercial-use", help="For commercial use: leaves out Datanets licensed otherwise.")
     ] = False,
+    eval_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your evaluation set (the attribution query set), in a contribution format: only its sha256 goes "
+            "into the config now; reveal it after the claim with `datanet job reveal-eval`."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Post a fine-tuning job: config to IPFS, its sha256 and the base model's weights hash on-chain."""
     s = settings(ctx)
     p = write_protocol(ctx)
+    eval_report = validate_eval_file(eval_file) if eval_file is not None else None
     flags = {"method": method, "learning_rate": learning_rate, "epochs": epochs, "batch_size": batch_size,
-             "lora_r": lora_r, "commercial_use": commercial_use or None}  # fmt: skip
+             "lora_r": lora_r, "commercial_use": commercial_use or None,
+             "eval_sha256": eval_report.sha256 if eval_report else None}  # fmt: skip
     job_config, base_dir = _job_config(base_model, config, flags, s.models_path)
     amount = open_units(pool, "--pool")
     _check_poster(p, datanet, amount, hours)
@@ -78,10 +90,14 @@ def job_post(
         deadline=deadline,
     )
     job_id = p.post_job(params, p.permit(p.models.address, amount, deadline))
-    out = {"job_id": job_id, "tx": p.client.last_tx,
+    tx = p.client.last_tx
+    if eval_file is not None and eval_report is not None:
+        remember_commit(p, s.data_dir, job_id, eval_file, eval_report)
+    out = {"job_id": job_id, "tx": tx,
            "base_model": params.baseModel, "base_model_hash": "0x" + params.baseModelHash.hex(),
            "config_cid": config_cid, "config_hash": "0x" + params.configHash.hex(), "method": job_config.method.value,
-           "datanets": params.datanetIds, "pool": amount, "deadline": deadline}  # fmt: skip
+           "datanets": params.datanetIds, "pool": amount, "deadline": deadline, "eval_sha256": job_config.eval_sha256,
+           "eval_records": eval_report.record_count if eval_report else None}  # fmt: skip
     if json_out:
         print_json(out)
         return
@@ -89,6 +105,9 @@ def job_post(
                   f"Datanet(s) {', '.join(map(str, params.datanetIds))}, pool {fmt_open(amount)}, deadline "
                   f"{fmt_when(deadline, now)}")  # fmt: skip
     console.print(f"  config {config_cid} (sha256 {out['config_hash']}), base model weights {out['base_model_hash']}")
+    if eval_report is not None:
+        console.print(f"  eval set {eval_file} ({eval_report.record_count} records) committed, sha256 "
+                      f"{eval_report.sha256}; after the claim: `datanet job reveal-eval {job_id}`")  # fmt: skip
 
 
 def _job_config(ref: str, path: Path | None, flags: dict[str, Any], models_dir: Path) -> tuple[JobConfig, Path]:
@@ -124,7 +143,7 @@ def _check_poster(p: Protocol, datanets: list[int], amount: int, hours: float) -
     unknown = [d for d in datanets if not 1 <= d <= count]
     if unknown:
         raise JobPostError(f"--datanet {', '.join(map(str, unknown))}: no such Datanet (ids 1..{count}; "
-                           "`datanet datanet list`).")  # fmt: skip
+                           "`datanet net list`).")  # fmt: skip
     if len(set(datanets)) > 16:
         raise JobPostError(f"A job trains on at most 16 Datanets, got {len(set(datanets))}.")
     if hours <= 0:
@@ -147,9 +166,54 @@ def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
             f"Job #{job_id} is {job.status.name.lower()}; only an open (unclaimed) job can be cancelled "
             "(a claimed one that misses its deadline can be expired instead)."
         )
-    receipt = p.cancel_job(job_id)
-    tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    p.cancel_job(job_id)
+    tx = p.client.last_tx
     if json_out:
         print_json({"job_id": job_id, "status": "cancelled", "refunded": job.pool, "tx": tx})
         return
     console.print(f"cancelled job #{job_id} in tx {tx}; {fmt_open(job.pool)} refunded to {p.address}")
+
+
+def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """End a job that passed its deadline without a result (anyone may): the pool goes back to the
+    poster and a node that claimed it is slashed."""
+    p = write_protocol(ctx)
+    if not 1 <= job_id <= p.job_count():
+        raise JobPostError(f"No job #{job_id} (`datanet job list`).")
+    job, now = p.job(job_id), chain_now(p)
+    if job.status not in (JobStatus.OPEN, JobStatus.CLAIMED):
+        raise JobPostError(f"Job #{job_id} is {job.status.name.lower()}; only an open or claimed job can expire.")
+    if now < job.deadline:
+        raise JobPostError(f"Job #{job_id}'s deadline is {fmt_when(job.deadline, now)}; it can be expired after that "
+                           f"(`datanet job expire {job_id}`)" + ("" if job.status == JobStatus.CLAIMED else
+                           ", or cancelled now by its poster (`datanet job cancel`)") + ".")  # fmt: skip
+    receipt = p.expire_job(job_id)
+    [event] = p.models.events.JobExpired().process_receipt(receipt, errors=DISCARD)
+    slashed, node = int(event["args"]["slashed"]), job.node if job.status == JobStatus.CLAIMED else None
+    out = {"job_id": job_id, "status": "expired", "refunded": job.pool, "poster": job.poster, "node": node,
+           "slashed": slashed, "tx": p.client.last_tx}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"expired job #{job_id} in tx {out['tx']}; {fmt_open(job.pool)} refunded to the poster {job.poster}"
+                  + (f", node {node} slashed {fmt_open(slashed)}" if node else ""))  # fmt: skip
+
+
+def job_sweep(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """After a job's claim window, return its unclaimed rewards to the poster (anyone may)."""
+    p = write_protocol(ctx)
+    rnd, now = p.reward_round(job_id), chain_now(p)
+    if rnd.root == b"\0" * 32:
+        raise JobPostError(f"Job #{job_id} has no reward round (no registered model; `datanet job show {job_id}`).")
+    if rnd.swept:
+        raise JobPostError(f"Job #{job_id}'s unclaimed rewards were already swept to {rnd.refundTo}.")
+    if now <= rnd.claimDeadline:
+        raise JobPostError(f"Job #{job_id}'s contributors can claim until {fmt_when(rnd.claimDeadline, now)}; sweep "
+                           "after that.")  # fmt: skip
+    p.sweep(job_id)
+    out = {"job_id": job_id, "refunded": rnd.total - rnd.claimed, "refund_to": rnd.refundTo, "tx": p.client.last_tx}
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"swept job #{job_id}: {fmt_open(rnd.total - rnd.claimed)} unclaimed returned to {rnd.refundTo} "
+                  f"in tx {out['tx']}")  # fmt: skip

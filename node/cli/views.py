@@ -1,4 +1,5 @@
-"""Read-only views of the on-chain registries: status, jobs, models."""
+"""Read-only views of the on-chain registries: `datanet status`, `datanet job list|show`,
+`datanet model show` (`model list`, with metrics and filters, is in node/cli/daemon.py)."""
 
 from __future__ import annotations
 
@@ -70,27 +71,6 @@ def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None
         print_json(job)
     else:
         console.print(job)
-
-
-@model_app.command("list")
-def model_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """All registered models with their provenance."""
-    p = read_protocol(ctx)
-    models = [p.model(i) for i in range(1, p.model_count() + 1)]
-    if json_out:
-        print_json(models)
-        return
-    t = Table("#", "job", "base model", "datanets", "adapter CID", "data root")
-    for m in models:
-        t.add_row(
-            str(m.id),
-            str(m.jobId),
-            m.baseModel,
-            ",".join(map(str, m.datanetIds)),
-            m.adapterCID,
-            "0x" + m.dataRoot.hex(),
-        )
-    console.print(t)
 
 
 @model_app.command("show")
