@@ -1,4 +1,4 @@
-"""`datanet datanet create|list|show`: Datanets, with metadata and license on IPFS."""
+"""`datanet net create|list|show`: Datanets, with metadata and license on IPFS."""
 
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def node_withdraw(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if st.locks:
         raise StakingError(
             f"Node {p.address} has {st.locks} claimed job(s) in flight, which lock its stake until they end "
-            "(submitted or expired); withdraw after that (`datanet jobs` shows them)."
+            "(submitted or expired); withdraw after that (`datanet node jobs` shows them)."
         )
     p.withdraw_stake()
     tx = p.client.last_tx
