@@ -1,0 +1,162 @@
+"""The attribution engine end to end on a tiny pretrained Llama fine-tuned by the real trainer
+(which writes the trajectory snapshots): a fresh worker process twice gives bitwise the same
+scores and gradient hashes; planted contributors are ranked clean >> wrong-answer, off-topic;
+bad inputs come back as clear errors; a QLoRA job's base is the NF4-dequantised one."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.attribution import (
+    AttributionError,
+    AttributionRequest,
+    AttributionResult,
+    MethodParams,
+    QueryExample,
+    TrainingExample,
+    run_isolated,
+)
+from node.train.config import TrainConfig
+from node.train.trainer import train
+
+from .planted import CLEAN_A, CLEAN_B, OFF_TOPIC, WRONG, build_base, phrasing, world
+
+CFG = TrainConfig(method="lora", epochs=40, max_seq_len=64, batch_size=8, lora_r=8, lora_alpha=16,
+                  learning_rate=1e-2, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3, seed=0)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Training a model this small is fastest on one thread, and much slower on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[AttributionRequest, float]:
+    """(the attribution request of a finished run, its training seconds)."""
+    root = tmp_path_factory.mktemp("attribution")
+    examples, facts, _ = world()
+    with _one_thread():
+        base = build_base(root / "base")
+        result = train(base, [e for e, _ in examples], CFG, root / "run")
+    assert len(list((root / "run" / "snapshots").glob("snapshot-*.safetensors"))) == CFG.snapshots
+    request = AttributionRequest(
+        base_model_dir=base, method=CFG.method, config=CFG,
+        examples=[TrainingExample(example=e, contributor=c) for e, c in examples],
+        # The queries ask in a training phrasing, the one the wrong answers use too (the hardest
+        # case for the kernel). Measured here: whether this tiny base carries the facts over to an
+        # unseen phrasing 3 depends on its pretraining (100 steps: loss 0.30 -> 0.17 on both;
+        # 150 steps: 0.17 on phrasing 1 but 0.23 on phrasing 3, and then no method can tell).
+        queries=[QueryExample(example=phrasing(1, c, t)) for c, t in facts],
+        snapshots_dir=root / "run" / "snapshots", job_id=7, data_root="0x" + "5e" * 32,
+    )  # fmt: skip
+    return request, result.metrics.train_seconds
+
+
+@pytest.fixture(scope="module")
+def first(planted_run: tuple[AttributionRequest, float]) -> tuple[AttributionResult, float]:
+    t0 = time.perf_counter()
+    result = run_isolated(planted_run[0], timeout_s=300)
+    return result, time.perf_counter() - t0
+
+
+def test_a_fresh_worker_reproduces_scores_and_gradient_hashes_bitwise(
+    planted_run: tuple[AttributionRequest, float], first: tuple[AttributionResult, float]
+) -> None:
+    again = run_isolated(planted_run[0], timeout_s=300)
+    a = first[0]
+    assert again.scores == a.scores  # float equality: bitwise, in the same environment
+    assert again.gradients_hashes == a.gradients_hashes
+    assert len(set(a.gradients_hashes)) == len(a.scores)  # every example's gradients are its own
+    assert a.method_id.startswith("tracin-adam-fisher-v1;dtype=float64;torch=") and "peft=" in a.method_id
+    assert [s.index for s in a.snapshots] == [0, 1, 2] and a.total_seconds > 0
+    assert a.projection_seed.startswith("0x") and len(a.projection_seed) == 66
+
+
+def test_planted_contributors_clean_earn_and_wrong_answers_and_off_topic_do_not(
+    planted_run: tuple[AttributionRequest, float], first: tuple[AttributionResult, float]
+) -> None:
+    request, train_s = planted_run
+    result, attribution_s = first
+    summed: dict[str, float] = {}
+    for ex, s in zip(request.examples, result.scores, strict=True):
+        summed[ex.contributor] = summed.get(ex.contributor, 0.0) + s
+    weight = {c: max(0.0, s) for c, s in summed.items()}  # clipped per contributor
+    clean = min(weight[CLEAN_A], weight[CLEAN_B])
+    total = sum(weight.values())
+    print(f"weights {weight}; training {train_s:.1f} s, attribution {attribution_s:.1f} s (worker, "
+          f"{result.total_seconds:.1f} s of it computing)")  # fmt: skip
+    assert clean > 0.3 * total  # both clean contributors earn, comparably
+    assert weight[WRONG] < 0.1 * clean
+    assert weight[OFF_TOPIC] < 0.1 * clean
+
+
+def test_untrained_examples_score_zero_and_errors_are_clear(planted_run: tuple[AttributionRequest, float],
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    request, _ = planted_run
+    empty = request.model_copy(update={"snapshots_dir": tmp_path})
+    with pytest.raises(AttributionError, match=r"holds no trajectory snapshots .*snapshots: 0") as err:
+        run_isolated(empty, timeout_s=120)
+    assert "Traceback" not in str(err.value)
+    with pytest.raises(ValueError, match="differs from the config"):
+        AttributionRequest.model_validate(request.model_dump() | {"method": "qlora"})
+
+
+def test_in_process_engine_gives_held_out_scores_without_own_queries(
+    planted_run: tuple[AttributionRequest, float],
+) -> None:
+    """The held-out split as the query set: a contributor whose every query is its own earns 0;
+    an example the trainer held out scores 0 and hashes nothing."""
+    from node.attribution.engine import attribute
+
+    request, _ = planted_run
+    few = [*request.examples[:4], request.examples[4].model_copy(update={"trained": False})]
+    held_out = [QueryExample(example=e.example, contributor=e.contributor) for e in request.examples[:2]]
+    req = request.model_copy(update={"examples": few, "queries": held_out,
+                                     "params": MethodParams(projection_dim=1 << 20)})  # fmt: skip
+    with _one_thread():
+        result = attribute(req)
+    assert all(e.contributor == CLEAN_A for e in few)
+    assert result.scores == [0.0] * 5  # every query is CLEAN_A's own
+    assert result.gradients_hashes[4] == "0x" + hashlib.sha256().hexdigest()
+    assert result.gradient_dim == result.lora_parameters  # no projection below projection_dim
+
+
+def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
+    planted_run: tuple[AttributionRequest, float],
+) -> None:
+    """The float64 base of a QLoRA job computes what the trainer's 4-bit model computes (in train
+    mode, where bitsandbytes does not repack), and not what the fp base does."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from node.attribution import gradients as G
+
+    request, _ = planted_run
+    base, qcfg = request.base_model_dir, CFG.model_copy(update={"method": "qlora"})
+    tok = G.tokenize(G.load_tokenizer(base), [request.examples[0].example], qcfg)[0]
+    ids = torch.tensor([tok.input_ids])
+
+    def logits(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids, use_cache=False).logits.double()
+
+    deq = logits(G.load_model(base, qcfg, "float64").get_base_model())  # type: ignore[operator]
+    fp = logits(G.load_model(base, CFG, "float64").get_base_model())  # type: ignore[operator]
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
+    four_bit = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, quantization_config=q,
+                                                    device_map={"": "cpu"}).train()  # fmt: skip
+    nf4 = logits(four_bit)
+    assert (deq - nf4).abs().max() < 1e-4 < (fp - nf4).abs().max() / 10
