@@ -18,6 +18,7 @@ from node.chain.models import Job
 from node.data.manifest import Manifest
 from node.rewards.shares import proportional_shares, reward_tree, split_pool
 from node.train.config import Progress, TrainConfig, TrainMetrics, TrainResult
+from node.train.snapshots import file_name, snapshot_steps
 
 ATTRIBUTION_METHOD = "example-count-v0"
 """Until training-time attribution lands: each contributor's weight is its kept examples."""
@@ -62,7 +63,8 @@ def example_count_attribution(job: Job, manifest: Manifest) -> AttributionDocume
 
 def finished_run(out: Path, config: TrainConfig) -> TrainResult | None:
     """The result of a run that finished before a crash (its adapter directory is written
-    atomically, so its presence means complete), if it was trained with `config`."""
+    atomically after the last snapshot, so its presence means complete), if it was trained with
+    `config` and its snapshots are all there."""
     adapter = out / "adapter"
     try:
         if TrainConfig.model_validate_json((adapter / "training_config.json").read_bytes()) != config:
@@ -71,11 +73,16 @@ def finished_run(out: Path, config: TrainConfig) -> TrainResult | None:
         weights = (adapter / "adapter_model.safetensors").read_bytes()
     except (OSError, ValueError):
         return None
+    snapshots = out / "snapshots" if config.snapshots else None
+    expected = len(snapshot_steps(metrics.steps, config.snapshots))
+    if snapshots is not None and not all((snapshots / file_name(k)).is_file() for k in range(expected)):
+        return None  # lost (or trained before snapshots existed): train again to have them
     return TrainResult(
         adapter_dir=adapter,
         adapter_sha256="0x" + hashlib.sha256(weights).hexdigest(),
         metrics=metrics,
         metrics_log=out / "metrics.jsonl",
+        snapshots_dir=snapshots,
     )
 
 

@@ -127,7 +127,12 @@ class JobConfig(TrainConfig):
 # JobConfig fields that are not TrainConfig's
 _JOB_ONLY = ("format", "base_model", "commercial_use", "eval_sha256", "eval_reveal_s")
 # field -> the default that is left out of canonical_json (documents that predate it keep their hash)
-_ADDED_AFTER_V1: dict[str, object] = {"commercial_use": False, "snapshots": 3, "eval_sha256": None, "eval_reveal_s": 3600}
+_ADDED_AFTER_V1: dict[str, object] = {
+    "commercial_use": False,
+    "snapshots": 3,
+    "eval_sha256": None,
+    "eval_reveal_s": 3600,
+}
 
 
 class Progress(BaseModel):
@@ -173,3 +178,6 @@ class TrainResult(BaseModel):
     adapter_sha256: str = Field(description="0x-sha256 of adapter_model.safetensors (the weights).")
     metrics: TrainMetrics
     metrics_log: Path = Field(description="The metrics stream (JSON lines of Progress).")
+    snapshots_dir: Path | None = Field(
+        None, description="The trajectory snapshots (`node.train.snapshots.load_all` reads them); None if none taken."
+    )

@@ -11,9 +11,16 @@ model, tokenises, splits and packs → `train()` runs the steps, checkpointing a
 - No framework loop around it: the batches of step k are a pure function of (seed, k), which
   also makes resumption exact.
 
-QLoRA: 4-bit NF4 base with double quantisation (bitsandbytes), LoRA in fp32, paged 8-bit AdamW
-on CUDA. LoRA: the base in bf16 (CUDA) or fp32. Several processes (`torchrun`/`accelerate
-launch`): DDP over the LoRA weights, each rank taking its share of every step's examples.
+QLoRA: 4-bit NF4 base with double quantisation (bitsandbytes), LoRA in fp32, paged AdamW on
+CUDA: 8-bit, or 32-bit when the run takes snapshots (8-bit AdamW quantises the second moments
+the snapshots hold). Evaluation keeps the 4-bit layers in training mode, or bitsandbytes repacks
+them and later gradients go wrong (`quantized.eval_mode`). LoRA: the base in bf16 (CUDA) or
+fp32. Several processes (`torchrun`/`accelerate launch`): DDP over the LoRA weights, each rank
+taking its share of every step's examples.
+
+Trajectory snapshots (`cfg.snapshots`, format in `snapshots`, taken by `trajectory`) go to
+`out_dir/snapshots/` right after their optimizer steps (rank 0 writes), survive a resume exactly,
+and stay when the checkpoints are cleared at the end.
 
 Raises `TrainConfigError` (a setting that cannot work here), `TrainDataError` (nothing left to
 learn from), `CheckpointError` (a checkpoint of another run in `out_dir`).
@@ -42,10 +49,13 @@ from node.errors import NodeError
 from node.train import card as model_card
 from node.train import checkpoint
 from node.train.card import ModelCard
+from node.train.checkpoint import CheckpointError
 from node.train.config import Method, Progress, TrainConfig, TrainConfigError, TrainMetrics, TrainResult
 from node.train.formatting import IGNORE, Tokenized, chat_template, tokenize_example, truncate
 from node.train.packing import Batch, Row, collate, epoch_order, make_row, pack, plan_rows
+from node.train.quantized import check_bitsandbytes, eval_mode, make_optimizer
 from node.train.runtime import Runtime, all_sum, peak_memory_bytes, setup_runtime, teardown_runtime
+from node.train.trajectory import SnapshotRecorder
 
 __all__ = ["LoraTrainer", "ModelCard", "TrainDataError", "train"]
 
@@ -96,7 +106,7 @@ class LoraTrainer:
             raise TrainConfigError(f"{self.base_dir} is not a Hugging Face model directory (no config.json).")
         self.rt: Runtime = setup_runtime(config)
         if config.method == Method.QLORA:
-            _check_bitsandbytes()
+            check_bitsandbytes()
 
     # ------------------------------------------------------------------ setup
 
@@ -218,19 +228,18 @@ class LoraTrainer:
 
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.method == Method.QLORA and self.rt.device.type == "cuda":
-            import bitsandbytes as bnb
-
-            self.optimizer: torch.optim.Optimizer = bnb.optim.PagedAdamW8bit(
-                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, params, cuda=self.rt.device.type == "cuda")
         name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
         self.scheduler = get_scheduler(
             name, self.optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
             num_training_steps=self.total_steps,
         )  # fmt: skip
+        self.snapshots: SnapshotRecorder | None = None
+        if cfg.snapshots:
+            self.snapshots = SnapshotRecorder(
+                self.out / "snapshots", self.total_steps, cfg.snapshots, max_grad_norm=cfg.max_grad_norm,
+                lora_scale=cfg.lora_scale, write=self.rt.is_main,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ train
 
@@ -294,8 +303,13 @@ class LoraTrainer:
                 (loss * scale).backward()
             loss_sum += float(loss.detach())
             tokens += batch.tokens
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm
+        )
+        lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
         self.optimizer.step()
+        if self.snapshots:  # the same norm on every rank: DDP has all-reduced the gradients
+            self.snapshots.after_step(step + 1, lr, float(norm), self.model, self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, total_tokens = all_sum(rt, loss_sum, tokens)
@@ -317,19 +331,18 @@ class LoraTrainer:
     def _evaluate(self, step: int, tokens: int, elapsed: float, emit: bool = True) -> float | None:
         if not self.eval_ex:
             return None
-        self.model.eval()
         rt, rpm = self.rt, self.rows_per_micro
         width = max(self.width, *(len(t) for t in self.eval_ex))
         rows = pack(self.eval_ex, width, self.cfg.packing)[rt.rank :: rt.world_size]
         loss_sum, targets = 0.0, 0
-        for i in range(0, len(rows), rpm):
-            b = collate(rows[i : i + rpm], self.pad_id)
-            with self._autocast():
-                loss_sum += float(
-                    self.loss_sum(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
-                )
-            targets += b.targets
-        self.model.train()
+        with eval_mode(self.model):
+            for i in range(0, len(rows), rpm):
+                b = collate(rows[i : i + rpm], self.pad_id)
+                with self._autocast():
+                    loss_sum += float(
+                        self.loss_sum(b.input_ids.to(rt.device), b.position_ids.to(rt.device), b.labels.to(rt.device))
+                    )
+                targets += b.targets
         total, count = all_sum(rt, loss_sum, targets)
         eval_loss = total / max(count, 1)
         if emit:
@@ -362,6 +375,7 @@ class LoraTrainer:
                 "fingerprint": self.fingerprint, "step": step, "tokens": tokens,
                 "lora": get_peft_model_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "snapshots": self.snapshots.state_dict() if self.snapshots else None,
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             })  # fmt: skip
         if self.rt.distributed:
@@ -373,15 +387,25 @@ class LoraTrainer:
         state = checkpoint.load_latest(self.out / "checkpoints", self.fingerprint)
         if state is None:
             self._metrics_file().unlink(missing_ok=True)
+            if self.rt.is_main:  # another run's, or a crashed one's from before its first checkpoint
+                shutil.rmtree(self.out / "snapshots", ignore_errors=True)
             torch.manual_seed(self.cfg.seed + self.rt.rank)  # dropout
             return 0, 0
+        step = int(state["step"])
+        if self.snapshots:
+            if state.get("snapshots") is None:
+                raise CheckpointError(
+                    f"the checkpoint at step {step} in {self.out / 'checkpoints'} has no snapshot state (written by an "
+                    f"older node); delete that directory (`rm -r {self.out / 'checkpoints'}`) to train from the start."
+                )
+            self.snapshots.load_state_dict(state["snapshots"])
+            self.snapshots.discard_after(step)
         set_peft_model_state_dict(self.model, state["lora"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step = int(state["step"])
         self._truncate_metrics(step)
         return step, int(state["tokens"])
 
@@ -407,7 +431,8 @@ class LoraTrainer:
         teardown_runtime(self.rt)
         digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
         return TrainResult(adapter_dir=adapter, adapter_sha256="0x" + digest, metrics=metrics,
-                           metrics_log=self._metrics_file())  # fmt: skip
+                           metrics_log=self._metrics_file(),
+                           snapshots_dir=self.snapshots.directory if self.snapshots else None)  # fmt: skip
 
     # ------------------------------------------------------------ reporting
 
@@ -502,12 +527,3 @@ def _fingerprint(cfg: TrainConfig, base_dir: Path, tokenized: Sequence[Tokenized
     for t in tokenized:
         h.update(json.dumps([t.input_ids, t.labels]).encode())
     return h.hexdigest()
-
-
-def _check_bitsandbytes() -> None:
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as e:
-        raise TrainConfigError(
-            f"QLoRA needs bitsandbytes ({e}); install it (`pip install bitsandbytes==0.50.2`) or use method 'lora'."
-        ) from e
