@@ -91,7 +91,7 @@ def test_kill_9_at_every_stage_then_restart_submits_exactly_once(
     proc = _start(home, world, "data-fetching", log)
     assert _wait_exit(proc, log) == -signal.SIGKILL
     assert (r := row()) is not None and r.state == JobState.CLAIMED and r.data_root is None
-    work = home.settings.jobs_path / f"test-{world.admin.chain_id}" / f"job-{job_id}"
+    work = home.settings.jobs_path / f"test-{world.deployment.chain_key}" / f"job-{job_id}"
     assert not (work / "data" / "manifest.json").exists()
 
     # 3. Killed in the middle of training, after the trainer wrote a checkpoint.

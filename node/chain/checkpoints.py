@@ -6,9 +6,9 @@ leaves either the old or the new state, never a mix. Several watchers can share 
 row is namespaced by the watcher's `name`.
 
 Tables (all keyed by watcher name):
-- `watcher_checkpoints`: the last block whose events were all handled, plus the chain id and a
-  fingerprint of the watched addresses, so a checkpoint is never resumed against another chain
-  or deployment;
+- `watcher_checkpoints`: the last block whose events were all handled, plus the chain id, the
+  chain's genesis hash (a restarted dev chain keeps its id, not its genesis) and a fingerprint of
+  the watched addresses, so a checkpoint is never resumed against another chain or deployment;
 - `watcher_blocks`: hashes of processed blocks (the recent window), to detect reorgs;
 - `watcher_events`: one row per handled event (key, block, hash, JSON), so a re-read range
   skips what was already handled and a reorg can drop exactly the orphaned ones.
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS watcher_checkpoints (
     chain_id     INTEGER NOT NULL,
     fingerprint  TEXT NOT NULL,
     block_number INTEGER NOT NULL,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    genesis_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS watcher_blocks (
     name         TEXT NOT NULL,
@@ -61,6 +62,9 @@ class Checkpoint(BaseModel):
 
     name: str
     chain_id: int = Field(description="Chain the checkpoint belongs to (eth_chainId).")
+    genesis_hash: str | None = Field(
+        None, description="0x-hash of that chain's block 0; None in checkpoints written before it was kept."
+    )
     fingerprint: str = Field(description="Hash of the watched contract addresses.")
     block_number: int = Field(ge=-1, description="-1 before the first block was processed.")
     updated_at: float = 0.0
@@ -93,6 +97,14 @@ class CheckpointStore:
             # FULL: a committed checkpoint survives power loss, not only a process crash.
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Adds the columns newer versions keep to a file an older version created."""
+        with self._tx() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(watcher_checkpoints)")}
+            if "genesis_hash" not in columns:
+                db.execute("ALTER TABLE watcher_checkpoints ADD COLUMN genesis_hash TEXT")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckpointStore:
@@ -127,15 +139,16 @@ class CheckpointStore:
     def checkpoint(self, name: str) -> Checkpoint | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT chain_id, fingerprint, block_number, updated_at FROM watcher_checkpoints "
+                "SELECT chain_id, fingerprint, block_number, updated_at, genesis_hash FROM watcher_checkpoints "
                 "WHERE name = ?",
                 (name,),
             ).fetchone()
         if row is None:
             return None
         return Checkpoint(
-            name=name, chain_id=row[0], fingerprint=row[1], block_number=row[2], updated_at=row[3]
-        )
+            name=name, chain_id=row[0], fingerprint=row[1], block_number=row[2], updated_at=row[3],
+            genesis_hash=row[4],
+        )  # fmt: skip
 
     def block_hash(self, name: str, block_number: int) -> str | None:
         with self._lock:
@@ -198,11 +211,12 @@ class CheckpointStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO watcher_checkpoints (name, chain_id, fingerprint, block_number, "
-                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "updated_at, genesis_hash) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "chain_id = excluded.chain_id, fingerprint = excluded.fingerprint, "
-                "block_number = excluded.block_number, updated_at = excluded.updated_at",
+                "block_number = excluded.block_number, updated_at = excluded.updated_at, "
+                "genesis_hash = excluded.genesis_hash",
                 (checkpoint.name, checkpoint.chain_id, checkpoint.fingerprint,
-                 checkpoint.block_number, time.time()),
+                 checkpoint.block_number, time.time(), checkpoint.genesis_hash),
             )  # fmt: skip
             db.executemany(
                 "INSERT OR REPLACE INTO watcher_blocks (name, block_number, block_hash) VALUES (?, ?, ?)",
@@ -231,7 +245,8 @@ class CheckpointStore:
             )
 
     def reset(self, name: str) -> None:
-        """Forgets everything about watcher `name` (after a chain reset or a redeployment)."""
+        """Forgets everything about watcher `name` (after a chain reset or a redeployment): the
+        next poll reads from its start block. `datanet daemon --reset-watcher` calls it."""
         with self._tx() as db:
             for table in ("watcher_checkpoints", "watcher_blocks", "watcher_events"):
                 db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))

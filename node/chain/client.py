@@ -64,6 +64,7 @@ class ChainClient:
             )
         )
         self._nonce: int | None = None
+        self._genesis: str | None = None
         self._lock = threading.Lock()
         self.last_receipt: TxReceipt | None = None  # the latest successful tx, for reporting
 
@@ -85,7 +86,7 @@ class ChainClient:
 
     def with_account(self, account: LocalAccount) -> ChainClient:
         """A client for another account on the same chain (its own nonce counter)."""
-        return ChainClient(
+        client = ChainClient(
             self.rpc_url,
             account,
             retries=self.retries,
@@ -93,6 +94,8 @@ class ChainClient:
             gas_multiplier=self.gas_multiplier,
             receipt_timeout=self.receipt_timeout,
         )
+        client._genesis = self._genesis
+        return client
 
     @property
     def address(self) -> ChecksumAddress:
@@ -136,6 +139,15 @@ class ChainClient:
     @property
     def chain_id(self) -> int:
         return self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId")
+
+    @property
+    def genesis_hash(self) -> str:
+        """0x-hash (lower case) of block 0. With the chain id, it tells chains apart: a restarted
+        dev chain keeps its id (31337) but not its genesis. Read once per client (it never changes)."""
+        if self._genesis is None:
+            block = self.rpc(lambda: self.w3.eth.get_block(0), "eth_getBlockByNumber 0")
+            self._genesis = "0x" + bytes(block["hash"]).hex()
+        return self._genesis
 
     def block_number(self) -> int:
         return self.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber")

@@ -86,6 +86,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     return Deployment(
         network=network,
         chain_id=chain_id,
+        genesis_hash=client.genesis_hash,
         rpc_url=client.rpc_url,
         deployer=admin,
         deploy_block=start_block + 1,

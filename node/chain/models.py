@@ -239,6 +239,20 @@ class Deployment(BaseModel):
         description="Contract name -> address, for OpenToken, DatanetRegistry, NodeStaking, "
         "RewardDistributor, ModelRegistry and KeyRegistry."
     )
+    genesis_hash: str | None = Field(
+        None,
+        description="0x-hash of the chain's block 0: tells this chain from another with the same chain id "
+        "(a restarted dev chain). None in files written before it was recorded (still loaded, not checked).",
+    )
+
+    @property
+    def chain_key(self) -> str:
+        """The chain as a short, path-safe name for what a node keeps per chain: `31337-ad236fb6847c`
+        (chain id, then the genesis hash's first 12 hex digits), or the chain id alone for a file
+        without a genesis hash (where older nodes kept their state)."""
+        if self.genesis_hash is None:
+            return str(self.chain_id)
+        return f"{self.chain_id}-{self.genesis_hash.removeprefix('0x')[:12].lower()}"
 
 
 class DatanetKey(BaseModel):

@@ -56,9 +56,20 @@ class Protocol:
                 f"The deployment file is for chain id {deployment.chain_id} but {client.rpc_url} is "
                 f"chain id {chain_id}. Redeploy (`datanet deploy`) or point at the right RPC URL."
             )
+        genesis = client.genesis_hash
+        if deployment.genesis_hash is not None and deployment.genesis_hash.lower() != genesis:
+            raise DeploymentError(
+                f"The deployment file for network '{deployment.network}' was written for another chain: its "
+                f"genesis block is {deployment.genesis_hash}, but {client.rpc_url} (chain id {chain_id}) has "
+                f"genesis {genesis}, so the chain was restarted or replaced since (a dev chain forgets its "
+                "contracts when it stops). Redeploy with `datanet deploy`, or point DATANET_RPC_URL at the "
+                "chain it was deployed to."
+            )
         self.client = client
         self.deployment = deployment
         self.chain_id = chain_id
+        self.genesis_hash = genesis
+        """0x-hash of the chain's block 0 (checked against the deployment file's where it has one)."""
         c = deployment.contracts
         self.token: Contract = client.contract("OpenToken", c["OpenToken"])
         self.datanets: Contract = client.contract("DatanetRegistry", c["DatanetRegistry"])

@@ -10,7 +10,12 @@ Features:
   `ChainEvent`s (JSON-safe args), delivered in chain order (block, log index);
 - a block is processed once `confirmations` blocks are mined on top of it;
 - the position is checkpointed in SQLite (`CheckpointStore`); a new watcher with the same
-  `name` and store resumes after the checkpoint;
+  `name` and store resumes after the checkpoint, if it belongs to the same chain (chain id and
+  genesis hash: a restarted dev chain keeps its id, not its genesis) and contracts. A checkpoint
+  of another chain or deployment is refused (`on_other_chain="fail"`, the default: a reader whose
+  handlers keep state that is not keyed by the chain would mix two chains) or forgotten, reading
+  again from `start_block` (`"restart"`: for the daemon, whose job store, work dirs and deployment
+  file are all keyed by the chain, so an earlier chain's checkpoint is only stale);
 - delivery is at-least-once, with duplicates confined to a crash window: each event's key is
   recorded in its own transaction right after its handlers return, so after a crash (or a
   handler raising) only the event whose handlers were running is delivered again; events whose
@@ -24,8 +29,10 @@ Features:
   `RpcUnavailableError`); `poll_once` raises, `run` logs, backs off and keeps going.
 
 Errors: `HandlerError` (a handler raised; the event is redelivered), `ReorgTooDeepError` (the
-chain diverged below the stored hashes), `WatcherStateError` (the checkpoint belongs to another
-chain or set of contracts), `RpcUnavailableError`, `ConfigError` (bad settings or event name).
+chain diverged below the stored hashes: a very deep reorg, or a chain replaced by another with
+the same genesis), `WatcherStateError` (the checkpoint belongs to another chain or set of
+contracts), `RpcUnavailableError`, `ConfigError` (bad settings or event name). Their messages
+name `datanet daemon --reset-watcher` (`RESET_COMMAND`), which forgets the daemon's checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from web3.contract import Contract
@@ -48,6 +55,9 @@ from node.chain.protocol import Protocol
 from node.errors import ChainError, ConfigError, RpcUnavailableError
 
 log = logging.getLogger(__name__)
+
+RESET_COMMAND = "datanet daemon --reset-watcher"
+"""The command that forgets the daemon's watcher checkpoint (with the daemon's own settings)."""
 
 # Words in providers' "your eth_getLogs query is too big" errors (Alchemy, Infura, geth, ...).
 _RANGE_LIMIT_HINTS = ("range", "limit", "more than", "too many", "exceed")
@@ -84,6 +94,12 @@ class WatcherConfig(BaseModel):
         128, ge=1, description="Recent blocks whose hashes are kept; deeper reorgs are refused."
     )
     max_backoff: float = Field(30.0, gt=0, description="Longest wait between failing polls (s).")
+    on_other_chain: Literal["fail", "restart"] = Field(
+        "fail",
+        description="A checkpoint of another chain (chain id or genesis hash) or other contracts: fail "
+        "(WatcherStateError), or forget it and read again from start_block (only where everything the "
+        "handlers keep is keyed by the chain too).",
+    )
 
 
 class ChainEvent(BaseModel):
@@ -135,11 +151,13 @@ class EventWatcher:
         reorg_window: int = 128,
         max_backoff: float = 30.0,
         on_reorg: ReorgCallback | None = None,
+        on_other_chain: Literal["fail", "restart"] = "fail",
     ):
         try:
             self.config = WatcherConfig(
                 name=name, confirmations=confirmations, start_block=start_block,
                 batch_size=batch_size, reorg_window=reorg_window, max_backoff=max_backoff,
+                on_other_chain=on_other_chain,
             )  # fmt: skip
         except ValidationError as e:
             raise ConfigError(f"Invalid event watcher settings: {e}") from e
@@ -155,6 +173,7 @@ class EventWatcher:
         self._known = {n for c, e in self._events.values() for n in (e.name, f"{c}.{e.name}")}
         self._handlers: dict[str, list[Handler]] = {}
         self._chain_id: int | None = None
+        self._genesis: str | None = None
 
     @classmethod
     def for_protocol(
@@ -200,6 +219,12 @@ class EventWatcher:
         """Last block whose events were all handled (start_block - 1 before the first poll)."""
         cp = self.store.checkpoint(self.name)
         return cp.block_number if cp else self.config.start_block - 1
+
+    def resume(self) -> int:
+        """Checks the stored checkpoint against the chain before the first poll and returns it:
+        raises `WatcherStateError` for another chain's, or forgets it (`on_other_chain="restart"`),
+        so that `checkpoint()` never reports another chain's position."""
+        return self._resume_block()
 
     # ------------------------------------------------------------------ loop
 
@@ -262,8 +287,9 @@ class EventWatcher:
                 delivered.append(event)
         assert self._chain_id is not None
         checkpoint = Checkpoint(
-            name=self.name, chain_id=self._chain_id, fingerprint=self._fingerprint, block_number=last
-        )
+            name=self.name, chain_id=self._chain_id, genesis_hash=self._genesis, fingerprint=self._fingerprint,
+            block_number=last,
+        )  # fmt: skip
         hashes = {n: h.hash for n, h in headers.items()}
         if first in headers and cp >= 0:
             # The parent too (checked equal to the stored one by _consistent): on the first
@@ -274,19 +300,42 @@ class EventWatcher:
 
     def _resume_block(self) -> int:
         """The checkpoint, after checking it belongs to this chain and these contracts."""
-        if self._chain_id is None:
+        if self._chain_id is None or self._genesis is None:
             self._chain_id = self.client.chain_id
+            self._genesis = self.client.genesis_hash
         cp = self.store.checkpoint(self.name)
         if cp is None:
             return self.config.start_block - 1
-        if cp.chain_id != self._chain_id or cp.fingerprint != self._fingerprint:
-            raise WatcherStateError(
-                f"Watcher {self.name!r} has a checkpoint (block {cp.block_number}) for chain id "
-                f"{cp.chain_id} and other contracts, but {self.client.rpc_url} is chain id "
-                f"{self._chain_id} with contracts {self._addresses}. Use another watcher name, or "
-                f"CheckpointStore.reset({self.name!r}) after a redeployment or chain reset."
+        other = self._other_chain(cp)
+        if other is None:
+            return cp.block_number
+        if self.config.on_other_chain == "restart":
+            log.warning(
+                "watcher %s: the stored checkpoint (block %d) is %s; forgetting it and reading this chain "
+                "from block %d", self.name, cp.block_number, other, self.config.start_block,
+            )  # fmt: skip
+            self.store.reset(self.name)
+            return self.config.start_block - 1
+        raise WatcherStateError(
+            f"Watcher {self.name!r} has a checkpoint (block {cp.block_number}) {other}; resuming it would skip "
+            f"or mix events. If the deployment file is for the chain at {self.client.rpc_url}, run "
+            f"`{RESET_COMMAND}` to read it from its deployment block; if not, redeploy (`datanet deploy`), or "
+            "use another data dir (DATANET_DATA_DIR) for the other chain."
+        )
+
+    def _other_chain(self, cp: Checkpoint) -> str | None:
+        """Why checkpoint `cp` is not this chain's and contracts' (None: it is)."""
+        url = self.client.rpc_url
+        if cp.chain_id != self._chain_id:
+            return f"for chain id {cp.chain_id}, but {url} is chain id {self._chain_id}"
+        if cp.genesis_hash is not None and cp.genesis_hash != self._genesis:
+            return (
+                f"for another chain with chain id {cp.chain_id}: its genesis block is {cp.genesis_hash}, but "
+                f"{url} has genesis {self._genesis} (the chain was restarted or replaced)"
             )
-        return cp.block_number
+        if cp.fingerprint != self._fingerprint:
+            return f"for another set of contracts than {', '.join(self._addresses)} (a redeployment)"
+        return None
 
     def _check_reorg(self, cp: int) -> int:
         """The checkpoint to continue from: `cp`, or the common ancestor after a reorg."""
@@ -304,10 +353,11 @@ class EventWatcher:
         ancestor = next((n for n, h in hashes if at(n) == h), None)
         if ancestor is None:
             raise ReorgTooDeepError(
-                f"Watcher {self.name!r}: block {cp} was reorganised and none of the "
-                f"{len(hashes)} stored older hashes is on the chain any more (reorg deeper than "
-                f"reorg_window={self.config.reorg_window}, or the chain was reset). Raise "
-                f"reorg_window, or CheckpointStore.reset({self.name!r}) to re-read from start_block."
+                f"Watcher {self.name!r}: block {cp} was reorganised and none of the {len(hashes)} stored "
+                f"older hashes is on the chain any more: a reorg deeper than reorg_window="
+                f"{self.config.reorg_window}, or the chain at {self.client.rpc_url} was reset or replaced by "
+                f"another with the same genesis. Run `{RESET_COMMAND}` to read it again from block "
+                f"{self.config.start_block} (after `datanet deploy` if the contracts are gone too)."
             )
         orphaned = [
             e.key for e in self.store.events(self.name, ancestor) if at(e.block_number) != e.block_hash
@@ -452,6 +502,7 @@ def _json_safe(value: Any) -> Any:
 
 
 __all__ = [
+    "RESET_COMMAND",
     "ChainEvent",
     "EventWatcher",
     "HandlerError",

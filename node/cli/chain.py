@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,10 +10,16 @@ from rich.table import Table
 
 from node.chain.client import ChainClient
 from node.chain.deploy import DeployConfig, deploy, dev_funding, fmt_open, save_deployment
-from node.chain.devchain import DEV_CHAIN_ID, DevChain, DevChainConfig
+from node.chain.devchain import (
+    DEV_CHAIN_ID,
+    PIDFILE,
+    DevChain,
+    DevChainConfig,
+    refuse_if_kept,
+    stop_kept_chain,
+    write_pidfile,
+)
 from node.cli.common import JsonOpt, console, err_console, print_json, settings, signer
-from node.demo.run import stop_chain_from_pidfile, write_chain_pidfile
-from node.errors import ChainError
 
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")
 
@@ -32,12 +35,16 @@ def chain_up(
 ) -> None:
     """Start a local dev chain (anvil, chain id 31337, 20 funded dev accounts)."""
     s = settings(ctx)
-    if detach:
-        _refuse_second_detached(s.data_dir)
+    if detach:  # one detached chain per data dir: a second pid file would orphan the first chain
+        refuse_if_kept(s.data_dir, "start a second one")
     chain = DevChain(DevChainConfig(port=port))
     s.data_dir.mkdir(parents=True, exist_ok=True)
     chain.start(log_path=s.data_dir / "anvil.log")
-    pidfile = write_chain_pidfile(s.data_dir, chain) if detach else None
+    try:
+        pidfile = write_pidfile(s.data_dir, chain) if detach else None
+    except BaseException:
+        chain.stop()  # never a detached chain without its record
+        raise
     if json_out:
         print_json({"rpc_url": chain.rpc_url, "chain_id": DEV_CHAIN_ID, "pid": chain.pid, "detached": detach,
                     "pidfile": str(pidfile) if pidfile else None})  # fmt: skip
@@ -59,32 +66,19 @@ def chain_up(
         chain.stop()
 
 
-def _refuse_second_detached(data_dir: Path) -> None:
-    """One detached chain per data dir: a second would overwrite the pid file and orphan the first."""
-    path = data_dir / "devchain.json"
-    if not path.exists():
-        return
-    info = json.loads(path.read_text())
-    try:
-        os.killpg(int(info["pid"]), 0)
-    except ProcessLookupError:
-        return  # left over from a chain that is gone; `write_chain_pidfile` replaces it
-    except PermissionError:
-        pass
-    raise ChainError(
-        f"A detached dev chain already runs at {info['rpc_url']} (pid {info['pid']}, {path}). "
-        "Use it, or stop it first with `datanet chain down`."
-    )
-
-
 @chain_app.command("down")
 def chain_down(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Stop a dev chain left running by `chain up --detach` or `demo --keep`."""
-    url = stop_chain_from_pidfile(settings(ctx).data_dir)
+    """Stop a dev chain left running by `chain up --detach` or `demo --keep` (and wait until its port is free)."""
+    s = settings(ctx)
+    stale = (s.data_dir / PIDFILE).exists()
+    kept = stop_kept_chain(s.data_dir)
     if json_out:
-        print_json({"stopped": url is not None, "rpc_url": url})
+        print_json({"stopped": kept is not None, "rpc_url": kept.rpc_url if kept else None})
         return
-    console.print(f"stopped the dev chain at {url}" if url else "no detached dev chain to stop")
+    if kept is not None:
+        console.print(f"stopped the dev chain at {kept.rpc_url} (pid {kept.pid})")
+    else:
+        console.print("no detached dev chain to stop" + (" (the one recorded had already exited)" if stale else ""))
 
 
 def deploy_cmd(

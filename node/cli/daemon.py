@@ -32,6 +32,14 @@ def daemon_cmd(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Run until every job this node saw is finished, then exit.")
     ] = False,
+    reset_watcher: Annotated[
+        bool,
+        typer.Option(
+            "--reset-watcher",
+            help="Forget where the event watcher stopped and read the chain again from the deployment block "
+            "(after the chain was reset or replaced); jobs already in the job store keep their state.",
+        ),
+    ] = False,
 ) -> None:
     """Watch for jobs, claim those this node can run, train, upload and submit the results.
 
@@ -40,6 +48,12 @@ def daemon_cmd(
     _daemon_logging()
     s = settings(ctx)
     daemon = Daemon(write_protocol(ctx), open_store(s), s)
+    if reset_watcher:
+        forgotten = daemon.reset_watcher()
+        where = f"block {forgotten}" if forgotten is not None else "no checkpoint"
+        err_console.print(
+            f"watcher checkpoint reset (was {where}); reading from block {daemon.p.deployment.deploy_block}"
+        )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         err_console.print("[yellow]stopping after the current step (Ctrl-C again to abort now)[/]")

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from node.cli.common import JsonOpt, console, print_json, settings
-from node.demo.run import Demo, DemoSummary, start_chain, write_chain_pidfile
+from node.chain.devchain import write_pidfile
+from node.cli.common import JsonOpt, console, err_console, print_json, settings
+from node.demo.run import Demo, DemoSummary, fresh_state, start_chain
 
 
 def demo_cmd(
@@ -29,17 +30,23 @@ def demo_cmd(
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     s = settings(ctx)
     quiet = json_out
+    fresh_state(s.data_dir)  # each run on its own new chain, from a clean state (refused while a kept chain runs)
     chain = start_chain(port)
     say = (lambda _m: None) if quiet else console.print
     say(f"dev chain started at [bold]{chain.rpc_url}[/]")
     try:
         summary = Demo(s.data_dir, s.deployments_dir, say, models_dir=s.models_path, base_model=base_model).run(chain)
         if keep:
-            write_chain_pidfile(s.data_dir, chain)
+            write_pidfile(s.data_dir, chain)
             summary.chain_kept, summary.chain_pid = True, chain.pid
-    finally:
-        if not keep:
-            chain.stop()
+    except BaseException:
+        # A failed run stops what it started, --keep or not: a chain kept without a pid file would hold
+        # its port with nothing to stop it (`datanet chain down` finds chains by that file alone).
+        chain.stop()
+        err_console.print(f"[dim]the demo did not finish; its dev chain at {chain.rpc_url} is stopped[/]")
+        raise
+    if not keep:
+        chain.stop()
     if json_out:
         print_json(summary)
     else:

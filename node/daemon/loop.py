@@ -79,9 +79,15 @@ class Daemon:
         contracts = {"ModelRegistry": reader.models}
         if "KeyRegistry" in self.p.deployment.contracts:
             contracts["KeyRegistry"] = reader.keys
+        # A checkpoint of another chain or deployment is stale state here, never a reason to stop: the
+        # deployment file is checked against the chain's genesis (Protocol) and the job store and work
+        # dirs are keyed by it, so the daemon forgets it and reads this deployment from its first block.
+        # Without a genesis hash in the file, the chain is unverified and a mismatch stops the daemon.
+        verified = self.p.deployment.genesis_hash is not None
         watcher = EventWatcher(
             reader.client, contracts, self.checkpoints, confirmations=self.settings.confirmations,
             start_block=self.p.deployment.deploy_block, name=f"daemon-{self.p.deployment.network}",
+            on_other_chain="restart" if verified else "fail",
         )  # fmt: skip
         handlers: dict[str, Callable[[ChainEvent], None]] = {
             "JobPosted": self._on_posted,
@@ -139,6 +145,13 @@ class Daemon:
             self._watch_error = e
             self.stop.set()
 
+    def reset_watcher(self) -> int | None:
+        """Forgets the watcher's checkpoint (`datanet daemon --reset-watcher`): the next poll reads
+        from the deployment block. Returns the forgotten checkpoint's block (None: there was none)."""
+        cp = self.checkpoints.checkpoint(self.watcher.name)
+        self.checkpoints.reset(self.watcher.name)
+        return None if cp is None else cp.block_number
+
     def catch_up(self) -> None:
         """Polls until every confirmed block is processed."""
         while True:
@@ -152,6 +165,7 @@ class Daemon:
         """See the module docstring for the modes."""
         log.info("daemon: node %s on %s (chain %d), state in %s", self.p.address, self.p.client.rpc_url,
                  self.p.chain_id, self.settings.state_db)  # fmt: skip
+        self.watcher.resume()  # another chain's checkpoint: fail now or forget it, before `_idle` reads it
         for waiting in self.jobs.in_states(_OPEN):  # a restart is the moment to try every waiting job again
             self.jobs.nudge(waiting.job_id)
         if once:

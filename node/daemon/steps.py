@@ -100,7 +100,8 @@ class JobSteps:
         self, protocol: Protocol, store: ContentStore, jobs: JobStore, settings: Settings, stop: threading.Event
     ):
         self.p, self.store, self.jobs, self.settings, self.stop = protocol, store, jobs, settings, stop
-        self.root = settings.jobs_path / f"{protocol.deployment.network}-{protocol.chain_id}"
+        # Per network and chain (genesis too: a restarted dev chain reuses job ids and addresses).
+        self.root = settings.jobs_path / f"{protocol.deployment.network}-{protocol.deployment.chain_key}"
         self.steps: dict[JobState, Callable[[JobRecord], None]] = {
             JobState.SEEN: self.claim,
             JobState.CLAIMED: self.build_data,

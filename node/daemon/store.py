@@ -12,7 +12,7 @@ handlers and the worker) can never both win, and a job marked `lost` by an event
 by a worker that was in the middle of a step.
 
 The file is `Settings.state_db`, shared with the watcher's checkpoints (`node.chain.checkpoints`);
-tables are created on first use, rows are kept per deployment (`namespace_of`). Integers that
+tables are created on first use, rows are kept per deployment and chain (`namespace_of`). Integers that
 may exceed 64 bits (the pool) are stored as text.
 """
 
@@ -179,9 +179,14 @@ def _from_row(names: list[str], row: tuple[Any, ...]) -> JobRecord:
 
 
 def namespace_of(deployment: Deployment) -> str:
-    """Rows are kept per deployment (chain id + ModelRegistry address): job ids restart at 1 on a
-    redeployment, and a dev chain is redeployed often."""
-    return f"{deployment.chain_id}:{deployment.contracts['ModelRegistry'].lower()}"
+    """Rows are kept per deployment (chain id, genesis hash, ModelRegistry address): job ids restart
+    at 1 on a redeployment, and a restarted dev chain keeps its chain id and, deployed by the same
+    account, its contract addresses; only its genesis hash tells it apart. A deployment file
+    without a genesis hash keeps the older `chain id:address` key (its rows stay readable)."""
+    registry = deployment.contracts["ModelRegistry"].lower()
+    if deployment.genesis_hash is None:
+        return f"{deployment.chain_id}:{registry}"
+    return f"{deployment.chain_id}:{deployment.genesis_hash.lower()}:{registry}"
 
 
 class JobStore:

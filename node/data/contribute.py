@@ -58,8 +58,11 @@ class Journal:
 
     @staticmethod
     def key(protocol: Protocol, contributor: str, datanet_id: int, plain_sha256: str) -> str:
+        """Per chain (genesis hash too: a restarted dev chain has the same chain id, registry address
+        and Datanet ids, but none of the earlier chain's contributions), Datanet, contributor, file."""
         registry = protocol.datanets.address
-        return f"{protocol.chain_id}:{registry}:{datanet_id}:{contributor}:{plain_sha256}"
+        chain = f"{protocol.chain_id}:{protocol.genesis_hash}"
+        return f"{chain}:{registry}:{datanet_id}:{contributor}:{plain_sha256}"
 
     def get(self, key: str) -> JournalEntry | None:
         return self._entries.get(key)

@@ -10,9 +10,9 @@ one answer a few questions only the contributors' data could teach.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from node.chain.accounts import dev_account, save_keystore
 from node.chain.client import ChainClient
 from node.chain.deploy import OPEN, deploy, fmt_open, save_deployment
-from node.chain.devchain import DevChain, DevChainConfig, free_port
+from node.chain.devchain import DevChain, DevChainConfig, free_port, refuse_if_kept
 from node.chain.models import ContributionStatus, DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
 from node.data.contribute import Journal, contribute_files
@@ -165,6 +165,8 @@ class Demo:
         self.say(f"[green]✓[/] [bold]{step}[/] ({actor}): {detail}")
         if tx:
             self.say(f"    [dim]tx {tx}[/]")
+        if os.environ.get("DATANET_DEMO_FAIL_AFTER") == step:  # test hook: a run that fails part-way
+            raise NodeError(f"demo stopped after step {step!r} (DATANET_DEMO_FAIL_AFTER is set)")
 
     def run(self, chain: DevChain) -> DemoSummary:
         admin_client = ChainClient(chain.rpc_url, dev_account(0))
@@ -440,22 +442,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def write_chain_pidfile(data_dir: Path, chain: DevChain) -> Path:
-    path = data_dir / "devchain.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": chain.pid, "rpc_url": chain.rpc_url}))
+def fresh_state(data_dir: Path) -> Path:
+    """Empties the demo's own directory (`<data_dir>/demo`: wallets, data files, contributions
+    journal, the node's job store and work dirs) for a new run: each run has a new dev chain,
+    and nothing of the last chain's state applies to it. The content store and the cached base
+    model (outside it) are kept. Refused while a kept chain still runs: its state is in there."""
+    refuse_if_kept(data_dir, "replace the deployment file and the state of the chain it runs")
+    path = data_dir / "demo"
+    shutil.rmtree(path, ignore_errors=True)
     return path
-
-
-def stop_chain_from_pidfile(data_dir: Path) -> str | None:
-    """Stops a chain left running by `--keep` / `chain up --detach`; returns its URL."""
-    import signal
-
-    path = data_dir / "devchain.json"
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(int(info["pid"]), signal.SIGTERM)
-    path.unlink()
-    return str(info["rpc_url"])
