@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from node.chain.deploy import OPEN
 from node.chain.models import Method
 from node.cli import app
-from node.data.assemble import assemble
 from node.daemon.store import JobState
+from node.data.assemble import assemble
 from node.rewards.merkle import StandardMerkleTree
 from tests.conftest import World
 from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake
@@ -57,7 +57,7 @@ def test_a_posted_job_ends_as_a_registered_model(world: World, home: NodeHome, t
     assert json.loads(home.store.cat(metrics["manifest_cid"]))["data_root"] == r.data_root
     # The reward tree is the distributor's, and a contributor can claim from it.
     doc = json.loads(home.store.cat(model.attributionCID))
-    tree = StandardMerkleTree.load(doc["tree"])
+    tree = StandardMerkleTree.load(doc["reward_tree"])
     assert tree.root == model.attributionRoot == world.admin.reward_round(job_id).root
     assert sum(int(v[3]) for v in tree.values()) == world.admin.reward_round(job_id).total
     _, index, account, amount = tree.values()[0]

@@ -48,7 +48,7 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    snapshots: int = Field(ge=1, description="K, trajectory snapshots the scores sum over.")
+    snapshots: int = Field(ge=0, description="K, trajectory snapshots the scores sum over (0: example counts).")
     damping: float = Field(ge=0, description="lambda of the kernel F = PhiᵀPhi/N + lambda·I.")
     projection_dim: int = Field(ge=0, description="Projected gradient length; 0: no projection.")
     score_scale: float = Field(gt=0, description="Score units per integer: score = round(raw / score_scale).")
@@ -74,7 +74,7 @@ class QueryInfo(BaseModel):
     source: Literal["eval-file", "held-out"]
     cid: str | None = Field(None, description="The revealed eval file's CID (eval-file only).")
     sha256: str | None = Field(None, pattern=_HASH, description="Its sha256, as committed in the job config.")
-    examples: int = Field(ge=1)
+    examples: int = Field(ge=0, description="0 only under the example-count method (no query set).")
 
 
 class SnapshotInfo(BaseModel):

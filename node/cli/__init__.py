@@ -14,7 +14,21 @@ from typing import Annotated, Any
 import typer
 from rich.logging import RichHandler
 
-from node.cli import chain, contribute, datanets, demo, evalset, keys, operator, poster, rewards, store, views, wallet
+from node.cli import (
+    chain,
+    contribute,
+    datanets,
+    demo,
+    evalset,
+    keys,
+    operator,
+    poster,
+    rewards,
+    store,
+    verify,
+    views,
+    wallet,
+)
 from node.cli import daemon as daemon_cli
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
@@ -24,8 +38,7 @@ from node.errors import NodeError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
 
 # The command tree, grouped by role (each group is one `rich_help_panel` of `datanet --help`).
-# To add a command, register it in its role's block; e.g. `datanet verify JOB` (node/cli/verify.py)
-# goes into EVERYONE as `app.command("verify", rich_help_panel=EVERYONE)(verify.verify_cmd)`.
+# To add a command, register it in its role's block (e.g. `verify` in EVERYONE, from node/cli/verify.py).
 CONTRIBUTORS = "Contributors"
 CURATORS = "Datanet owners and curators"
 POSTERS = "Job posters"
@@ -61,6 +74,7 @@ app.command("daemon", rich_help_panel=NODES)(daemon_cli.daemon_cmd)
 
 # Everyone: the chain's state and the model registry.
 app.command("status", rich_help_panel=EVERYONE)(views.status_cmd)
+app.command("verify", rich_help_panel=EVERYONE)(verify.verify_cmd)
 app.add_typer(views.model_app, name="model", rich_help_panel=EVERYONE)
 views.model_app.command("list")(daemon_cli.models_cmd)
 

@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.table import Table
 
 from node.chain.deploy import load_deployment
@@ -175,6 +175,12 @@ class ModelView(BaseModel):
     config_hash: str
     parent_model_id: int
     registered_at: int
+    attribution_root: str = Field(description="Root of the reward tree (what RewardDistributor pays against).")
+    attribution_cid: str = Field(description="The attribution document: scores, weights, reward tree.")
+    attribution_method: str | None = Field(description="The document's method id (None: not fetched/readable).")
+    scores_root: str
+    total_weight: int
+    example_count: int
 
 
 def models_cmd(
@@ -231,16 +237,39 @@ def _paged(page: Any) -> list[int]:
 
 def _model_view(m: Model, store: Any) -> ModelView:
     doc: dict[str, Any] | None = None
+    method: str | None = None
     if store is not None and m.metricsCID:
         try:
             doc = json.loads(store.cat(m.metricsCID))
             doc.pop("stream", None)  # the per-step stream is for plots, not for a listing
         except (NodeError, ValueError) as e:
             print(f"model #{m.id}: metrics {m.metricsCID} not readable here ({e})", file=sys.stderr)
+    if store is not None and m.attributionCID:
+        try:
+            raw = json.loads(store.cat(m.attributionCID)).get("method")
+            method = _method_id(raw)
+        except (NodeError, ValueError) as e:
+            print(f"model #{m.id}: attribution {m.attributionCID} not readable here ({e})", file=sys.stderr)
     return ModelView(
         model_id=m.id, job_id=m.jobId, node=m.node, method=m.method.name.lower(), base_model=m.baseModel,
         base_model_hash="0x" + m.baseModelHash.hex(), datanet_ids=m.datanetIds, adapter_cid=m.adapterCID,
         adapter_sha256="0x" + m.adapterHash.hex(), data_root="0x" + m.dataRoot.hex(), metrics_cid=m.metricsCID,
         metrics=doc, config_cid=m.configCID, config_hash="0x" + m.configHash.hex(), parent_model_id=m.parentModelId,
-        registered_at=m.registeredAt,
+        registered_at=m.registeredAt, attribution_root="0x" + m.attributionRoot.hex(), attribution_cid=m.attributionCID,
+        attribution_method=method, scores_root="0x" + m.scoresRoot.hex(), total_weight=m.totalWeight,
+        example_count=m.exampleCount,
     )  # fmt: skip
+
+
+def _method_id(raw: Any) -> str | None:
+    """The method id of a v1 document (`method` is an object) or a v0 one (`method` is a string)."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, dict):
+        from node.attribution.document import MethodInfo
+
+        try:
+            return MethodInfo.model_validate(raw).method_id()
+        except ValueError:
+            return None
+    return None

@@ -10,18 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from node.chain.models import Job
-from node.data.manifest import Manifest
-from node.rewards.shares import proportional_shares, reward_tree, split_pool
 from node.train.config import Progress, TrainConfig, TrainMetrics, TrainResult
 from node.train.snapshots import file_name, snapshot_steps
-
-ATTRIBUTION_METHOD = "example-count-v0"
-"""Until training-time attribution lands: each contributor's weight is its kept examples."""
 
 
 class MetricsDocument(BaseModel):
@@ -35,30 +28,6 @@ class MetricsDocument(BaseModel):
     excluded: int
     train: TrainMetrics
     stream: list[Progress] = Field(description="Every line of metrics.jsonl, in order.")
-
-
-class AttributionDocument(BaseModel):
-    """What `attributionCID` points to: the weights, the shares and the reward tree's dump."""
-
-    format: str = "datanet-attribution-v0"
-    method: str = ATTRIBUTION_METHOD
-    job_id: int
-    weights: dict[str, int] = Field(description="Per contributor, by address.")
-    contributors_total: int = Field(description="OPEN base units the tree distributes.")
-    root: str
-    tree: dict[str, Any] = Field(description="OpenZeppelin StandardMerkleTree dump (standard-v1).")
-
-
-def example_count_attribution(job: Job, manifest: Manifest) -> AttributionDocument:
-    """The reward tree until training-time attribution lands: each contributor weighs its kept
-    examples, and the tree distributes exactly what the distributor holds for contributors."""
-    split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
-    weights = {str(a): n for a, n in manifest.contributors().items()}
-    tree = reward_tree(job.id, proportional_shares(weights, split.contributors))
-    return AttributionDocument(
-        job_id=job.id, weights=weights, contributors_total=split.contributors, root="0x" + tree.root.hex(),
-        tree=tree.dump().model_dump(mode="json"),
-    )  # fmt: skip
 
 
 def finished_run(out: Path, config: TrainConfig) -> TrainResult | None:
@@ -94,10 +63,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 __all__ = [
-    "ATTRIBUTION_METHOD",
-    "AttributionDocument",
     "MetricsDocument",
-    "example_count_attribution",
     "finished_run",
     "write_atomic",
 ]

@@ -30,14 +30,14 @@ from web3.types import TxReceipt
 from node.chain.models import Job, JobStatus, ResultParams
 from node.chain.protocol import Protocol
 from node.config import Settings
+from node.daemon.eligibility import NotEligibleError, check_job, load_config, local_base_model
+from node.daemon.outputs import MetricsDocument, finished_run, write_atomic
+from node.daemon.store import HOLDING, JobRecord, JobState, JobStore
 from node.data.assemble import AssembledSet, AssemblyConfig, assemble
 from node.data.manifest import Manifest
 from node.data.records import Example
-from node.daemon.eligibility import NotEligibleError, check_job, load_config, local_base_model
 from node.errors import AccessDeniedError, ContractRevertError, NodeError
-from node.daemon.outputs import MetricsDocument, example_count_attribution, finished_run, write_atomic
-from node.daemon.store import HOLDING, JobRecord, JobState, JobStore
-from node.rewards.scores_tree import example_count_tree
+from node.rewards.shares import split_pool
 from node.storage.base import ContentStore, verify_sha256
 from node.train.config import Progress, TrainMetrics
 
@@ -192,33 +192,90 @@ class JobSteps:
 
     def build_data(self, r: JobRecord) -> None:
         job = self._ours(r)
+        evaluation = self._eval_set(r, job)
         try:
-            assembled = self._assemble(r, job)
+            assembled = self._assemble(r, job, evaluation)
         except AccessDeniedError as e:
             raise WaitJob(f"waiting for a key grant: {e}") from e
         data = assembled.write(self.work_dir(r.job_id) / "data")
         write_atomic(data / "excluded.json", json.dumps([e.model_dump() for e in assembled.excluded]).encode())
+        write_atomic(data / "eval-dropped.json", json.dumps([e.model_dump() for e in assembled.eval_dropped]).encode())
         m = assembled.manifest
         self.jobs.transition(
             r.job_id, JobState.DATA_READY, from_=[JobState.CLAIMED], data_root=m.data_root, examples=len(m.entries)
         )
         log.info(
-            "job #%d: training set ready at block %d: %d examples from %d contributors, %d excluded, data root %s",
+            "job #%d: training set ready at block %d: %d examples from %d contributors, %d excluded, "
+            "%d dropped as eval copies, data root %s",
             r.job_id,
             r.claim_block,
             len(m.entries),
             len(m.contributors()),
             len(assembled.excluded),
+            len(assembled.eval_dropped),
             m.data_root,
         )
         failpoint("data-ready")
 
-    def _assemble(self, r: JobRecord, job: Job) -> AssembledSet:
+    def _eval_set(self, r: JobRecord, job: Job) -> list[Example] | None:
+        """The poster's eval set, once revealed (fetched, checked against the committed sha256 and
+        kept in the work dir as `data/eval.bin` + `data/eval.json`); None without a commitment, or
+        when the reveal window closed without one (the held-out split is then the query set).
+        Waits (WaitJob) while the window is open."""
+        config = load_config(self.store, job)
+        if config.eval_sha256 is None:
+            return None
+        data_dir = self.work_dir(r.job_id) / "data"
+        reveal = self.p.eval_reveal(r.job_id)
+        if not reveal.revealed:
+            claim_block = r.claim_block
+            assert claim_block is not None
+            claimed_at = int(self.p.client.rpc(lambda: self.p.client.w3.eth.get_block(claim_block)["timestamp"],
+                                               "get block"))  # fmt: skip
+            left = claimed_at + config.eval_reveal_s - self._chain_time()
+            if left > 0:
+                raise WaitJob(f"waiting for the poster to reveal the eval set ({left} s left)", delay=min(left, 30))
+            log.warning("job #%d: the eval set was not revealed in time; the held-out split is the query set", r.job_id)
+            write_atomic(data_dir / "eval.json", json.dumps({"revealed": False}).encode())
+            return None
+        payload = self.store.cat(reveal.evalCID)
+        from node.attribution.pipeline import eval_queries  # validates and checks the committed sha256
+
+        try:
+            queries = eval_queries(payload, reveal.evalCID, config.eval_sha256)
+        except (NodeError, ValueError) as e:
+            log.error("job #%d: the revealed eval set is unusable (%s); the held-out split is the query set",
+                      r.job_id, e)  # fmt: skip
+            unusable = {"revealed": True, "usable": False, "why": str(e)}
+            write_atomic(data_dir / "eval.json", json.dumps(unusable).encode())
+            return None
+        write_atomic(data_dir / "eval.bin", payload)
+        write_atomic(data_dir / "eval.json", json.dumps({"revealed": True, "usable": True, "cid": reveal.evalCID,
+                                                         "sha256": config.eval_sha256}).encode())  # fmt: skip
+        return [q.example for q in queries.queries]
+
+    def _assemble(self, r: JobRecord, job: Job, evaluation: list[Example] | None = None) -> AssembledSet:
         """The job's training set at its claim block, under the terms its config declares."""
         assert r.claim_block is not None
         config = AssemblyConfig(commercial=load_config(self.store, job).commercial_use)
         reader = _FailpointReader(self.store)
-        return assemble(self.p, reader, r.job_id, block=r.claim_block, decrypt=self._decrypt(job), config=config)
+        return assemble(
+            self.p, reader, r.job_id, block=r.claim_block, decrypt=self._decrypt(job), config=config,
+            evaluation=evaluation,
+        )  # fmt: skip
+
+    def _written_eval(self, job_id: int) -> list[Example] | None:
+        """The eval set this job's data was assembled against (see `_eval_set`), from the work dir."""
+        data = self.work_dir(job_id) / "data"
+        try:
+            meta = json.loads((data / "eval.json").read_text())
+        except FileNotFoundError:
+            return None
+        if not meta.get("usable"):
+            return None
+        from node.attribution.pipeline import eval_queries
+
+        return [q.example for q in eval_queries((data / "eval.bin").read_bytes(), meta["cid"], meta["sha256"]).queries]
 
     def _decrypt(self, job: Job) -> Any:
         """The private-Datanet decrypt hook (key grants), only when the job needs one."""
@@ -247,7 +304,7 @@ class JobSteps:
             ok = False
         if ok:
             return manifest, examples
-        assembled = self._assemble(r, self.p.job(r.job_id))
+        assembled = self._assemble(r, self.p.job(r.job_id), self._written_eval(r.job_id))
         if assembled.manifest.data_root != r.data_root:
             raise NodeError(
                 f"job #{r.job_id}: the training set at block {r.claim_block} now has data root "
@@ -334,14 +391,58 @@ class JobSteps:
     # ------------------------------------------------------------------ trained → attributed
 
     def attribute(self, r: JobRecord) -> None:
-        """The reward tree. Until training-time attribution lands, weights are kept examples per
-        contributor (ATTRIBUTION_METHOD); the tree covers exactly what the distributor holds."""
+        """Per-example training-time attribution (`node.attribution`, in an isolated worker) and
+        the reward tree built from it; the snapshots it replayed are uploaded first, since the
+        document names them by CID. A job without snapshots or a query set pays by example counts."""
+        from node.attribution.pipeline import (
+            QuerySet,
+            RunInputs,
+            attribute_run,
+            count_document,
+            eval_queries,
+            held_out_queries,
+        )
+
         job = self._ours(r)
-        manifest, _ = self._training_set(r)
-        doc = example_count_attribution(job, manifest)
-        write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.model_dump_json(indent=2).encode())
-        self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.root)
-        log.info("job #%d: reward tree over %d contributors, root %s", r.job_id, len(doc.weights), doc.root)
+        work = self.work_dir(r.job_id)
+        manifest, examples = self._training_set(r)
+        config = load_config(self.store, job)
+        split_pool_ = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
+        where: dict[str, Any] = {"chain_id": self.p.chain_id, "model_registry": str(self.p.models.address),
+                                 "dust_recipient": self.p.datanet(job.datanetIds[0]).treasury}  # fmt: skip
+        split = json.loads((work / "train" / "adapter" / "split.json").read_text())
+        eval_meta = work / "data" / "eval.json"
+        meta = json.loads(eval_meta.read_text()) if eval_meta.exists() else {}
+        query: QuerySet | None
+        if meta.get("usable"):
+            query = eval_queries((work / "data" / "eval.bin").read_bytes(), meta["cid"], meta["sha256"])
+        else:
+            query = held_out_queries(manifest, examples, split["eval"])
+        snapshots = work / "train" / "snapshots"
+        files = sorted(snapshots.glob("snapshot-*.safetensors"))
+        if not files or query is None:
+            why = "it saved no snapshots" if not files else "it has no query set (no eval set, nothing held out)"
+            log.warning("job #%d: paying by example counts: %s", r.job_id, why)
+            doc = count_document(job, manifest, query.info if query else None, split_pool_, **where)
+        else:
+            cids = [self.store.add_bytes(f.read_bytes()) for f in files]
+            inputs = RunInputs(
+                job=job, manifest=manifest, examples=examples, config=config.train_config(),
+                base_dir=local_base_model(job, self.settings), snapshots_dir=snapshots, snapshot_cids=cids,
+                train_indices=split["train"], query=query, split=split_pool_, **where,
+            )  # fmt: skip
+            t0 = time.perf_counter()
+            run = attribute_run(inputs)
+            doc = run.document
+            log.info("job #%d: attribution of %d examples against %d queries (%s) over %d snapshots in %.1f s",
+                     r.job_id, len(examples), query.info.examples, query.info.source, len(files),
+                     time.perf_counter() - t0)  # fmt: skip
+        write_atomic(work / "attribution.json", doc.canonical_json())
+        self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.reward_root)
+        log.info(
+            "job #%d: %s weights over %d contributors (W=%d), reward root %s", r.job_id, doc.method.id,
+            len(doc.weights), doc.total_weight, doc.reward_root,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ attributed → uploaded
 
@@ -399,9 +500,9 @@ class JobSteps:
         if self._recover_submit(r, self.p.job(r.job_id)):  # re-read right before sending
             return
         assert r.adapter_cid and r.adapter_sha256 and r.data_root and r.attribution_root
-        manifest, _ = self._training_set(r)
-        # The reward tree weighs kept examples (example_count_attribution): commit that as scores.
-        counts = example_count_tree([(e.contribution_id, e.contributor) for e in manifest.entries])
+        from node.attribution.document import AttributionDocument
+
+        doc = AttributionDocument.from_json((self.work_dir(r.job_id) / "attribution.json").read_bytes())
         params = ResultParams(
             adapterCID=r.adapter_cid,
             adapterHash=bytes.fromhex(r.adapter_sha256[2:]),
@@ -409,9 +510,9 @@ class JobSteps:
             dataRoot=bytes.fromhex(r.data_root[2:]),
             attributionRoot=bytes.fromhex(r.attribution_root[2:]),
             attributionCID=r.attribution_cid or "",
-            scoresRoot=counts.root,
-            totalWeight=len(counts),
-            exampleCount=len(counts),
+            scoresRoot=bytes.fromhex(doc.scores.root[2:]),
+            totalWeight=doc.total_weight,
+            exampleCount=doc.example_count,
         )
         failpoint("submit-before")
         try:

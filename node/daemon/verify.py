@@ -1,0 +1,221 @@
+"""`datanet verify JOB`: recompute a registered job's attribution from public artifacts only.
+
+Everything is fetched by the CIDs the chain (or the committed document) names and checked
+against the hash the chain (or the document) committed to before it is used: the job config
+(`configHash`), the training set (re-assembled from the chain at the claim block, exactly as the
+node did, so its root must be `dataRoot`), the revealed eval set (`eval_sha256` of the config),
+the adapter (`adapterHash`), every trajectory snapshot (its sha256 in the document), the base
+model (`baseModelHash`). Then the scores are recomputed in the isolated worker with the
+committed method parameters and score scale, and compared in payout terms
+(`node.attribution.verify.compare`).
+
+It lives beside the daemon because it reuses the daemon's own checks (config, base model,
+private-Datanet key grants): a verifier is a node that re-runs a step instead of claiming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from node.attribution.document import AttributionDocument
+from node.attribution.pipeline import (
+    EXAMPLE_COUNT_METHOD,
+    QuerySet,
+    RunInputs,
+    attribute_run,
+    count_document,
+    eval_queries,
+    held_out_queries,
+)
+from node.attribution.request import MethodParams as EngineParams
+from node.attribution.verify import Comparison, compare
+from node.chain.models import Job, JobStatus
+from node.chain.protocol import Protocol
+from node.config import Settings
+from node.daemon.eligibility import NotEligibleError, load_config, local_base_model
+from node.data.assemble import assemble
+from node.errors import AccessDeniedError, ContentMismatchError, NodeError
+from node.rewards.shares import split_pool
+from node.storage.base import ContentStore
+
+
+class VerifyError(NodeError):
+    """The job cannot be verified here (not registered, an artifact missing, no key grant)."""
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class VerifyReport(BaseModel):
+    job_id: int
+    model_id: int
+    verdict: Literal["MATCH", "MISMATCH"]
+    method: str
+    checks: list[Check] = Field(description="Every artifact checked against its committed hash, in order.")
+    comparison: Comparison | None = Field(None, description="None when an artifact check already failed.")
+    seconds: float
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.items: list[Check] = []
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.items.append(Check(name=name, ok=ok, detail=detail))
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.items)
+
+
+def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings) -> VerifyReport:
+    """Recomputes job `job_id`'s attribution and compares it with what was committed."""
+    t0 = time.perf_counter()
+    job = p.job(job_id)
+    if job.status != JobStatus.COMPLETED or not job.modelId:
+        raise VerifyError(
+            f"job #{job_id} has no registered result to verify (it is {job.status.name.lower()}); "
+            "`datanet job show` shows its state"
+        )
+    model = p.model(job.modelId)
+    checks = _Checks()
+    doc = AttributionDocument.from_json(_cat(store, model.attributionCID, "attribution document"))
+    checks.add("attribution root", doc.reward_root == "0x" + model.attributionRoot.hex(),
+               f"document {doc.reward_root}, chain 0x{model.attributionRoot.hex()}")  # fmt: skip
+    checks.add("scores root", doc.scores.root == "0x" + model.scoresRoot.hex(),
+               f"document {doc.scores.root}, chain 0x{model.scoresRoot.hex()}")  # fmt: skip
+    committed, onchain = (doc.total_weight, doc.example_count), (model.totalWeight, model.exampleCount)
+    checks.add("total weight and example count", committed == onchain, f"document {committed}, chain {onchain}")
+    try:
+        config = load_config(store, job)
+    except NotEligibleError as e:
+        checks.add("job config", False, str(e))
+        return _report(job_id, job.modelId, doc, checks, None, t0)
+    checks.add("job config", True, f"{job.configCID} matches configHash")
+
+    # The query set: the revealed eval file when the document says so (checked), else held out.
+    evaluation = None
+    query: QuerySet | None = None
+    if doc.query.source == "eval-file":
+        reveal = p.eval_reveal(job_id)
+        if not checks.add("eval set revealed", reveal.revealed and reveal.evalCID == doc.query.cid,
+                          f"document {doc.query.cid}, chain {reveal.evalCID or '(none)'}"):  # fmt: skip
+            return _report(job_id, job.modelId, doc, checks, None, t0)
+        assert config.eval_sha256 is not None and doc.query.cid is not None
+        query = eval_queries(_cat(store, doc.query.cid, "eval set"), doc.query.cid, config.eval_sha256)
+        checks.add("eval set", True, f"{doc.query.cid} matches the committed eval_sha256")
+        evaluation = [q.example for q in query.queries]
+    elif config.eval_sha256 is not None:
+        reveal = p.eval_reveal(job_id)
+        claimed = int(p.client.w3.eth.get_block(job.claimBlock)["timestamp"])
+        in_time = reveal.revealed and reveal.revealedAt <= claimed + config.eval_reveal_s
+        checks.add("query set", not in_time, "the eval set was revealed in time but the node used the held-out split"
+                   if in_time else "no timely reveal: the held-out split is the query set")  # fmt: skip
+
+    try:
+        assembled = assemble(p, store, job_id, block=job.claimBlock, decrypt=_decrypt(p, store, job), config=None,
+                             evaluation=evaluation)  # fmt: skip
+    except AccessDeniedError as e:
+        raise VerifyError(
+            f"job #{job_id} trained on a private Datanet and this account holds no key grant for it ({e}). Publish "
+            "this account's key (`datanet keys publish`), then ask the Datanet's owner for a grant "
+            "(`datanet grant --datanet ID --to YOUR_ADDRESS`, run by them)"
+        ) from e
+    manifest, examples = assembled.manifest, assembled.examples
+    if not checks.add("training set", manifest.data_root == "0x" + model.dataRoot.hex(),
+                      f"re-assembled at block {job.claimBlock}: {len(examples)} examples, root {manifest.data_root}; "
+                      f"chain 0x{model.dataRoot.hex()}"):  # fmt: skip
+        return _report(job_id, job.modelId, doc, checks, None, t0)
+
+    split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
+    where: dict[str, Any] = {"chain_id": doc.chain_id, "model_registry": doc.model_registry,
+             "dust_recipient": doc.payout.dust_recipient}  # fmt: skip
+    treasury = p.datanet(job.datanetIds[0]).treasury
+    checks.add("dust recipient", doc.payout.dust_recipient == treasury,
+               f"document {doc.payout.dust_recipient}, Datanet #{job.datanetIds[0]} treasury {treasury}")  # fmt: skip
+    checks.add("payout total", doc.payout.total == split.contributors,
+               f"document {doc.payout.total}, the job's split gives {split.contributors}")  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix=f"datanet-verify-{job_id}-") as tmp:
+        work = Path(tmp)
+        adapter = store.get(model.adapterCID, work / "adapter")
+        digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).digest()
+        detail = f"{model.adapterCID}: sha256 0x{digest.hex()}, chain 0x{model.adapterHash.hex()}"
+        if not checks.add("adapter", digest == bytes(model.adapterHash), detail):
+            return _report(job_id, job.modelId, doc, checks, None, t0)
+        train_split = json.loads((adapter / "split.json").read_text())
+        if query is None and doc.query.source == "held-out" and doc.method.id != EXAMPLE_COUNT_METHOD:
+            query = held_out_queries(manifest, examples, train_split["eval"])
+        if doc.method.id == EXAMPLE_COUNT_METHOD:
+            recomputed = count_document(job, manifest, doc.query, split, **where)
+        else:
+            if query is None:
+                checks.add("query set", False, "the document names a held-out query set but the adapter's split "
+                           "holds nothing out")  # fmt: skip
+                return _report(job_id, job.modelId, doc, checks, None, t0)
+            snapshots = work / "snapshots"
+            snapshots.mkdir()
+            for s in doc.snapshots:
+                data = _cat(store, s.cid, f"snapshot {s.index}")
+                got = "0x" + hashlib.sha256(data).hexdigest()
+                detail = f"{s.cid}: sha256 {got}, document {s.sha256}"
+                if not checks.add(f"snapshot {s.index}", got == s.sha256, detail):
+                    return _report(job_id, job.modelId, doc, checks, None, t0)
+                (snapshots / f"snapshot-{s.index:03d}.safetensors").write_bytes(data)
+            try:
+                base_dir = local_base_model(job, settings)
+            except NotEligibleError as e:
+                raise VerifyError(f"the base model is not available here: {e}") from e
+            checks.add("base model", True, f"{job.baseModel} matches baseModelHash")
+            params = doc.method.params
+            engine = EngineParams.model_validate(params.model_extra.get("engine", {}) if params.model_extra else {})
+            exponent = int((params.model_extra or {}).get("score_exponent", 0))
+            inputs = RunInputs(
+                job=job, manifest=manifest, examples=examples, config=config.train_config(), base_dir=base_dir,
+                snapshots_dir=snapshots, snapshot_cids=[s.cid for s in doc.snapshots],
+                train_indices=train_split["train"], query=query, split=split, **where,
+            )  # fmt: skip
+            recomputed = attribute_run(inputs, params=engine, score_exponent=exponent).document
+    return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
+
+
+def _report(
+    job_id: int, model_id: int, doc: AttributionDocument, checks: _Checks, comparison: Comparison | None, t0: float
+) -> VerifyReport:
+    ok = checks.ok and comparison is not None and comparison.verdict == "MATCH"
+    return VerifyReport(
+        job_id=job_id, model_id=model_id, verdict="MATCH" if ok else "MISMATCH", method=doc.method.method_id(),
+        checks=checks.items, comparison=comparison, seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _cat(store: ContentStore, cid: str, what: str) -> bytes:
+    try:
+        return store.cat(cid)
+    except ContentMismatchError:
+        raise
+    except (OSError, NodeError) as e:
+        raise VerifyError(f"cannot fetch the {what} {cid}: {e}. Point --ipfs-api at a node that has it") from e
+
+
+def _decrypt(p: Protocol, store: ContentStore, job: Job) -> Any:
+    """Private Datanets: the key-grant decryption hook, as the daemon uses it."""
+    if not any(p.datanet(d).isPrivate for d in job.datanetIds):
+        return None
+    from node.data.grants import JobKeys
+
+    return JobKeys(p, store, job.id)
+
+
+__all__ = ["Check", "VerifyError", "VerifyReport", "verify_job"]

@@ -1,0 +1,128 @@
+"""Proof of Attribution end to end on the real dev chain, embedded store and trainer: the daemon
+attributes a job from its trajectory snapshots and commits the v1 document; `datanet verify`
+recomputes it from public artifacts only and says MATCH; a node that commits other scores
+(consistent arithmetic, different amounts) is caught as MISMATCH; contributors claim."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.attribution.document import AttributionDocument, build_document
+from node.cli import app
+from node.daemon.steps import JobSteps
+from node.daemon.store import JobState, JobStore
+from node.daemon.verify import verify_job
+from node.data.manifest import Manifest
+from node.rewards.merkle import StandardMerkleTree
+from node.rewards.shares import split_pool
+from tests.conftest import World
+from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, stake
+
+
+@pytest.fixture
+def home(world: World, tmp_path: Path, tiny_base_model: Path) -> NodeHome:
+    return node_home(world, tmp_path, tiny_base_model)
+
+
+def _cli_env(home: NodeHome, world: World) -> dict[str, str]:
+    s = home.settings
+    return {"DATANET_DATA_DIR": str(s.data_dir), "DATANET_NETWORK": "test", "DATANET_RPC_URL": world.rpc_url,
+            "DATANET_DEPLOYMENTS_DIR": str(s.deployments_dir), "DATANET_MODELS_DIR": str(s.models_path)}  # fmt: skip
+
+
+def _drive(steps: JobSteps, jobs: JobStore, job_id: int, until: JobState) -> None:
+    """Runs job `job_id`'s steps directly (errors propagate) until it reaches `until`."""
+    for _ in range(12):
+        r = jobs.require(job_id)
+        if r.state == until:
+            return
+        steps.steps[r.state](r)
+    raise AssertionError(f"job #{job_id} stuck in {jobs.require(job_id).state}")
+
+
+@pytest.mark.timeout(600)
+def test_attributed_job_verifies_and_pays_its_contributors(world: World, home: NodeHome) -> None:
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2})
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
+    daemon.close()
+
+    model = world.admin.model(r.model_id or 0)
+    doc = AttributionDocument.from_json(home.store.cat(model.attributionCID))
+    assert doc.format == "datanet-attribution-v1" and doc.method.id.startswith("tracin")
+    assert len(doc.snapshots) == 2 and doc.query.source == "held-out" and doc.query.examples >= 1
+    # What the chain holds is what the document commits to.
+    assert doc.reward_root == "0x" + model.attributionRoot.hex() == "0x" + world.admin.reward_round(job_id).root.hex()
+    assert doc.scores.root == "0x" + model.scoresRoot.hex()
+    assert (doc.total_weight, doc.example_count) == (model.totalWeight, model.exampleCount)
+    # Snapshots are public and content-addressed.
+    for s in doc.snapshots:
+        assert home.store.has(s.cid)
+
+    report = verify_job(world.admin, home.store, job_id, home.settings)
+    assert report.verdict == "MATCH", report.model_dump_json(indent=2)
+    assert report.comparison is not None and not report.comparison.differing
+    assert all(c.ok for c in report.checks)
+
+    # The CLI says the same and exits 0; `model list --json` names the attribution.
+    runner = CliRunner()
+    out = runner.invoke(app, ["verify", str(job_id), "--json"], env=_cli_env(home, world), catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["verdict"] == "MATCH"
+    listed = runner.invoke(app, ["model", "list", "--json"], env=_cli_env(home, world), catch_exceptions=False)
+    [view] = json.loads(listed.stdout)
+    assert view["attribution_cid"] == model.attributionCID and view["attribution_method"].startswith("tracin")
+
+    # Every leaf of the reward tree is claimable, and together they pay exactly the contributors' pool.
+    tree = StandardMerkleTree.load(doc.reward_tree)
+    assert sum(int(v[3]) for v in tree.values()) == world.admin.reward_round(job_id).total
+    for i, (_, index, account, amount) in enumerate(tree.values()):
+        before = world.admin.balance(account)
+        world.admin.claim_reward(job_id, int(index), account, int(amount), tree.proof(i))
+        assert world.admin.balance(account) == before + int(amount)
+
+
+@pytest.mark.timeout(600)
+def test_a_node_committing_other_scores_is_a_mismatch(world: World, home: NodeHome) -> None:
+    """The node commits a document whose arithmetic is consistent but whose scores favour one
+    contributor: every on-chain check passes, only the recomputation catches it."""
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2})
+    daemon = home.daemon(world.node)
+    steps = daemon.steps
+    # Drive the steps one by one so the document can be rewritten between attribute and upload.
+    daemon.catch_up()  # sees the JobPosted event
+    _drive(steps, daemon.jobs, job_id, JobState.ATTRIBUTED)
+    work = steps.work_dir(job_id)
+    honest = AttributionDocument.from_json((work / "attribution.json").read_bytes())
+    favoured = honest.scores.leaves[0].contributor
+    forged_scores = [x.score if x.contributor == favoured else -abs(x.score) for x in honest.scores.leaves]
+    job = world.admin.job(job_id)
+    manifest = Manifest.from_json((work / "data" / "manifest.json").read_bytes())
+    split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
+    forged = build_document(
+        job, manifest, forged_scores, [x.gradients_hash for x in honest.scores.leaves], honest.method, honest.query,
+        honest.snapshots, split, chain_id=honest.chain_id, model_registry=honest.model_registry,
+        dust_recipient=honest.payout.dust_recipient,
+    )  # fmt: skip
+    (work / "attribution.json").write_bytes(forged.canonical_json())
+    daemon.jobs.update(job_id, attribution_root=forged.reward_root)
+    _drive(steps, daemon.jobs, job_id, JobState.SETTLED)
+    daemon.close()
+
+    report = verify_job(world.admin, home.store, job_id, home.settings)
+    assert report.verdict == "MISMATCH"
+    assert all(c.ok for c in report.checks)  # every artifact matches its hash: only the scores lie
+    assert report.comparison is not None and report.comparison.arithmetic_problems == []
+    assert report.comparison.differing and not report.comparison.scores_root_equal
+    out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
+    assert out.exit_code == 1 and "MISMATCH" in out.stdout
