@@ -5,6 +5,7 @@ recomputes it from public artifacts only and says MATCH; a node that commits oth
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from typer.testing import CliRunner
 
 from node.attribution.document import AttributionDocument, build_document
 from node.cli import app
-from node.daemon.steps import JobSteps
+from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
 from node.daemon.verify import verify_job
 from node.data.manifest import Manifest
+from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
 from tests.conftest import World
@@ -126,3 +128,51 @@ def test_a_node_committing_other_scores_is_a_mismatch(world: World, home: NodeHo
     assert report.comparison.differing and not report.comparison.scores_root_equal
     out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
     assert out.exit_code == 1 and "MISMATCH" in out.stdout
+
+
+@pytest.mark.timeout(600)
+def test_the_revealed_eval_set_is_the_query_set(world: World, home: NodeHome) -> None:
+    """The poster commits an eval set at posting and reveals it after the claim; the node waits
+    for it, drops the training record that copies an eval example verbatim, attributes against it,
+    and the verifier checks it against the committed sha256."""
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    _, records = demo_world.region_facts(100)  # contributor 0's file: its facts, asked otherwise
+    asked = [demo_world.Record(instruction=f"Tell me: {r.instruction.lower()}", output=r.output) for r in records[:4]]
+    eval_bytes = demo_world.to_jsonl([*asked, records[5]])  # records[5] is a verbatim copy of a training record
+    eval_sha = "0x" + hashlib.sha256(eval_bytes).hexdigest()
+    job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2, "eval_sha256": eval_sha})
+    daemon = home.daemon(world.node)
+    daemon.catch_up()
+    _drive_until_waiting(daemon.steps, daemon.jobs, job_id)  # claimed, then waits for the reveal
+    assert daemon.jobs.require(job_id).state == JobState.CLAIMED
+
+    world.rpc("evm_mine")  # the reveal must come in a block after the claim's
+    world.poster.reveal_eval(job_id, home.store.add_bytes(eval_bytes))
+    _drive(daemon.steps, daemon.jobs, job_id, JobState.SETTLED)
+    daemon.close()
+    work = daemon.steps.work_dir(job_id)
+    dropped = json.loads((work / "data" / "eval-dropped.json").read_text())
+    assert len(dropped) == 1 and "copies eval example 4" in dropped[0]["reason"]
+
+    model = world.admin.model(world.admin.job(job_id).modelId)
+    doc = AttributionDocument.from_json(home.store.cat(model.attributionCID))
+    assert (doc.query.source, doc.query.sha256, doc.query.examples) == ("eval-file", eval_sha, 5)
+    manifest = Manifest.from_json((work / "data" / "manifest.json").read_bytes())
+    kept = {(e.contribution_id, e.record_line) for e in manifest.entries}
+    assert (dropped[0]["contribution_id"], dropped[0]["record_line"]) not in kept
+    assert doc.example_count == len(manifest.entries)
+    report = verify_job(world.admin, home.store, job_id, home.settings)
+    assert report.verdict == "MATCH", report.model_dump_json(indent=2)
+    assert any(c.name == "eval set" and c.ok for c in report.checks)
+
+
+def _drive_until_waiting(steps: JobSteps, jobs: JobStore, job_id: int) -> None:
+    for _ in range(4):
+        r = jobs.require(job_id)
+        try:
+            steps.steps[r.state](r)
+        except WaitJob as e:
+            assert "reveal the eval set" in str(e)
+            return
+    raise AssertionError("the node did not wait for the eval set's reveal")
