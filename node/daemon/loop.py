@@ -38,9 +38,9 @@ from node.chain.models import Method
 from node.chain.protocol import Protocol
 from node.chain.watcher import ChainEvent, EventWatcher
 from node.config import Settings
-from node.errors import ContentNotFoundError, NodeError, RpcUnavailableError, StorageError, TransactionError
 from node.daemon.steps import Interrupted, JobSteps, LostJob, SkipJob, WaitJob
 from node.daemon.store import HOLDING, TERMINAL, JobRecord, JobState, JobStore
+from node.errors import ContentNotFoundError, NodeError, RpcUnavailableError, StorageError, TransactionError
 from node.storage.base import ContentStore
 
 log = logging.getLogger("node.daemon")
