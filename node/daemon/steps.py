@@ -30,14 +30,15 @@ from web3.types import TxReceipt
 from node.chain.models import Job, JobStatus, ResultParams
 from node.chain.protocol import Protocol
 from node.config import Settings
+from node.daemon.attribute import attribute_job
 from node.daemon.eligibility import NotEligibleError, check_job, load_config, local_base_model
 from node.daemon.outputs import MetricsDocument, finished_run, write_atomic
+from node.daemon.query_set import RevealPending, fetch_eval_set, written_eval_set
 from node.daemon.store import HOLDING, JobRecord, JobState, JobStore
 from node.data.assemble import AssembledSet, AssemblyConfig, assemble
 from node.data.manifest import Manifest
 from node.data.records import Example
 from node.errors import AccessDeniedError, ContractRevertError, NodeError
-from node.rewards.shares import split_pool
 from node.storage.base import ContentStore, verify_sha256
 from node.train.config import Progress, TrainMetrics
 
@@ -218,41 +219,16 @@ class JobSteps:
         failpoint("data-ready")
 
     def _eval_set(self, r: JobRecord, job: Job) -> list[Example] | None:
-        """The poster's eval set, once revealed (fetched, checked against the committed sha256 and
-        kept in the work dir as `data/eval.bin` + `data/eval.json`); None without a commitment, or
-        when the reveal window closed without one (the held-out split is then the query set).
-        Waits (WaitJob) while the window is open."""
-        config = load_config(self.store, job)
-        if config.eval_sha256 is None:
-            return None
-        data_dir = self.work_dir(r.job_id) / "data"
-        reveal = self.p.eval_reveal(r.job_id)
-        if not reveal.revealed:
-            claim_block = r.claim_block
-            assert claim_block is not None
-            claimed_at = int(self.p.client.rpc(lambda: self.p.client.w3.eth.get_block(claim_block)["timestamp"],
-                                               "get block"))  # fmt: skip
-            left = claimed_at + config.eval_reveal_s - self._chain_time()
-            if left > 0:
-                raise WaitJob(f"waiting for the poster to reveal the eval set ({left} s left)", delay=min(left, 30))
-            log.warning("job #%d: the eval set was not revealed in time; the held-out split is the query set", r.job_id)
-            write_atomic(data_dir / "eval.json", json.dumps({"revealed": False}).encode())
-            return None
-        payload = self.store.cat(reveal.evalCID)
-        from node.attribution.pipeline import eval_queries  # validates and checks the committed sha256
-
+        """The poster's revealed eval set (see `node.daemon.query_set`); waits while it may still come."""
+        claim_block = r.claim_block
+        assert claim_block is not None
+        rpc, w3 = self.p.client.rpc, self.p.client.w3
+        claimed_at = int(rpc(lambda: w3.eth.get_block(claim_block)["timestamp"], "get block"))
         try:
-            queries = eval_queries(payload, reveal.evalCID, config.eval_sha256)
-        except (NodeError, ValueError) as e:
-            log.error("job #%d: the revealed eval set is unusable (%s); the held-out split is the query set",
-                      r.job_id, e)  # fmt: skip
-            unusable = {"revealed": True, "usable": False, "why": str(e)}
-            write_atomic(data_dir / "eval.json", json.dumps(unusable).encode())
-            return None
-        write_atomic(data_dir / "eval.bin", payload)
-        write_atomic(data_dir / "eval.json", json.dumps({"revealed": True, "usable": True, "cid": reveal.evalCID,
-                                                         "sha256": config.eval_sha256}).encode())  # fmt: skip
-        return [q.example for q in queries.queries]
+            return fetch_eval_set(self.p, self.store, r.job_id, load_config(self.store, job), claimed_at,
+                                  self._chain_time, self.work_dir(r.job_id) / "data")  # fmt: skip
+        except RevealPending as e:
+            raise WaitJob(str(e), delay=min(e.seconds_left, 30)) from e
 
     def _assemble(self, r: JobRecord, job: Job, evaluation: list[Example] | None = None) -> AssembledSet:
         """The job's training set at its claim block, under the terms its config declares."""
@@ -265,17 +241,8 @@ class JobSteps:
         )  # fmt: skip
 
     def _written_eval(self, job_id: int) -> list[Example] | None:
-        """The eval set this job's data was assembled against (see `_eval_set`), from the work dir."""
-        data = self.work_dir(job_id) / "data"
-        try:
-            meta = json.loads((data / "eval.json").read_text())
-        except FileNotFoundError:
-            return None
-        if not meta.get("usable"):
-            return None
-        from node.attribution.pipeline import eval_queries
-
-        return [q.example for q in eval_queries((data / "eval.bin").read_bytes(), meta["cid"], meta["sha256"]).queries]
+        written = written_eval_set(self.work_dir(job_id) / "data")
+        return None if written is None else [q.example for q in written.queries]
 
     def _decrypt(self, job: Job) -> Any:
         """The private-Datanet decrypt hook (key grants), only when the job needs one."""
@@ -391,53 +358,13 @@ class JobSteps:
     # ------------------------------------------------------------------ trained → attributed
 
     def attribute(self, r: JobRecord) -> None:
-        """Per-example training-time attribution (`node.attribution`, in an isolated worker) and
-        the reward tree built from it; the snapshots it replayed are uploaded first, since the
-        document names them by CID. A job without snapshots or a query set pays by example counts."""
-        from node.attribution.pipeline import (
-            QuerySet,
-            RunInputs,
-            attribute_run,
-            count_document,
-            eval_queries,
-            held_out_queries,
-        )
-
+        """Per-example training-time attribution and the reward tree built from it (`attribute_job`)."""
         job = self._ours(r)
-        work = self.work_dir(r.job_id)
         manifest, examples = self._training_set(r)
-        config = load_config(self.store, job)
-        split_pool_ = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
-        where: dict[str, Any] = {"chain_id": self.p.chain_id, "model_registry": str(self.p.models.address),
-                                 "dust_recipient": self.p.datanet(job.datanetIds[0]).treasury}  # fmt: skip
-        split = json.loads((work / "train" / "adapter" / "split.json").read_text())
-        eval_meta = work / "data" / "eval.json"
-        meta = json.loads(eval_meta.read_text()) if eval_meta.exists() else {}
-        query: QuerySet | None
-        if meta.get("usable"):
-            query = eval_queries((work / "data" / "eval.bin").read_bytes(), meta["cid"], meta["sha256"])
-        else:
-            query = held_out_queries(manifest, examples, split["eval"])
-        snapshots = work / "train" / "snapshots"
-        files = sorted(snapshots.glob("snapshot-*.safetensors"))
-        if not files or query is None:
-            why = "it saved no snapshots" if not files else "it has no query set (no eval set, nothing held out)"
-            log.warning("job #%d: paying by example counts: %s", r.job_id, why)
-            doc = count_document(job, manifest, query.info if query else None, split_pool_, **where)
-        else:
-            cids = [self.store.add_bytes(f.read_bytes()) for f in files]
-            inputs = RunInputs(
-                job=job, manifest=manifest, examples=examples, config=config.train_config(),
-                base_dir=local_base_model(job, self.settings), snapshots_dir=snapshots, snapshot_cids=cids,
-                train_indices=split["train"], query=query, split=split_pool_, **where,
-            )  # fmt: skip
-            t0 = time.perf_counter()
-            run = attribute_run(inputs)
-            doc = run.document
-            log.info("job #%d: attribution of %d examples against %d queries (%s) over %d snapshots in %.1f s",
-                     r.job_id, len(examples), query.info.examples, query.info.source, len(files),
-                     time.perf_counter() - t0)  # fmt: skip
-        write_atomic(work / "attribution.json", doc.canonical_json())
+        base_dir = local_base_model(job, self.settings)
+        doc = attribute_job(self.p, self.store, job, self.work_dir(r.job_id), manifest, examples,
+                            load_config(self.store, job), base_dir)  # fmt: skip
+        write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.canonical_json())
         self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.reward_root)
         log.info(
             "job #%d: %s weights over %d contributors (W=%d), reward root %s", r.job_id, doc.method.id,
