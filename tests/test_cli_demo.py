@@ -51,7 +51,7 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert [c["relayed"] for c in summary["contributions"]] == [False, False, True]
         assert summary["treasury_slashed"] == "10.00 OPEN"  # 50% of a 20 OPEN stake
         assert len({c["contributor"] for c in summary["contributions"]}) == 3
-        off_chain = {"train", "training set", "chat"}
+        off_chain = {"train", "training set", "chat", "attribution", "verify"}
         assert {s["step"] for s in summary["steps"]} >= off_chain | {"claim job", "register model"}
         assert all(s["tx"] and s["tx"].startswith("0x") for s in summary["steps"] if s["step"] not in off_chain)
         assert (tmp_path / summary["deployment_file"]).exists()
@@ -89,6 +89,15 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         # a margin, not a count of exact answers that one machine's floats reach and another's miss.
         assert chat["fine_tuned_loglik"] > chat["base_loglik"] + 0.5, chat
         assert {a["contributor"] for a in chat["shown"]} == set(approved)
+        # Proof of Attribution: each approved contributor with a positive weight claims its amount,
+        # the rejected one is not paid, and a verifier recomputing everything agrees.
+        at = summary["attribution"]
+        assert at["verify"] == "MATCH", at
+        paid = {p["contributor"]: p for p in at["payouts"] if p["claim_tx"]}
+        assert paid and set(paid) <= set(approved)
+        assert summary["contributions"][2]["contributor"] not in {p["contributor"] for p in at["payouts"]}
+        assert abs(sum(p["share"] for p in at["payouts"]) - 1.0) < 1e-9
+        assert all(p["balance_after"] != p["balance_before"] for p in paid.values() if p["amount"] != "0.00 OPEN")
 
         status = _json(["status", "--json"])
         assert status["rpc_url"] == summary["rpc_url"]

@@ -106,10 +106,22 @@ def _print_summary(s: DemoSummary) -> None:
         f"here, the fine-tuned model answers {chat.fine_tuned_exact} with the contributed answer, the base model "
         f"{chat.base_exact}."
     )
+    at = s.attribution
+    t = Table("contributor", "weight", "share", "amount", "claimed (tx)", "balance before -> after",
+              title=f"Proof of Attribution ({at.query}; reward root {at.reward_root[:18]}…)")  # fmt: skip
+    for p in at.payouts:
+        claimed = p.claim_tx or "(treasury: rounding dust)"
+        balance = f"{p.balance_before} -> {p.balance_after}" if p.balance_before else ""
+        t.add_row(p.contributor, str(p.weight), f"{p.share:.1%}", p.amount, claimed, balance)
+    console.print(t)
+    colour = "green" if at.verify == "MATCH" else "red"
+    console.print(f"datanet verify {s.job_id}: [bold {colour}]{at.verify}[/] (recomputed from public artifacts in "
+                  f"{at.verify_seconds:.0f} s; method {at.method})")  # fmt: skip
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")
         console.print(f"Deployment file: [bold]{s.deployment_file}[/]")
         console.print(
-            f"Explore: `datanet status`, `datanet datanet show {s.datanet_id}`, "
+            f"Explore: `datanet status`, `datanet net show {s.datanet_id}`, `datanet verify {s.job_id}`, "
+            f"`datanet rewards --address ADDR`, "
             f"`datanet job show {s.job_id}`; stop: `datanet chain down`."
         )

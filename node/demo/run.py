@@ -26,6 +26,7 @@ from node.chain.deploy import OPEN, deploy, fmt_open, save_deployment
 from node.chain.devchain import DevChain, DevChainConfig, free_port, refuse_if_kept
 from node.chain.models import ContributionStatus, DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
+from node.config import Settings
 from node.data.contribute import Journal, contribute_files
 from node.data.manifest import Manifest
 from node.demo import world
@@ -132,6 +133,33 @@ class DemoChat(BaseModel):
     shown: list[DemoAnswer] = Field(description="A few questions from each contributor, answered by both models.")
 
 
+class DemoPayout(BaseModel):
+    """One contributor's attribution and claim."""
+
+    contributor: str
+    weight: int = Field(description="Sum of its contributions' netted, clipped scores (the payout weight).")
+    share: float = Field(description="weight / total weight.")
+    amount: str
+    claim_tx: str | None = None
+    balance_before: str | None = None
+    balance_after: str | None = None
+
+
+class DemoAttribution(BaseModel):
+    """How the job's contributors were paid, and whether a verifier agrees."""
+
+    method: str
+    query: str = Field(description="What the scores are measured against (held-out split or eval file).")
+    attribution_cid: str
+    reward_root: str
+    scores_root: str
+    payouts: list[DemoPayout]
+    dust: str = Field(description="Rounding dust, paid to the Datanet treasury.")
+    verify: str = Field(description="`datanet verify`'s verdict: MATCH or MISMATCH.")
+    verify_max_relative_deviation: float | None = None
+    verify_seconds: float
+
+
 class DemoSummary(BaseModel):
     rpc_url: str
     chain_id: int
@@ -146,6 +174,7 @@ class DemoSummary(BaseModel):
     training_set: DemoTrainingSet
     model: DemoModel
     chat: DemoChat
+    attribution: DemoAttribution
     steps: list[DemoStep] = Field(default_factory=list)
     chain_kept: bool = False
     chain_pid: int | None = None
@@ -170,6 +199,7 @@ class Demo:
         self.base_model = base_model  # default: the cached demo model, built the first time
         self.train_config = train
         self.steps: list[DemoStep] = []
+        self.wallets: dict[str, LocalAccount] = {}  # the contributors' fresh wallets, by address
         self.store = EmbeddedStore(data_dir / "ipfs")  # the embedded content store (Kubo-identical CIDs)
 
     def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None, tx: str | None = None) -> None:
@@ -203,6 +233,7 @@ class Demo:
         model, work, claim_block = self._daemon(node, job_id)
         training_set = self._training_set(work, job_id, claim_block)
         chat = self._ask(base_dir, work)
+        attribution = self._pay(admin, job_id)
         return DemoSummary(
             rpc_url=chain.rpc_url,
             chain_id=deployment.chain_id,
@@ -219,6 +250,7 @@ class Demo:
             training_set=training_set,
             model=model,
             chat=chat,
+            attribution=attribution,
             steps=self.steps,
         )
 
@@ -248,6 +280,7 @@ class Demo:
     def _new_wallet(self, label: str) -> LocalAccount:
         acct: LocalAccount = Account.create()
         save_keystore(acct, self.data_dir / "keystores" / f"{label}.json", DEMO_KEYSTORE_PASSWORD)
+        self.wallets[acct.address] = acct
         return acct
 
     def _write(self, name: str, data: bytes) -> Path:
@@ -343,13 +376,17 @@ class Demo:
         self._record("stake", "node", f"node {node.address} staked {fmt_open(min_stake)}", node)
         return job_id
 
+    def _node_settings(self, rpc_url: str) -> Settings:
+        from node.config import Settings
+
+        return Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
+                        rpc_url=rpc_url, retry_delay=1.0)  # fmt: skip
+
     def _daemon(self, node: Protocol, job_id: int) -> tuple[DemoModel, Path, int]:
         """The node's training daemon takes the job from here: claim, data, train, upload, submit."""
-        from node.config import Settings
         from node.daemon.loop import Daemon
 
-        settings = Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
-                            rpc_url=node.client.rpc_url, retry_delay=1.0)  # fmt: skip
+        settings = self._node_settings(node.client.rpc_url)
         self.say(f"[dim]node daemon: claim, assemble, train, upload, submit (progress, from another terminal: "
                  f"`DATANET_DATA_DIR={settings.data_dir} datanet jobs`)...[/]")  # fmt: skip
         daemon = Daemon(node, self.store, settings)
@@ -383,6 +420,52 @@ class Demo:
                      f"model #{m.id}: adapter {m.adapterCID} (sha256 {model.adapter_sha256[:18]}…), data root "
                      f"{model.data_root[:18]}…", tx=row.submit_tx)  # fmt: skip
         return model, work, row.claim_block or 0
+
+    def _pay(self, admin: Protocol, job_id: int) -> DemoAttribution:
+        """The posted attribution per contributor, each approved contributor claiming its OPEN from
+        the reward tree with its own wallet, then `datanet verify` recomputing it all."""
+        from node.attribution.document import AttributionDocument
+        from node.daemon.verify import verify_job
+        from node.rewards.merkle import StandardMerkleTree
+
+        m = admin.model(admin.job(job_id).modelId)
+        doc = AttributionDocument.from_json(self.store.cat(m.attributionCID))
+        query = f"{doc.query.examples} {'eval-file' if doc.query.source == 'eval-file' else 'held-out'} examples"
+        self._record("attribution", "node",
+                     f"{doc.method.id} over {len(doc.snapshots)} snapshots against {query}: weights "
+                     + ", ".join(f"{a[:10]}… {w / doc.total_weight:.1%}" for a, w in doc.weights.items())
+                     + f"; reward root {doc.reward_root[:18]}… (on-chain)")  # fmt: skip
+        tree = StandardMerkleTree.load(doc.reward_tree)
+        payouts: list[DemoPayout] = []
+        for i, (_, index, account, amount) in enumerate(tree.values()):
+            wallet = self.wallets.get(str(account))
+            weight = doc.weights.get(str(account), 0)
+            payout = DemoPayout(contributor=str(account), weight=weight, share=weight / doc.total_weight,
+                                amount=fmt_open(int(amount)))  # fmt: skip
+            if wallet is not None:  # a contributor (the dust leaf is the treasury's to claim)
+                me = admin.as_account(wallet)
+                before = me.balance()
+                me.claim_reward(job_id, int(index), str(account), int(amount), tree.proof(i))
+                after = me.balance()
+                payout = payout.model_copy(update={"claim_tx": me.client.last_tx, "balance_before": fmt_open(before),
+                                                   "balance_after": fmt_open(after)})  # fmt: skip
+                self._record("claim", f"contributor {account[:10]}…",
+                             f"{fmt_open(int(amount))} claimed: balance {fmt_open(before)} -> {fmt_open(after)}",
+                             tx=payout.claim_tx)  # fmt: skip
+            payouts.append(payout)
+        self.say("[dim]datanet verify: re-fetching every artifact and recomputing the scores...[/]")
+        report = verify_job(admin, self.store, job_id, self._node_settings(admin.client.rpc_url))
+        c = report.comparison
+        deviation = c.max_relative_deviation if c else None
+        self._record("verify", "anyone",
+                     f"{report.verdict}: {len(report.checks)} artifacts checked against their hashes, scores "
+                     f"recomputed (largest deviation {deviation or 0:.1e} of the top score) in "
+                     f"{report.seconds:.0f} s")  # fmt: skip
+        return DemoAttribution(
+            method=doc.method.method_id(), query=query, attribution_cid=m.attributionCID, reward_root=doc.reward_root,
+            scores_root=doc.scores.root, payouts=payouts, dust=fmt_open(doc.payout.dust), verify=report.verdict,
+            verify_max_relative_deviation=deviation, verify_seconds=report.seconds,
+        )  # fmt: skip
 
     def _training_set(self, work: Path, job_id: int, block: int) -> DemoTrainingSet:
         """What the node trained on: approved data of the job's Datanets as of the claim block,
