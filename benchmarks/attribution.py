@@ -1,0 +1,655 @@
+"""Attribution quality and cost: planted contributors, ground truth by retraining, ablations.
+
+Run from the repository root (about 20 minutes on 2 CPU cores; the tiny part alone ~5):
+
+    .venv/bin/python benchmarks/attribution.py                     # writes docs/benchmarks.md
+    .venv/bin/python benchmarks/attribution.py --models tiny --no-write
+
+Five planted contributors on one job: `clean_a` and `clean_b` state disjoint invented facts (the
+flag colours of made-up countries), each fact in two phrasings; `dup_a` restates `clean_a`'s facts
+in lightly reworded sentences (they survive exact dedup); `wrong` asks `clean_a`'s questions and
+answers them wrongly; `off_topic` talks about cooking. The poster's eval set asks every clean fact
+in a third phrasing no contributor used, so a method is judged on what the model learned, not on
+what it memorised.
+
+Ground truth is retraining: leave-one-contributor-out over several seeds (value = eval loss
+without the contributor minus eval loss with everyone), and on the tiny model exact Shapley over
+all 2^5 subsets (value of a subset = base eval loss minus the eval loss after training on it).
+Ours is `node.attribution` (`run_isolated`, the committed path) with the payout rule of
+`node.rewards.payout` (per-contribution netting, clip at 0). The ablations are computed here from
+the engine's building blocks on the same snapshots: a gradient dot product at the final weights,
+TracIn over the snapshots, + Adam preconditioning, + the damped Fisher kernel (the engine's
+method; the harness checks it reproduces the engine's scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.gas_report import write_section
+from node.data.records import Example
+from node.train.config import TrainConfig
+
+BEGIN, END = "<!-- attribution:begin -->", "<!-- attribution:end -->"
+LABELS = ("clean_a", "clean_b", "dup_a", "wrong", "off_topic")
+ADDRESS = {name: "0x" + c * 40 for name, c in zip(LABELS, "abcde", strict=True)}
+COLOURS = ["red", "blue", "green", "black", "white", "yellow", "brown", "grey"]
+_SYL = ["ka", "lo", "mi", "ru", "te", "vo", "zan", "bel", "dor", "fi", "gu", "ha", "ni", "po", "sa", "tu", "we"]
+_FOODS = ["bread", "tea", "rice", "soup", "eggs", "pasta", "beans", "cake", "fish", "corn", "stew", "pie"]
+
+# ---------------------------------------------------------------------------------------------- world
+
+
+def phrasing(k: int, country: str, colour: str) -> Example:
+    """1, 2: the clean contributors' phrasings; 3: the eval set's; 4, 5: the duplicates' rewording of
+    1, 2 (the question reworded, the answer the same: they survive exact dedup)."""
+    q, a = {
+        1: (f"What colour is the flag of {country}?", f"It is {colour}."),
+        2: (f"Which colour does the flag of {country} have?", f"The flag is {colour}."),
+        3: (f"Tell me the colour of the flag of {country}.", f"It is {colour}."),
+        4: (f"What colour is the flag of {country}, please?", f"It is {colour}."),
+        5: (f"Which colour does the flag of {country} have today?", f"The flag is {colour}."),
+    }[k]
+    return Example.of_chat([("user", q), ("assistant", a)])
+
+
+def cooking(food: str, minutes: int) -> Example:
+    return Example.of_chat([("user", f"How long do I cook {food}?"), ("assistant", f"Cook it for {minutes} minutes.")])
+
+
+def _name(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYL) for _ in range(3)).capitalize()
+
+
+class World(BaseModel):
+    """The planted job: examples in manifest order (contiguous per contributor), the eval set."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    examples: list[Example]
+    labels: list[str] = Field(description="Contributor label of each example.")
+    asked: list[bool] = Field(description="Whether the eval set asks about the example's fact.")
+    queries: list[Example]
+
+    def subset(self, keep: Sequence[str]) -> list[Example]:
+        return [e for e, c in zip(self.examples, self.labels, strict=True) if c in keep]
+
+
+def make_world(n_facts: int, seed: int = 7) -> World:
+    """`n_facts` facts per clean contributor; `wrong` answers every `clean_a` question wrongly."""
+    rng = random.Random(seed)
+    names: list[str] = []
+    while len(names) < 2 * n_facts:
+        n = _name(rng)
+        names += [n] if n not in names else []
+    facts = [(n, rng.choice(COLOURS)) for n in names]
+    fa, fb = facts[:n_facts], facts[n_facts:]
+    wrong = [COLOURS[(COLOURS.index(c) + rng.randint(1, len(COLOURS) - 1)) % len(COLOURS)] for _, c in fa]
+    rows: list[tuple[Example, str, bool]] = []
+    rows += [(phrasing(k, c, t), "clean_a", True) for c, t in fa for k in (1, 2)]
+    rows += [(phrasing(k, c, t), "clean_b", True) for c, t in fb for k in (1, 2)]
+    rows += [(phrasing(k, c, t), "dup_a", True) for c, t in fa for k in (4, 5)]
+    rows += [(phrasing(k, c, w), "wrong", True) for (c, _), w in zip(fa, wrong, strict=True) for k in (1, 2)]
+    rows += [(cooking(f, 3 + 2 * k), "off_topic", False) for k, f in enumerate((_FOODS * 2)[:n_facts])]
+    return World(examples=[r[0] for r in rows], labels=[r[1] for r in rows], asked=[r[2] for r in rows],
+                 queries=[phrasing(3, c, t) for c, t in facts])  # fmt: skip
+
+
+def build_tiny_base(out_dir: Path, steps: int = 100, seed: int = 0) -> Path:
+    """A tiny Llama pretrained (every weight, seconds) on every phrasing of *other* countries plus
+    cooking talk: it knows the formats, so fine-tuning has only the facts left to teach. A random
+    tiny Llama cannot learn facts through LoRA alone (its frozen random head caps every logit)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from node.train.base_model import build_tiny_llama
+    from node.train.formatting import tokenize_example
+
+    rng = random.Random(1000 + seed)
+    corpus: list[Example] = []
+    for _ in range(200):
+        c, t = _name(rng), rng.choice(COLOURS)
+        corpus += [phrasing(k, c, t) for k in (1, 2, 3, 4, 5)]
+    corpus += [cooking(rng.choice(_FOODS), rng.randint(2, 40)) for _ in range(100)]
+    texts = [" ".join(m.content for m in e.messages) for e in corpus]
+    build_tiny_llama(out_dir, texts, hidden=64, layers=2, heads=4, vocab=512, intermediate=128, seed=seed)
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    ids: list[int] = []
+    for e in corpus:
+        ids += tokenize_example(tok, e, train_on_prompt=True).input_ids
+    data = torch.tensor(ids[: len(ids) // 64 * 64]).view(-1, 64)  # (rows, 64)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.05, 1 - s / steps))
+    model.train()
+    for _ in range(steps):
+        batch = data[torch.randint(len(data), (16,), generator=gen)]
+        model(input_ids=batch, labels=batch, use_cache=False).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+class Setup(BaseModel):
+    """One benchmarked model: its base, the job's training config, the planted world."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    base_dir: Path
+    config: TrainConfig
+    world: World
+    threads: int = Field(description="torch threads for training (a tiny model is fastest on one).")
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Run(BaseModel):
+    """One training run: its final LoRA weights (the last snapshot) and where its snapshots are."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    keep: tuple[str, ...]
+    seed: int
+    train_seconds: float
+    steps: int
+    snapshots_dir: Path
+    final_lora: dict[str, Any]
+
+
+def train_on(setup: Setup, keep: Sequence[str], seed: int, out: Path, snapshots: int = 1) -> Run:
+    """Trains on the contributors in `keep` with the job's config (seed replaced); snapshots=1 is
+    just the final weights, which is all an eval needs."""
+    from node.train import snapshots as snaps
+    from node.train.trainer import train
+
+    cfg = setup.config.model_copy(update={"seed": seed, "snapshots": snapshots, "checkpoint_every": 1_000_000})
+    with threads(setup.threads):
+        result = train(setup.base_dir, setup.world.subset(keep), cfg, out)
+    found = snaps.load_all(out / "snapshots")
+    return Run(keep=tuple(keep), seed=seed, train_seconds=result.metrics.train_seconds, steps=result.metrics.steps,
+               snapshots_dir=out / "snapshots", final_lora=found[-1].lora)  # fmt: skip
+
+
+class Evaluator:
+    """The poster's eval loss (token mean over the eval answers, as the trainer reports it) of the
+    base with any LoRA weights, one model loaded once."""
+
+    def __init__(self, setup: Setup):
+        from node.attribution import gradients as G
+
+        self.G = G
+        self.model = G.load_model(setup.base_dir, setup.config, "float32")
+        self.loss_fn = G.LossSum(self.model)
+        tok = G.load_tokenizer(setup.base_dir)
+        self.items = G.tokenize(tok, setup.world.queries, setup.config)
+        self.tokens = sum(t.trainable for t in self.items)
+        self.zero = {n: p.detach().clone() for n, p in G.lora_parameters(self.model)}  # B = 0: the base
+
+    def loss(self, lora: dict[str, Any] | None) -> float:
+        import torch
+
+        self.G.set_lora(self.model, lora if lora is not None else self.zero)
+        total = 0.0
+        with torch.no_grad():
+            for t in self.items:
+                total += float(self.loss_fn(torch.tensor([t.input_ids]), torch.tensor([t.labels])))
+        return total / self.tokens
+
+
+# ----------------------------------------------------------------------------------- ground truth
+
+
+def shapley(values: dict[frozenset[str], float], players: Sequence[str]) -> dict[str, float]:
+    """Exact Shapley values of the game `values` (every subset of `players` present)."""
+    n = len(players)
+    out = {}
+    for p in players:
+        others = [q for q in players if q != p]
+        phi = 0.0
+        for r in range(n):
+            w = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
+            for s in itertools.combinations(others, r):
+                phi += w * (values[frozenset(s) | {p}] - values[frozenset(s)])
+        out[p] = phi
+    return out
+
+
+def subset_values(setup: Setup, ev: Evaluator, seed: int, root: Path,
+                  subsets: Sequence[frozenset[str]]) -> tuple[dict[frozenset[str], float], float]:  # fmt: skip
+    """v(S) = base eval loss - eval loss after training on S, for each subset; and the seconds."""
+    base = ev.loss(None)
+    values: dict[frozenset[str], float] = {frozenset(): 0.0}
+    t0 = time.perf_counter()
+    for k, s in enumerate(subsets):
+        if not s:
+            continue
+        run = train_on(setup, sorted(s), seed, root / f"s{seed}-{k}")
+        values[s] = base - ev.loss(run.final_lora)
+    return values, time.perf_counter() - t0
+
+
+def all_subsets(players: Sequence[str]) -> list[frozenset[str]]:
+    return [frozenset(c) for r in range(len(players) + 1) for c in itertools.combinations(players, r)]
+
+
+def leave_one_out(values: dict[frozenset[str], float], players: Sequence[str]) -> dict[str, float]:
+    full = frozenset(players)
+    return {p: values[full] - values[full - {p}] for p in players}
+
+
+# ------------------------------------------------------------------------------------- attribution
+
+
+def attribution_request(setup: Setup, snapshots_dir: Path, params: Any = None) -> Any:
+    from node.attribution import AttributionRequest, MethodParams, QueryExample, TrainingExample
+
+    w = setup.world
+    return AttributionRequest(
+        base_model_dir=setup.base_dir, method=setup.config.method, config=setup.config,
+        examples=[TrainingExample(example=e, contributor=ADDRESS[c])
+                  for e, c in zip(w.examples, w.labels, strict=True)],
+        queries=[QueryExample(example=q) for q in w.queries], snapshots_dir=snapshots_dir, job_id=1,
+        data_root="0x" + "5e" * 32, params=params or MethodParams(),
+    )  # fmt: skip
+
+
+def payout_shares(scores: Sequence[float], labels: Sequence[str]) -> dict[str, float]:
+    """The payout rule on these scores (one contribution per contributor): quantise with the
+    committed exponent, net per contribution, clip at 0, share = w / W (0 everywhere if W = 0)."""
+    from node.attribution.quantise import choose_scale, quantise
+    from node.rewards.payout import ExampleRef, contribution_weights
+
+    q = quantise(scores, choose_scale(scores))
+    refs = [ExampleRef(index=i, contribution_id=LABELS.index(c), contributor=ADDRESS[c])  # type: ignore[arg-type]
+            for i, c in enumerate(labels)]  # fmt: skip
+    weights = {LABELS[cw.contribution_id]: cw.weight for cw in contribution_weights(refs, q)}
+    total = sum(weights.values())
+    return {c: (weights.get(c, 0) / total if total else 0.0) for c in LABELS}
+
+
+def clipped_shares(values: dict[str, float]) -> dict[str, float]:
+    pos = {c: max(0.0, v) for c, v in values.items()}
+    total = sum(pos.values())
+    return {c: (v / total if total else 0.0) for c, v in pos.items()}
+
+
+class Ablations(BaseModel):
+    """Per-example scores of each method on one run's snapshots, and what the harness spent."""
+
+    scores: dict[str, list[float]]
+    train_gradient_s: float = Field(description="Per-example training gradients, all snapshots.")
+    query_gradient_s: float
+    steps_measured: int = 0
+
+
+ABLATIONS = ("gradient dot (final weights)", "TracIn over snapshots", "+ Adam", "+ kernel (ours)")
+
+
+def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projection_dim: int,
+                    plain_only: bool = False) -> Ablations:  # fmt: skip
+    """The four methods from the engine's building blocks, in float64, one example at a time.
+    Query gradient = the gradient of the eval set's token-mean loss (uniform weights: the eval
+    set belongs to no contributor). `plain_only`: just TracIn (g_i . q per state), for timing
+    exact TracIn at every step on a run that snapshotted every step."""
+    import torch
+
+    from node.attribution import gradients as G
+    from node.attribution.engine import sketch_width
+    from node.attribution.kernel import kernel_scores, preconditioner_sqrt
+    from node.attribution.sketch import CountSketch, projection_seed, snapshot_seed
+    from node.train import snapshots as snaps
+
+    w, cfg = setup.world, setup.config
+    tok = G.load_tokenizer(setup.base_dir)
+    train_tok, query_tok = G.tokenize(tok, w.examples, cfg), G.tokenize(tok, w.queries, cfg)
+    tokens = sum(t.trainable for t in query_tok)
+    model = G.load_model(setup.base_dir, cfg, "float64")
+    loss_fn = G.LossSum(model)
+    named = G.lora_parameters(model)
+    params = [p for _, p in named]
+    n_params = sum(p.numel() for p in params)
+    width = projection_dim if n_params > projection_dim else None
+    seed = projection_seed("0x" + "5e" * 32, 1)
+    found = snaps.load_all(snapshots_dir)
+    n = len(train_tok)
+    out = {name: torch.zeros(n, dtype=torch.float64) for name in ABLATIONS}
+    t_train = t_query = 0.0
+    for snap in found:
+        G.set_lora(model, snap.lora)
+        t0 = time.perf_counter()
+        q = sum(G.example_gradient(loss_fn, params, t).to(torch.float64) for t in query_tok) / tokens  # (p,)
+        t_query += time.perf_counter() - t0
+        pre = torch.cat([preconditioner_sqrt(snap.exp_avg_sq[name].reshape(-1), snap.meta.adam_step,
+                                             snap.meta.beta2, snap.meta.eps) for name, _ in named])  # fmt: skip
+        sketch = CountSketch(snapshot_seed(seed, snap.meta.index), n_params, width)
+        qp = q * pre * pre  # P q
+        phi = torch.zeros(n, sketch_width(n_params, projection_dim), dtype=torch.float64)  # (N, d)
+        t0 = time.perf_counter()
+        for i, t in enumerate(train_tok):
+            g = G.example_gradient(loss_fn, params, t).to(torch.float64)  # (p,)
+            dot = float(g @ q)
+            out["TracIn over snapshots"][i] += snap.meta.lr_sum * dot
+            if snap is found[-1]:
+                out["gradient dot (final weights)"][i] = dot
+            if not plain_only:
+                out["+ Adam"][i] += snap.meta.lr_sum * float(g @ qp)
+                phi[i] = sketch(g * pre)
+        t_train += time.perf_counter() - t0
+        if not plain_only:
+            psi = sketch(q * pre).unsqueeze(0)  # (1, d)
+            out["+ kernel (ours)"] += snap.meta.lr_sum * kernel_scores(phi, psi, damping)[:, 0]
+    return Ablations(scores={k: v.tolist() for k, v in out.items()}, train_gradient_s=t_train,
+                     query_gradient_s=t_query, steps_measured=len(found))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    k = 0
+    while k < len(order):
+        j = k
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[k]]:
+            j += 1
+        for m in range(k, j + 1):
+            ranks[order[m]] = (k + j) / 2
+        k = j + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va and vb else float("nan")
+
+
+def wrong_answer_auc(scores: Sequence[float], world: World) -> float:
+    """P(a correct example outscores a wrong-answer one), over examples whose facts the eval asks."""
+    pos = [s for s, c, a in zip(scores, world.labels, world.asked, strict=True) if a and c != "wrong"]
+    neg = [s for s, c, a in zip(scores, world.labels, world.asked, strict=True) if a and c == "wrong"]
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+class SetupReport(BaseModel):
+    name: str
+    examples: int
+    queries: int
+    lora_parameters: int
+    gradient_dim: int
+    steps: int
+    seeds: list[int]
+    base_eval_loss: float
+    trained_eval_loss: list[float] = Field(description="Eval loss after training on everyone, per seed.")
+    clean_only_eval_loss: float | None = None
+    train_seconds: list[float]
+    attribution_seconds: list[float] = Field(description="run_isolated wall time (fresh worker included), per seed.")
+    attribution_compute_seconds: list[float]
+    ours: list[dict[str, float]] = Field(description="Payout shares per seed.")
+    loo: dict[str, list[float]] = Field(description="Leave-one-out value per contributor, per seed.")
+    shapley: dict[str, list[float]] | None = None
+    ablation_shares: dict[str, dict[str, float]] = Field(description="Seed 0's run.")
+    ablation_auc: dict[str, float]
+    engine_vs_harness: float = Field(description="max |engine - harness kernel| / max |engine| on seed 0.")
+    every_step_s: float = Field(description="Exact TracIn (every example, every query) per step, measured.")
+    every_step_steps: int
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: bool, every_steps: int,
+              say: Any = print) -> SetupReport:  # fmt: skip
+    from node.attribution import run_isolated
+
+    ev = Evaluator(setup)
+    base_loss = ev.loss(None)
+    subsets = all_subsets(LABELS) if exact_shapley else [frozenset(LABELS)] + [
+        frozenset(LABELS) - {c} for c in LABELS]  # fmt: skip
+    rep: dict[str, Any] = {"loo": {c: [] for c in LABELS}, "ours": [], "train_seconds": [], "trained_eval_loss": [],
+                           "attribution_seconds": [], "attribution_compute_seconds": []}  # fmt: skip
+    shap: dict[str, list[float]] = {c: [] for c in LABELS}
+    first: Any = None
+    for seed in seeds:
+        full = train_on(setup, LABELS, seed, root / f"full-{seed}", snapshots=setup.config.snapshots)
+        t0 = time.perf_counter()
+        result = run_isolated(attribution_request(setup, full.snapshots_dir), timeout_s=3600)
+        rep["attribution_seconds"].append(time.perf_counter() - t0)
+        rep["attribution_compute_seconds"].append(result.total_seconds)
+        rep["train_seconds"].append(full.train_seconds)
+        rep["ours"].append(payout_shares(result.scores, setup.world.labels))
+        full_loss = ev.loss(full.final_lora)
+        rep["trained_eval_loss"].append(full_loss)
+        values, _ = subset_values(setup, ev, seed, root, [s for s in subsets if s != frozenset(LABELS)])
+        values[frozenset(LABELS)] = base_loss - full_loss
+        for c, v in leave_one_out(values, LABELS).items():
+            rep["loo"][c].append(v)
+        if exact_shapley:
+            for c, v in shapley(values, LABELS).items():
+                shap[c].append(v)
+            if first is None:
+                rep["clean_only_eval_loss"] = base_loss - values[frozenset({"clean_a", "clean_b"})]
+        say(f"  {setup.name} seed {seed}: train {full.train_seconds:.1f} s, attribution "
+            f"{rep['attribution_seconds'][-1]:.1f} s, eval loss {base_loss:.3f} -> {full_loss:.3f}; "
+            f"ours {_fmt(rep['ours'][-1])}; loo {_fmt({c: rep['loo'][c][-1] for c in LABELS})}")  # fmt: skip
+        if first is None:
+            first = (full, result)
+    full, result = first
+    p = result.params
+    abl = ablation_scores(setup, full.snapshots_dir, p.damping, p.projection_dim)
+    peak = max(abs(s) for s in result.scores) or 1.0
+    dev = max(abs(a - b) for a, b in zip(result.scores, abl.scores["+ kernel (ours)"], strict=True)) / peak
+    every_s = float("nan")
+    if every_steps:
+        # Exact TracIn at every step, timed on a run cut to `every_steps` steps that snapshotted
+        # after each of them: per step, every training and query gradient and their dot products.
+        cfg = setup.config.model_copy(update={"max_steps": every_steps, "snapshots": every_steps})
+        short_setup = setup.model_copy(update={"config": cfg})
+        short = train_on(short_setup, LABELS, seeds[0], root / "every-step-run", snapshots=every_steps)
+        timing = ablation_scores(short_setup, short.snapshots_dir, p.damping, p.projection_dim, plain_only=True)
+        every_s = (timing.train_gradient_s + timing.query_gradient_s) / timing.steps_measured
+    return SetupReport(
+        name=setup.name, examples=len(setup.world.examples), queries=len(setup.world.queries),
+        lora_parameters=result.lora_parameters, gradient_dim=result.gradient_dim, steps=full.steps, seeds=list(seeds),
+        base_eval_loss=base_loss, shapley=shap if exact_shapley else None,
+        ablation_shares={k: payout_shares(v, setup.world.labels) for k, v in abl.scores.items()},
+        ablation_auc={k: wrong_answer_auc(v, setup.world) for k, v in abl.scores.items()}
+        | {"engine": wrong_answer_auc(result.scores, setup.world)},
+        engine_vs_harness=dev, every_step_s=every_s, every_step_steps=every_steps, **rep,
+    )  # fmt: skip
+
+
+def _fmt(d: dict[str, float]) -> str:
+    return " ".join(f"{c}={v:.3f}" for c, v in d.items())
+
+
+def tiny_setup(root: Path, n_facts: int = 8, seed: int = 0) -> Setup:
+    """The tiny model's job (also the CI test's, with fewer facts)."""
+    cfg = TrainConfig(method="lora", epochs=40, max_seq_len=64, batch_size=16, lora_r=8, lora_alpha=16,
+                      lora_dropout=0.0, learning_rate=1e-2, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3,
+                      seed=seed)  # fmt: skip
+    with threads(1):
+        base = build_tiny_base(root / "tiny-base")
+    return Setup(name="tiny Llama (2 layers, hidden 64)", base_dir=base, config=cfg, world=make_world(n_facts),
+                 threads=1)  # fmt: skip
+
+
+def smollm2_setup(models_dir: Path, n_facts: int) -> Setup:
+    from node.train.smollm2 import smollm2_model
+
+    cfg = TrainConfig(method="lora", epochs=6, max_seq_len=128, batch_size=8, lora_r=8, lora_alpha=16,
+                      lora_dropout=0.0, learning_rate=2e-3, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3,
+                      target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], seed=0)  # fmt: skip
+    return Setup(name="SmolLM2-135M-Instruct", base_dir=smollm2_model(models_dir), config=cfg,
+                 world=make_world(n_facts), threads=max(1, os.cpu_count() or 1))  # fmt: skip
+
+
+def _device() -> str:
+    import torch
+
+    return f"CPU, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), torch {torch.__version__}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
+    p.add_argument("--tiny-seeds", type=int, default=3)
+    p.add_argument("--smollm2-seeds", type=int, default=2)
+    p.add_argument("--smollm2-facts", type=int, default=6, help="facts per clean contributor on SmolLM2")
+    p.add_argument("--models-dir", type=Path, default=Path.home() / ".datanet" / "models",
+                   help="where the converted SmolLM2 directory is cached")  # fmt: skip
+    p.add_argument("--json", type=Path, help="also write the raw reports here")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    reports: list[SetupReport] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="attribution-bench-") as d:
+        root = Path(d)
+        for which in args.models.split(","):
+            ts = time.perf_counter()
+            if which == "tiny":
+                setup, seeds, exact, every = tiny_setup(root), range(args.tiny_seeds), True, 8
+            elif which == "smollm2":
+                setup, seeds, exact, every = smollm2_setup(args.models_dir, args.smollm2_facts), range(
+                    args.smollm2_seeds), False, 2  # fmt: skip
+            else:
+                raise SystemExit(f"unknown model {which!r}: use tiny or smollm2")
+            print(f"{setup.name}: {len(setup.world.examples)} examples, {len(setup.world.queries)} eval questions",
+                  flush=True)  # fmt: skip
+            reports.append(run_setup(setup, list(seeds), root / which, exact_shapley=exact, every_steps=every))
+            print(f"{setup.name}: {time.perf_counter() - ts:.0f} s in all", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([r.model_dump() for r in reports], indent=1))
+    md = render(reports, _device(), time.perf_counter() - t0)
+    if args.no_write:
+        print(md)
+    else:
+        print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+
+def _shares_row(name: str, shares: dict[str, float], extra: str = "") -> str:
+    return f"| {name} | " + " | ".join(f"{shares[c]:.3f}" for c in LABELS) + f" |{extra}"
+
+
+def _section(r: SetupReport) -> list[str]:
+    ours = {c: _mean([o[c] for o in r.ours]) for c in LABELS}
+    loo = {c: _mean(r.loo[c]) for c in LABELS}
+    sp_loo = [spearman([o[c] for c in LABELS], [r.loo[c][k] for c in LABELS]) for k, o in enumerate(r.ours)]
+    sp_loo_mean = spearman([ours[c] for c in LABELS], [loo[c] for c in LABELS])
+    train_s, attr_s = _mean(r.train_seconds), _mean(r.attribution_seconds)
+    every_total = r.every_step_s * r.steps
+    head = "| | " + " | ".join(LABELS) + " |"
+    lines = [
+        f"### {r.name}", "",
+        f"{r.examples} training examples, {r.queries} eval questions, {r.lora_parameters:,} LoRA parameters "
+        f"(kernel dimension {r.gradient_dim:,}), {r.steps} optimizer steps, seeds {r.seeds}.", "",
+        f"- **Can the model learn what the eval asks?** Eval loss (third phrasing, token mean over the answers) "
+        f"{r.base_eval_loss:.3f} before training, " + ", ".join(f"{x:.3f}" for x in r.trained_eval_loss)
+        + " after training on every contributor"
+        + (f", {r.clean_only_eval_loss:.3f} on the two clean contributors alone" if r.clean_only_eval_loss else "")
+        + ".",
+        "", head, "|---|" + "---:|" * len(LABELS),
+        _shares_row("ours: payout share (mean over seeds)", ours),
+        _shares_row("leave-one-out: eval-loss drop (mean)", loo),
+    ]  # fmt: skip
+    if r.shapley:
+        lines.append(_shares_row("exact Shapley (mean)", {c: _mean(r.shapley[c]) for c in LABELS}))
+        lines.append(_shares_row("exact Shapley, clipped share", clipped_shares(
+            {c: _mean(r.shapley[c]) for c in LABELS})))  # fmt: skip
+    lines += ["", "Ranking (ours): " + " > ".join(sorted(LABELS, key=lambda c: -ours[c])) + "; leave-one-out: "
+              + " > ".join(sorted(LABELS, key=lambda c: -loo[c])) + ".", ""]  # fmt: skip
+    lines += [
+        "| metric | measured | target |", "|---|---:|---:|",
+        f"| Spearman, ours vs leave-one-out (per seed) | {', '.join(f'{x:.2f}' for x in sp_loo)} | >= 0.8 |",
+        f"| Spearman, ours vs leave-one-out (seed means) | {sp_loo_mean:.2f} | >= 0.8 |",
+    ]  # fmt: skip
+    if r.shapley:
+        shap = {c: _mean(r.shapley[c]) for c in LABELS}
+        lines.append(f"| Spearman, ours vs exact Shapley (seed means) | "
+                     f"{spearman([ours[c] for c in LABELS], [shap[c] for c in LABELS]):.2f} | |")  # fmt: skip
+    lines += [
+        f"| AUC, wrong answers vs correct ones (examples whose facts the eval asks) | {r.ablation_auc['engine']:.3f} "
+        "| >= 0.95 |",
+        f"| attribution / training time | {attr_s:.1f} s / {train_s:.1f} s = **{attr_s / train_s:.0%}** "
+        f"(compute alone {_mean(r.attribution_compute_seconds) / train_s:.0%}) | <= 25% |",
+        f"| speed vs exact TracIn at every step | {r.every_step_s:.2f} s/step x {r.steps} steps = {every_total:.0f} s "
+        f"vs {attr_s:.1f} s: **{every_total / attr_s:.0f}x** | >= 20x |",
+        "", "Ablations on seed " + str(r.seeds[0]) + "'s run (payout shares after netting and clipping; AUC as above):",
+        "", "| method | " + " | ".join(LABELS) + " | AUC |", "|---|" + "---:|" * (len(LABELS) + 1),
+    ]  # fmt: skip
+    lines += [_shares_row(k, v, f" {r.ablation_auc[k]:.3f} |") for k, v in r.ablation_shares.items()]
+    lines += ["", f"The harness's `+ kernel` reproduces the engine's scores to {r.engine_vs_harness:.1e} of the "
+              "largest score.", ""]  # fmt: skip
+    return lines
+
+
+def render(reports: Sequence[SetupReport], device: str, seconds: float) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        BEGIN, "## Attribution quality and cost (`benchmarks/attribution.py`)", "",
+        f"Measured {when} on {device}, {seconds / 60:.0f} minutes in all. Planted contributors: `clean_a` and "
+        "`clean_b` state disjoint invented facts (flag colours of made-up countries), each in two phrasings; "
+        "`dup_a` restates `clean_a`'s facts with reworded questions (it survives exact dedup); `wrong` asks "
+        "`clean_a`'s questions and answers them wrongly; `off_topic` talks about cooking. The poster's eval set "
+        "asks every clean fact in a third phrasing. Ours: `node.attribution` (`run_isolated`, float64) and the "
+        "payout rule (net per contribution, clip at 0). Ground truth by retraining with the same config: "
+        "leave-one-contributor-out value = eval loss without the contributor - eval loss with everyone; exact "
+        "Shapley over all 32 subsets (value = base eval loss - eval loss after training on the subset) on the "
+        "tiny model only. Leave-one-out gives each of two duplicates about nothing (either can go), Shapley "
+        "splits the credit between them. Times on a shared machine (other jobs were running): ratios are "
+        "more telling than seconds.", "",
+    ]  # fmt: skip
+    for r in reports:
+        lines += _section(r)
+    lines.append(END)
+    return "\n".join(lines)
