@@ -6,6 +6,7 @@ Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545, state under
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -70,10 +71,22 @@ class Settings(BaseSettings):
         description="Fetch a job's base model by hub id into models_dir when it is not there (needs internet "
         "and, for gated models, HF_TOKEN); off: only local directories and models already in models_dir.",
     )
+    attribution_dtype: Literal["float64", "float32"] = Field(
+        "float64",
+        description="Dtype of attribution's gradients (committed in the document; verifiers use the same). float64 "
+        "reproduces best across CPUs; float32 is about twice as fast on a CPU.",
+    )
+    attribution_threads: int = Field(
+        0, ge=0, description="Threads of the attribution worker (0: every core). The same count reproduces bit "
+        "for bit; another differs in the last bits only, which verify's payout tolerance absorbs.",
+    )  # fmt: skip
     job_retries: int = Field(5, ge=0, description="Retries of a job step failing for a transient reason.")
     retry_delay: float = Field(
         30.0, gt=0, description="Seconds before a waiting or failed step is retried (doubles per retry)."
     )
+
+    def worker_threads(self) -> int:
+        return self.attribution_threads or os.cpu_count() or 1
 
     @classmethod
     def settings_customise_sources(

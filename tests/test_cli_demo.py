@@ -52,6 +52,7 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert summary["treasury_slashed"] == "10.00 OPEN"  # 50% of a 20 OPEN stake
         assert len({c["contributor"] for c in summary["contributions"]}) == 3
         off_chain = {"train", "training set", "chat", "attribution", "verify"}
+        assert "reveal eval set" in {s["step"] for s in summary["steps"]}
         assert {s["step"] for s in summary["steps"]} >= off_chain | {"claim job", "register model"}
         assert all(s["tx"] and s["tx"].startswith("0x") for s in summary["steps"] if s["step"] not in off_chain)
         assert (tmp_path / summary["deployment_file"]).exists()
@@ -93,6 +94,7 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         # the rejected one is not paid, and a verifier recomputing everything agrees.
         at = summary["attribution"]
         assert at["verify"] == "MATCH", at
+        assert "eval-file" in at["query"]  # the poster's committed, then revealed, eval set
         paid = {p["contributor"]: p for p in at["payouts"] if p["claim_tx"]}
         assert paid and set(paid) <= set(approved)
         assert summary["contributions"][2]["contributor"] not in {p["contributor"] for p in at["payouts"]}

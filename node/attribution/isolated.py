@@ -19,26 +19,27 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .request import AttributionError, AttributionRequest, AttributionResult
-from .worker import PINNED_ENV
+from .worker import PINNED_ENV, THREADS_ENV
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding `node/`
 
 
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ) | PINNED_ENV
+def worker_env(threads: int = 1) -> dict[str, str]:
+    env = dict(os.environ) | PINNED_ENV | {THREADS_ENV: str(max(1, threads))}
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), path) if p)
     return env
 
 
-def run_isolated(request: AttributionRequest, *, timeout_s: float | None = None) -> AttributionResult:
-    """Runs `node.attribution.engine.attribute(request)` in a fresh, pinned subprocess."""
+def run_isolated(request: AttributionRequest, *, timeout_s: float | None = None, threads: int = 1) -> AttributionResult:
+    """Runs `node.attribution.engine.attribute(request)` in a fresh, pinned subprocess (`threads`:
+    see `node.attribution.worker.THREADS_ENV`)."""
     with tempfile.TemporaryDirectory(prefix="datanet-attribution-") as tmp:
         req_path, res_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req_path.write_text(request.model_dump_json())
         cmd = [sys.executable, "-m", "node.attribution.worker", str(req_path), str(res_path)]
         try:
-            proc = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run(cmd, env=worker_env(threads), capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise AttributionError(
                 f"attribution did not finish within {timeout_s:.0f} s; give it more time (or fewer snapshots, a "

@@ -154,6 +154,7 @@ def attribute_run(
     params: EngineParams | None = None,
     score_exponent: int | None = None,
     timeout_s: float | None = None,
+    threads: int = 1,
 ) -> JobAttribution:
     """Scores every manifest example in the isolated worker, quantises with `score_exponent`
     (a verifier's: the committed one) or a freshly chosen one, and builds the document."""
@@ -167,7 +168,7 @@ def attribute_run(
         queries=inputs.query.queries, snapshots_dir=inputs.snapshots_dir, job_id=inputs.job.id,
         data_root=m.data_root, params=params or EngineParams(),
     )  # fmt: skip
-    result = run_isolated(request, timeout_s=timeout_s)
+    result = run_isolated(request, timeout_s=timeout_s, threads=threads)
     exponent = choose_scale(result.scores) if score_exponent is None else score_exponent
     ints = quantise(result.scores, exponent)
     delta = inputs.split.contributors * DEFAULT_DELTA_BPS // 10_000

@@ -18,16 +18,21 @@ from pathlib import Path
 from typing import Any
 
 PINNED_ENV = {"MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+THREADS_ENV = "DATANET_ATTRIBUTION_THREADS"
+"""Threads for the worker (default 1). With MKL_CBWR=COMPATIBLE matmuls give the same bits at any
+thread count, but torch's own reductions do not: the same count reproduces bit for bit, another
+count differs in the last bits only, which MATCH's payout tolerance absorbs (`node.attribution.verify`)."""
 
 
 def pin_floating_point() -> None:
     """Must run before torch is imported in this process; raises if it is too late."""
     if "torch" in sys.modules:
         raise RuntimeError("torch was imported before the attribution worker pinned MKL_CBWR: results would vary")
-    os.environ.update(PINNED_ENV)
+    threads = max(1, int(os.environ.get(THREADS_ENV, "1") or 1))
+    os.environ.update(PINNED_ENV | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     torch.use_deterministic_algorithms(True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from node.attribution.document import AttributionDocument
 from node.chain.models import Job
 from node.chain.protocol import Protocol
+from node.config import Settings
 from node.daemon.query_set import query_set
 from node.data.manifest import Manifest
 from node.data.records import Example
@@ -29,10 +30,11 @@ log = logging.getLogger("node.daemon")
 
 def attribute_job(
     p: Protocol, store: ContentStore, job: Job, work: Path, manifest: Manifest, examples: list[Example],
-    config: JobConfig, base_dir: Path,
+    config: JobConfig, base_dir: Path, settings: Settings,
 ) -> AttributionDocument:
     """The attribution document of job `job`, whose run lies in `work` (`train/`, `data/`)."""
     from node.attribution.pipeline import RunInputs, attribute_run, count_document
+    from node.attribution.request import MethodParams
 
     split = split_pool(job.pool, job.nodeFeeBps, job.datanetFeeBps, len(job.datanetIds))
     chain_id, registry, treasury = p.chain_id, str(p.models.address), p.datanet(job.datanetIds[0]).treasury
@@ -52,7 +54,8 @@ def attribute_job(
         chain_id=chain_id, model_registry=registry, dust_recipient=treasury,
     )  # fmt: skip
     t0 = time.perf_counter()
-    doc = attribute_run(inputs).document
+    params = MethodParams(dtype=settings.attribution_dtype)
+    doc = attribute_run(inputs, params=params, threads=settings.worker_threads()).document
     log.info("job #%d: attribution of %d examples against %d queries (%s) over %d snapshots in %.1f s", job.id,
              len(examples), query.info.examples, query.info.source, len(files), time.perf_counter() - t0)  # fmt: skip
     return doc

@@ -363,7 +363,7 @@ class JobSteps:
         manifest, examples = self._training_set(r)
         base_dir = local_base_model(job, self.settings)
         doc = attribute_job(self.p, self.store, job, self.work_dir(r.job_id), manifest, examples,
-                            load_config(self.store, job), base_dir)  # fmt: skip
+                            load_config(self.store, job), base_dir, self.settings)  # fmt: skip
         write_atomic(self.work_dir(r.job_id) / "attribution.json", doc.canonical_json())
         self.jobs.transition(r.job_id, JobState.ATTRIBUTED, from_=[JobState.TRAINED], attribution_root=doc.reward_root)
         log.info(

