@@ -90,7 +90,7 @@ def check_terms(protocol: Protocol, job: Job, settings: Settings) -> None:
     if stake == 0 or stake < minimum:
         raise NotEligibleError(
             f"insufficient stake: node {protocol.address} has {stake / OPEN:,.4f} OPEN active, the minimum is "
-            f"{minimum / OPEN:,.4f} OPEN; stake more (NodeStaking.stake) and retry the job"
+            f"{minimum / OPEN:,.4f} OPEN; stake more (`datanet node stake`), then `datanet node retry {job.id}`"
         )
 
 
