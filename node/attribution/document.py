@@ -51,7 +51,10 @@ class MethodParams(BaseModel):
     snapshots: int = Field(ge=0, description="K, trajectory snapshots the scores sum over (0: example counts).")
     damping: float = Field(ge=0, description="lambda of the kernel F = PhiᵀPhi/N + lambda·I.")
     projection_dim: int = Field(ge=0, description="Projected gradient length; 0: no projection.")
-    score_scale: float = Field(gt=0, description="Score units per integer: score = round(raw / score_scale).")
+    score_scale: float = Field(
+        gt=0, description="Score units per integer, 2^-score_exponent: score = round(raw * 2^score_exponent) "
+        "(`node.attribution.quantise`, exact on every machine).",
+    )  # fmt: skip
     delta: int = Field(ge=0, description="Payout tolerance: OPEN base units a contributor's amount may differ by.")
 
 

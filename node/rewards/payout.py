@@ -73,21 +73,6 @@ class PayoutResult(BaseModel):
     dust_recipient: ChecksumAddress
 
 
-def quantise(scores: Sequence[float], score_scale: float) -> list[int]:
-    """Raw scores as integers of the committed scale: ``round(s / score_scale)`` (half to even).
-    A verifier quantises its own recomputation the same way, so float noise far below the scale
-    stays out of the integers."""
-    if not score_scale > 0:
-        raise SharesError(f"score_scale must be positive, got {score_scale!r}.")
-    out = []
-    for k, s in enumerate(scores):
-        q = s / score_scale
-        if q != q or q in (float("inf"), float("-inf")):
-            raise SharesError(f"score {k} is {s!r}: attribution produced a non-finite score; rerun it.")
-        out.append(round(q))
-    return out
-
-
 def example_refs(manifest: Manifest) -> list[ExampleRef]:
     return [
         ExampleRef.model_construct(index=e.index, contribution_id=e.contribution_id, contributor=e.contributor)
@@ -190,5 +175,4 @@ __all__ = [
     "contribution_weights",
     "example_refs",
     "floor_amounts",
-    "quantise",
 ]
