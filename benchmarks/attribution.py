@@ -572,9 +572,6 @@ def main() -> None:
         print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 
 def _shares_row(name: str, shares: dict[str, float], extra: str = "") -> str:
@@ -653,3 +650,7 @@ def render(reports: Sequence[SetupReport], device: str, seconds: float) -> str:
         lines += _section(r)
     lines.append(END)
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
