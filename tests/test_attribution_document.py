@@ -177,3 +177,12 @@ def test_a_document_for_another_manifest_is_named() -> None:
     ).manifest
     problems = check_arithmetic(doc, other).problems
     assert any(p.startswith("data_root") for p in problems) and any("from index" in p for p in problems)
+
+
+def test_the_document_records_the_engines_projection_seed() -> None:
+    """The seed in the document is the one the engine's count-sketch is drawn from."""
+    from node.attribution.document import projection_seed
+    from node.attribution.sketch import projection_seed as engine_seed
+
+    root = "0x" + "ab" * 32
+    assert projection_seed(root, 7) == "0x" + engine_seed(root, 7).hex()

@@ -21,9 +21,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from eth_abi import encode
 from eth_typing import ChecksumAddress
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.chain.models import Job
@@ -132,8 +131,11 @@ class AttributionDocument(BaseModel):
 
 
 def projection_seed(data_root: str, job_id: int) -> str:
-    """keccak256(abi.encode(bytes32 dataRoot, uint256 jobId)): the seed of the projection."""
-    return "0x" + keccak(encode(["bytes32", "uint256"], [bytes.fromhex(data_root[2:]), job_id])).hex()
+    """The count-sketch seed the engine derives (`node.attribution.sketch.projection_seed`), as hex:
+    one definition, so the document records the seed the scores were actually computed with."""
+    from node.attribution.sketch import projection_seed as seed_bytes
+
+    return "0x" + seed_bytes(data_root, job_id).hex()
 
 
 def reward_shares(result: PayoutResult) -> list[Share]:

@@ -186,6 +186,9 @@ def attribute_run(
         snapshot_infos(inputs.snapshots_dir, inputs.snapshot_cids), inputs.split, chain_id=inputs.chain_id,
         model_registry=inputs.model_registry, dust_recipient=inputs.dust_recipient,
     )  # fmt: skip
+    if document.projection_seed != result.projection_seed:  # one definition; a drift here would mislabel
+        raise NodeError(f"the engine projected with seed {result.projection_seed}, the document records "
+                        f"{document.projection_seed}; node.attribution.sketch is the one definition")  # fmt: skip
     return JobAttribution(document=document, result=result)
 
 
