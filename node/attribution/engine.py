@@ -64,7 +64,8 @@ def attribute(req: AttributionRequest) -> AttributionResult:
     model = G.load_model(req.base_model_dir, req.config, req.params.dtype, req.base_dtype)
     loss_fn = G.LossSum(model)
     named = G.lora_parameters(model)
-    n_params = sum(p.numel() for _, p in named)
+    per_example = G.BatchedGradients(model, named)
+    n_params = per_example.n_params
     width = req.params.projection_dim if n_params > req.params.projection_dim else None
     seed = projection_seed(req.data_root, req.job_id)
     hashers = [hashlib.sha256() for _ in req.examples]
@@ -76,10 +77,10 @@ def attribute(req: AttributionRequest) -> AttributionResult:
         pre = torch.cat([preconditioner_sqrt(snap.exp_avg_sq[n].reshape(-1), snap.meta.adam_step, snap.meta.beta2,
                                              req.params.adam_eps or snap.meta.eps) for n, _ in named])  # fmt: skip
         sketch = CountSketch(snapshot_seed(seed, snap.meta.index), n_params, width)
-        params = [p for _, p in named]
-        phi = _projected(loss_fn, params, [train_tok[i] for i in active], pre, sketch)  # (N, d)
+        bt = req.params.batch_tokens
+        phi = _projected(per_example, loss_fn, [train_tok[i] for i in active], pre, sketch, bt)  # (N, d)
         tq = time.perf_counter()
-        psi = _projected(loss_fn, params, [query_tok[j] for j in q_active], pre, sketch)  # (Q, d)
+        psi = _projected(per_example, loss_fn, [query_tok[j] for j in q_active], pre, sketch, bt)  # (Q, d)
         tsolve = time.perf_counter()
         for row, i in zip(phi, active, strict=True):
             hashers[i].update(row.numpy().astype("<f4").tobytes())
@@ -123,15 +124,23 @@ def query_weights(
 
 
 def _projected(
+    per_example: G.BatchedGradients,
     loss_fn: G.LossSum,
-    params: list[torch.nn.Parameter],
     items: Sequence[Tokenized],
     pre: torch.Tensor,
     sketch: CountSketch,
+    batch_tokens: int,
 ) -> torch.Tensor:
     """(len(items), d) float64: each example's gradient, preconditioned, then projected."""
-    rows = [sketch(G.example_gradient(loss_fn, params, t).to(torch.float64) * pre) for t in items]
-    return torch.stack(rows) if rows else torch.zeros(0, sketch.out_dim, dtype=torch.float64)
+    out = torch.zeros(len(items), sketch.out_dim, dtype=torch.float64)
+    max_rows = max(1, _GRADIENT_BYTES // (8 * per_example.n_params))
+    for batch in G.batches(items, batch_tokens, max_rows):
+        out[batch] = sketch(per_example(loss_fn, [items[i] for i in batch]) * pre)
+    return out
+
+
+_GRADIENT_BYTES = 1 << 28
+"""Memory for one batch of flattened float64 gradients (256 MiB): caps the rows of a batch."""
 
 
 def _load_snapshots(req: AttributionRequest) -> list[snaps.Snapshot]:

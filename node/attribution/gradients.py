@@ -147,6 +147,89 @@ class LossSum(nn.Module):
         return F.cross_entropy(logits, target[keep], reduction="sum")
 
 
+class BatchedGradients:
+    """Per-example LoRA gradients of a whole padded batch from one forward and one backward.
+
+    Every LoRA parameter is the weight of a bias-free `nn.Linear` (PEFT's `lora_A`/`lora_B`), and
+    the gradient of a linear weight is a sum over positions of outer products, so example b's
+    gradient is `einsum("to,ti->oi", dL/dy[b], x[b])` from the layer's input `x` and output
+    gradient `dL/dy`, both captured by hooks (the method of Opacus and of Goodfellow's per-example
+    trick). The loss is a sum of per-example losses and in eval mode nothing mixes examples, so
+    this is exactly each example's own gradient. Examples are right-padded: under the causal mask
+    a real token never sees the padding after it, and padding carries no label, so its output
+    gradient is zero. The outer products are accumulated in float64 in a fixed order.
+    """
+
+    def __init__(self, model: nn.Module, named: Sequence[tuple[str, nn.Parameter]]):
+        modules = dict(model.named_modules())
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.layers: dict[str, nn.Linear] = {}
+        for n, _ in named:
+            layer = modules.get(n.removesuffix(".weight"))
+            if not n.endswith(".weight") or not isinstance(layer, nn.Linear) or layer.bias is not None:
+                raise AttributionError(
+                    f"trainable parameter {n} is not the weight of a bias-free linear layer: only LoRA's A and B "
+                    "matrices are attributed (train with modules_to_save unset and bias='none')"
+                )
+            self.layers[n] = layer
+        self.n_params = sum(p.numel() for p in self.params)
+
+    def __call__(self, loss_fn: LossSum, batch: Sequence[Tokenized]) -> torch.Tensor:
+        """(len(batch), p) float64 gradients, flattened in `lora_parameters` order."""
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
+
+        def capture(name: str) -> Any:
+            def hook(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+                inputs[name] = args[0].detach()
+
+                def store(g: torch.Tensor) -> None:
+                    outputs[name] = g.detach()
+
+                out.register_hook(store)
+
+            return hook
+
+        handles = [layer.register_forward_hook(capture(n)) for n, layer in self.layers.items()]
+        try:
+            ids, labels = pad_batch(batch)
+            loss = loss_fn(ids, labels)
+            torch.autograd.grad(loss, self.params)
+        finally:
+            for h in handles:
+                h.remove()
+        rows = []
+        for n in self.names:
+            x, g = inputs[n].to(torch.float64), outputs[n].to(torch.float64)  # (B, T, in), (B, T, out)
+            rows.append(torch.einsum("bto,bti->boi", g, x).reshape(len(batch), -1))
+        return torch.cat(rows, dim=1)
+
+
+def pad_batch(batch: Sequence[Tokenized]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids right-padded with token 0 and labels padded with IGNORE."""
+    width = max(len(t) for t in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    for b, t in enumerate(batch):
+        ids[b, : len(t)] = torch.tensor(t.input_ids)
+        labels[b, : len(t)] = torch.tensor(t.labels)
+    return ids, labels
+
+
+def batches(items: Sequence[Tokenized], batch_tokens: int, max_rows: int) -> list[list[int]]:
+    """Indices grouped by length (ties by index) into batches of at most `batch_tokens` padded
+    tokens and `max_rows` rows: a pure function of the lengths, so a verifier forms the same ones."""
+    order = sorted(range(len(items)), key=lambda i: (len(items[i]), i))
+    out: list[list[int]] = []
+    for i in order:  # ascending length: the new item is the batch's longest
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * len(items[i]) <= batch_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def example_gradient(loss_fn: LossSum, params: list[nn.Parameter], t: Tokenized) -> torch.Tensor:
     """(p,) flattened gradient of one example's summed loss, in the model's dtype."""
     ids = torch.tensor([t.input_ids])
@@ -156,4 +239,4 @@ def example_gradient(loss_fn: LossSum, params: list[nn.Parameter], t: Tokenized)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-__all__ = ["LossSum", "example_gradient", "load_model", "load_tokenizer", "lora_parameters", "set_lora", "tokenize"]
+__all__ = ["BatchedGradients", "LossSum", "batches", "example_gradient", "pad_batch", "load_model", "load_tokenizer", "lora_parameters", "set_lora", "tokenize"]

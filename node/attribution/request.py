@@ -43,6 +43,11 @@ class MethodParams(BaseModel):
     dtype: Literal["float64", "float32"] = Field(
         "float64", description="Dtype of the model and of every gradient (float64 reproduces across machines best)."
     )
+    batch_tokens: int = Field(
+        2048, ge=1, le=1 << 20,
+        description="Padded tokens per batch of per-example gradients (`gradients.batches`): 1 computes one "
+        "example at a time. Batching changes the last bits only, but a verifier batches the same way.",
+    )  # fmt: skip
     adam_eps: float | None = Field(
         None, gt=0, description="eps of the preconditioner diag(1/(sqrt(v_hat)+eps)); None: each snapshot's own."
     )
