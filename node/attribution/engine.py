@@ -64,7 +64,7 @@ def attribute(req: AttributionRequest) -> AttributionResult:
     model = G.load_model(req.base_model_dir, req.config, req.params.dtype, req.base_dtype)
     loss_fn = G.LossSum(model)
     named = G.lora_parameters(model)
-    per_example = G.BatchedGradients(model, named)
+    per_example = G.BatchedGradients(model, named, req.params.batch_tokens)
     n_params = per_example.n_params
     width = req.params.projection_dim if n_params > req.params.projection_dim else None
     seed = projection_seed(req.data_root, req.job_id)
@@ -77,10 +77,9 @@ def attribute(req: AttributionRequest) -> AttributionResult:
         pre = torch.cat([preconditioner_sqrt(snap.exp_avg_sq[n].reshape(-1), snap.meta.adam_step, snap.meta.beta2,
                                              req.params.adam_eps or snap.meta.eps) for n, _ in named])  # fmt: skip
         sketch = CountSketch(snapshot_seed(seed, snap.meta.index), n_params, width)
-        bt = req.params.batch_tokens
-        phi = _projected(per_example, loss_fn, [train_tok[i] for i in active], pre, sketch, bt)  # (N, d)
+        phi = _projected(per_example, loss_fn, [train_tok[i] for i in active], pre, sketch)  # (N, d)
         tq = time.perf_counter()
-        psi = _projected(per_example, loss_fn, [query_tok[j] for j in q_active], pre, sketch, bt)  # (Q, d)
+        psi = _projected(per_example, loss_fn, [query_tok[j] for j in q_active], pre, sketch)  # (Q, d)
         tsolve = time.perf_counter()
         for row, i in zip(phi, active, strict=True):
             hashers[i].update(row.numpy().astype("<f4").tobytes())
@@ -129,18 +128,12 @@ def _projected(
     items: Sequence[Tokenized],
     pre: torch.Tensor,
     sketch: CountSketch,
-    batch_tokens: int,
 ) -> torch.Tensor:
     """(len(items), d) float64: each example's gradient, preconditioned, then projected."""
     out = torch.zeros(len(items), sketch.out_dim, dtype=torch.float64)
-    max_rows = max(1, _GRADIENT_BYTES // (8 * per_example.n_params))
-    for batch in G.batches(items, batch_tokens, max_rows):
+    for batch in per_example.batches(items):
         out[batch] = sketch(per_example(loss_fn, [items[i] for i in batch]) * pre)
     return out
-
-
-_GRADIENT_BYTES = 1 << 28
-"""Memory for one batch of flattened float64 gradients (256 MiB): caps the rows of a batch."""
 
 
 def _load_snapshots(req: AttributionRequest) -> list[snaps.Snapshot]:

@@ -160,7 +160,7 @@ class BatchedGradients:
     gradient is zero. The outer products are accumulated in float64 in a fixed order.
     """
 
-    def __init__(self, model: nn.Module, named: Sequence[tuple[str, nn.Parameter]]):
+    def __init__(self, model: nn.Module, named: Sequence[tuple[str, nn.Parameter]], batch_tokens: int):
         modules = dict(model.named_modules())
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -174,6 +174,11 @@ class BatchedGradients:
                 )
             self.layers[n] = layer
         self.n_params = sum(p.numel() for p in self.params)
+        self.batch_tokens = batch_tokens
+        self.max_rows = max(1, _GRADIENT_BYTES // (8 * self.n_params))
+
+    def batches(self, items: Sequence[Tokenized]) -> list[list[int]]:
+        return batches(items, self.batch_tokens, self.max_rows)
 
     def __call__(self, loss_fn: LossSum, batch: Sequence[Tokenized]) -> torch.Tensor:
         """(len(batch), p) float64 gradients, flattened in `lora_parameters` order."""
@@ -204,6 +209,10 @@ class BatchedGradients:
             x, g = inputs[n].to(torch.float64), outputs[n].to(torch.float64)  # (B, T, in), (B, T, out)
             rows.append(torch.einsum("bto,bti->boi", g, x).reshape(len(batch), -1))
         return torch.cat(rows, dim=1)
+
+
+_GRADIENT_BYTES = 1 << 28
+"""Memory for one batch of flattened float64 gradients (256 MiB): caps the rows of a batch."""
 
 
 def pad_batch(batch: Sequence[Tokenized]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,4 +248,7 @@ def example_gradient(loss_fn: LossSum, params: list[nn.Parameter], t: Tokenized)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-__all__ = ["BatchedGradients", "LossSum", "batches", "example_gradient", "pad_batch", "load_model", "load_tokenizer", "lora_parameters", "set_lora", "tokenize"]
+__all__ = [
+    "BatchedGradients", "LossSum", "batches", "example_gradient", "load_model", "load_tokenizer", "lora_parameters",
+    "pad_batch", "set_lora", "tokenize",
+]  # fmt: skip

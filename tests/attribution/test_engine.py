@@ -180,7 +180,7 @@ def test_batched_per_example_gradients_equal_one_example_at_a_time(
     picked = [request.examples[i].example for i in (0, 5, 20, 33, 45)]
     items = G.tokenize(G.load_tokenizer(request.base_model_dir), picked, CFG)
     assert len({len(t) for t in items}) > 1  # padding is exercised
-    batched = G.BatchedGradients(model, named)(loss_fn, items)
+    batched = G.BatchedGradients(model, named, batch_tokens=4096)(loss_fn, items)
     single = torch.stack([G.example_gradient(loss_fn, [p for _, p in named], t) for t in items])
     assert batched.shape == single.shape == (len(items), sum(p.numel() for _, p in named))
     assert ((batched - single).norm(dim=1) / single.norm(dim=1)).max() < 1e-10
