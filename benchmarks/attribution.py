@@ -5,12 +5,12 @@ Run from the repository root (about 20 minutes on 2 CPU cores; the tiny part alo
     .venv/bin/python benchmarks/attribution.py                     # writes docs/benchmarks.md
     .venv/bin/python benchmarks/attribution.py --models tiny --no-write
 
-Five planted contributors on one job: `clean_a` and `clean_b` state disjoint invented facts (the
-flag colours of made-up countries), each fact in two phrasings; `dup_a` restates `clean_a`'s facts
-in lightly reworded sentences (they survive exact dedup); `wrong` asks `clean_a`'s questions and
-answers them wrongly; `off_topic` talks about cooking. The poster's eval set asks every clean fact
-in a third phrasing no contributor used, so a method is judged on what the model learned, not on
-what it memorised.
+Five planted contributors on one job: `clean_a` and `clean_b` state disjoint invented facts about
+made-up countries (their capitals, or their flags' colours: `--worlds`), each fact in two
+phrasings; `dup_a` restates `clean_a`'s facts in lightly reworded sentences (they survive exact
+dedup); `wrong` asks `clean_a`'s questions and answers them wrongly; `off_topic` talks about
+cooking. The poster's eval set asks every clean fact in a third phrasing no contributor used, so a
+method is judged on what the model learned, not on what it memorised.
 
 Ground truth is retraining: leave-one-contributor-out over several seeds (value = eval loss
 without the contributor minus eval loss with everyone), and on the tiny model exact Shapley over
@@ -58,25 +58,52 @@ _FOODS = ["bread", "tea", "rice", "soup", "eggs", "pasta", "beans", "cake", "fis
 # ---------------------------------------------------------------------------------------------- world
 
 
-def phrasing(k: int, country: str, colour: str) -> Example:
+TEMPLATES: dict[str, dict[int, tuple[str, str]]] = {
+    # Answers drawn from 8 colours: facts share answers, so a wrong answer to one question is the
+    # right answer to others (the harder world: first-order methods credit that transfer).
+    "colours": {
+        1: ("What colour is the flag of {c}?", "It is {a}."),
+        2: ("Which colour does the flag of {c} have?", "The flag is {a}."),
+        3: ("Tell me the colour of the flag of {c}.", "It is {a}."),
+        4: ("What colour is the flag of {c}, please?", "It is {a}."),
+        5: ("Which colour does the flag of {c} have today?", "The flag is {a}."),
+    },
+    # Every answer, right or wrong, an invented city name no other fact uses.
+    "names": {
+        1: ("What is the capital of {c}?", "It is {a}."),
+        2: ("Which city is the capital of {c}?", "The capital is {a}."),
+        3: ("Tell me the capital of {c}.", "It is {a}."),
+        4: ("What is the capital of {c}, please?", "It is {a}."),
+        5: ("Which city is the capital of {c} today?", "The capital is {a}."),
+    },
+}
+WORLDS = tuple(TEMPLATES)
+
+
+def phrasing(k: int, country: str, answer: str, kind: str = "colours") -> Example:
     """1, 2: the clean contributors' phrasings; 3: the eval set's; 4, 5: the duplicates' rewording of
     1, 2 (the question reworded, the answer the same: they survive exact dedup)."""
-    q, a = {
-        1: (f"What colour is the flag of {country}?", f"It is {colour}."),
-        2: (f"Which colour does the flag of {country} have?", f"The flag is {colour}."),
-        3: (f"Tell me the colour of the flag of {country}.", f"It is {colour}."),
-        4: (f"What colour is the flag of {country}, please?", f"It is {colour}."),
-        5: (f"Which colour does the flag of {country} have today?", f"The flag is {colour}."),
-    }[k]
-    return Example.of_chat([("user", q), ("assistant", a)])
+    q, a = TEMPLATES[kind][k]
+    return Example.of_chat([("user", q.format(c=country)), ("assistant", a.format(a=answer))])
 
 
 def cooking(food: str, minutes: int) -> Example:
     return Example.of_chat([("user", f"How long do I cook {food}?"), ("assistant", f"Cook it for {minutes} minutes.")])
 
 
-def _name(rng: random.Random) -> str:
-    return "".join(rng.choice(_SYL) for _ in range(3)).capitalize()
+def _name(rng: random.Random, syllables: int = 3) -> str:
+    return "".join(rng.choice(_SYL) for _ in range(syllables)).capitalize()
+
+
+def _answers(rng: random.Random, kind: str, n: int, avoid: Sequence[str] = ()) -> list[str]:
+    """n answers: colours at random, or n distinct two-syllable names outside `avoid`."""
+    if kind == "colours":
+        return [rng.choice(COLOURS) for _ in range(n)]
+    out: list[str] = []
+    while len(out) < n:
+        a = _name(rng, 2)
+        out += [a] if a not in out and a not in avoid else []
+    return out
 
 
 class World(BaseModel):
@@ -84,6 +111,7 @@ class World(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
+    kind: str = Field(description="Which `TEMPLATES`: colours (answers shared by facts) or names (unique).")
     examples: list[Example]
     labels: list[str] = Field(description="Contributor label of each example.")
     asked: list[bool] = Field(description="Whether the eval set asks about the example's fact.")
@@ -93,27 +121,31 @@ class World(BaseModel):
         return [e for e, c in zip(self.examples, self.labels, strict=True) if c in keep]
 
 
-def make_world(n_facts: int, seed: int = 7) -> World:
-    """`n_facts` facts per clean contributor; `wrong` answers every `clean_a` question wrongly."""
+def make_world(n_facts: int, seed: int = 7, kind: str = "colours") -> World:
+    """`n_facts` facts per clean contributor; `wrong` answers every `clean_a` question wrongly
+    (with another colour, or with an invented name that answers nothing else)."""
     rng = random.Random(seed)
     names: list[str] = []
     while len(names) < 2 * n_facts:
         n = _name(rng)
         names += [n] if n not in names else []
-    facts = [(n, rng.choice(COLOURS)) for n in names]
+    facts = list(zip(names, _answers(rng, kind, 2 * n_facts), strict=True))
     fa, fb = facts[:n_facts], facts[n_facts:]
-    wrong = [COLOURS[(COLOURS.index(c) + rng.randint(1, len(COLOURS) - 1)) % len(COLOURS)] for _, c in fa]
+    if kind == "colours":
+        wrong = [COLOURS[(COLOURS.index(c) + rng.randint(1, len(COLOURS) - 1)) % len(COLOURS)] for _, c in fa]
+    else:
+        wrong = _answers(rng, kind, n_facts, avoid=[a for _, a in facts])
     rows: list[tuple[Example, str, bool]] = []
-    rows += [(phrasing(k, c, t), "clean_a", True) for c, t in fa for k in (1, 2)]
-    rows += [(phrasing(k, c, t), "clean_b", True) for c, t in fb for k in (1, 2)]
-    rows += [(phrasing(k, c, t), "dup_a", True) for c, t in fa for k in (4, 5)]
-    rows += [(phrasing(k, c, w), "wrong", True) for (c, _), w in zip(fa, wrong, strict=True) for k in (1, 2)]
+    rows += [(phrasing(k, c, t, kind), "clean_a", True) for c, t in fa for k in (1, 2)]
+    rows += [(phrasing(k, c, t, kind), "clean_b", True) for c, t in fb for k in (1, 2)]
+    rows += [(phrasing(k, c, t, kind), "dup_a", True) for c, t in fa for k in (4, 5)]
+    rows += [(phrasing(k, c, w, kind), "wrong", True) for (c, _), w in zip(fa, wrong, strict=True) for k in (1, 2)]
     rows += [(cooking(f, 3 + 2 * k), "off_topic", False) for k, f in enumerate((_FOODS * 2)[:n_facts])]
-    return World(examples=[r[0] for r in rows], labels=[r[1] for r in rows], asked=[r[2] for r in rows],
-                 queries=[phrasing(3, c, t) for c, t in facts])  # fmt: skip
+    return World(kind=kind, examples=[r[0] for r in rows], labels=[r[1] for r in rows],
+                 asked=[r[2] for r in rows], queries=[phrasing(3, c, t, kind) for c, t in facts])  # fmt: skip
 
 
-def build_tiny_base(out_dir: Path, steps: int = 100, seed: int = 0) -> Path:
+def build_tiny_base(out_dir: Path, steps: int = 100, seed: int = 0, kind: str = "colours") -> Path:
     """A tiny Llama pretrained (every weight, seconds) on every phrasing of *other* countries plus
     cooking talk: it knows the formats, so fine-tuning has only the facts left to teach. A random
     tiny Llama cannot learn facts through LoRA alone (its frozen random head caps every logit)."""
@@ -126,8 +158,8 @@ def build_tiny_base(out_dir: Path, steps: int = 100, seed: int = 0) -> Path:
     rng = random.Random(1000 + seed)
     corpus: list[Example] = []
     for _ in range(200):
-        c, t = _name(rng), rng.choice(COLOURS)
-        corpus += [phrasing(k, c, t) for k in (1, 2, 3, 4, 5)]
+        c, t = _name(rng), _answers(rng, kind, 1)[0]
+        corpus += [phrasing(k, c, t, kind) for k in (1, 2, 3, 4, 5)]
     corpus += [cooking(rng.choice(_FOODS), rng.randint(2, 40)) for _ in range(100)]
     texts = [" ".join(m.content for m in e.messages) for e in corpus]
     build_tiny_llama(out_dir, texts, hidden=64, layers=2, heads=4, vocab=512, intermediate=128, seed=seed)
@@ -320,14 +352,17 @@ class Ablations(BaseModel):
 
 
 ABLATIONS = ("gradient dot (final weights)", "TracIn over snapshots", "+ Adam", "+ kernel (ours)")
+DAMPINGS = (1e-2, 1e-1, 1.0, 10.0)
+"""Other kernel dampings tried on the same gradients (relative to the kernel's mean eigenvalue;
+large tends to `+ Adam`)."""
 
 
 def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projection_dim: int,
                     plain_only: bool = False) -> Ablations:  # fmt: skip
-    """The four methods from the engine's building blocks, in float64, one example at a time.
-    Query gradient = the gradient of the eval set's token-mean loss (uniform weights: the eval
-    set belongs to no contributor). `plain_only`: just TracIn (g_i . q per state), for timing
-    exact TracIn at every step on a run that snapshotted every step."""
+    """The four methods from the engine's building blocks, in float64, with the engine's batched
+    per-example gradients. Query gradient = the gradient of the eval set's token-mean loss (uniform
+    weights: the eval set belongs to no contributor). `plain_only`: just TracIn (g_i . q per
+    state), for timing exact TracIn at every step on a run that snapshotted every step."""
     import torch
 
     from node.attribution import gradients as G
@@ -343,8 +378,8 @@ def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projectio
     model = G.load_model(setup.base_dir, cfg, "float64")
     loss_fn = G.LossSum(model)
     named = G.lora_parameters(model)
-    params = [p for _, p in named]
-    n_params = sum(p.numel() for p in params)
+    per_example = G.BatchedGradients(model, named, batch_tokens=2048)
+    n_params = per_example.n_params
     width = projection_dim if n_params > projection_dim else None
     seed = projection_seed("0x" + "5e" * 32, 1)
     found = snaps.load_all(snapshots_dir)
@@ -354,7 +389,10 @@ def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projectio
     for snap in found:
         G.set_lora(model, snap.lora)
         t0 = time.perf_counter()
-        q = sum(G.example_gradient(loss_fn, params, t).to(torch.float64) for t in query_tok) / tokens  # (p,)
+        q = torch.zeros(n_params, dtype=torch.float64)
+        for batch in per_example.batches(query_tok):
+            q += per_example(loss_fn, [query_tok[j] for j in batch]).sum(dim=0)
+        q /= tokens  # (p,)
         t_query += time.perf_counter() - t0
         pre = torch.cat([preconditioner_sqrt(snap.exp_avg_sq[name].reshape(-1), snap.meta.adam_step,
                                              snap.meta.beta2, snap.meta.eps) for name, _ in named])  # fmt: skip
@@ -362,19 +400,26 @@ def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projectio
         qp = q * pre * pre  # P q
         phi = torch.zeros(n, sketch_width(n_params, projection_dim), dtype=torch.float64)  # (N, d)
         t0 = time.perf_counter()
-        for i, t in enumerate(train_tok):
-            g = G.example_gradient(loss_fn, params, t).to(torch.float64)  # (p,)
-            dot = float(g @ q)
-            out["TracIn over snapshots"][i] += snap.meta.lr_sum * dot
+        for batch in per_example.batches(train_tok):
+            g = per_example(loss_fn, [train_tok[i] for i in batch])  # (b, p)
+            rows = torch.tensor(batch)
+            dot = g @ q
+            out["TracIn over snapshots"][rows] += snap.meta.lr_sum * dot
             if snap is found[-1]:
-                out["gradient dot (final weights)"][i] = dot
+                out["gradient dot (final weights)"][rows] = dot
             if not plain_only:
-                out["+ Adam"][i] += snap.meta.lr_sum * float(g @ qp)
-                phi[i] = sketch(g * pre)
+                out["+ Adam"][rows] += snap.meta.lr_sum * (g @ qp)
+                phi[rows] = sketch(g * pre)
         t_train += time.perf_counter() - t0
         if not plain_only:
             psi = sketch(q * pre).unsqueeze(0)  # (1, d)
-            out["+ kernel (ours)"] += snap.meta.lr_sum * kernel_scores(phi, psi, damping)[:, 0]
+            ours = kernel_scores(phi, psi, damping)[:, 0]
+            out["+ kernel (ours)"] += snap.meta.lr_sum * ours
+            out[f"+ kernel, snapshot {snap.meta.index} only"] = ours
+            for lam in DAMPINGS:
+                key = f"+ kernel, damping {lam:g}"
+                out[key] = out.get(key, torch.zeros(n, dtype=torch.float64)) + snap.meta.lr_sum * kernel_scores(
+                    phi, psi, lam)[:, 0]  # fmt: skip
     return Ablations(scores={k: v.tolist() for k, v in out.items()}, train_gradient_s=t_train,
                      query_gradient_s=t_query, steps_measured=len(found))  # fmt: skip
 
@@ -417,6 +462,9 @@ def wrong_answer_auc(scores: Sequence[float], world: World) -> float:
 
 class SetupReport(BaseModel):
     name: str
+    world: str
+    method_id: str
+    snapshots: int
     examples: int
     queries: int
     lora_parameters: int
@@ -430,6 +478,7 @@ class SetupReport(BaseModel):
     attribution_seconds: list[float] = Field(description="run_isolated wall time (fresh worker included), per seed.")
     attribution_compute_seconds: list[float]
     ours: list[dict[str, float]] = Field(description="Payout shares per seed.")
+    auc: list[float] = Field(description="Wrong-answer AUC of our example scores, per seed.")
     loo: dict[str, list[float]] = Field(description="Leave-one-out value per contributor, per seed.")
     shapley: dict[str, list[float]] | None = None
     ablation_shares: dict[str, dict[str, float]] = Field(description="Seed 0's run.")
@@ -443,49 +492,82 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs)
 
 
+class Variant(BaseModel):
+    """One configuration of our method: K trajectory snapshots (a training knob) and the engine's
+    params (dtype, batching)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    snapshots: int = Field(ge=1)
+    params: Any
+
+
 def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: bool, every_steps: int,
-              say: Any = print) -> SetupReport:  # fmt: skip
+              variants: Sequence[Variant], ablations: bool = True, say: Any = print) -> list[SetupReport]:  # fmt: skip
+    """One report per variant; the ground truth (retraining) is computed once per seed and shared,
+    and each distinct K trains its own full run (the trajectory is the same, only what is saved
+    differs)."""
     from node.attribution import run_isolated
 
     ev = Evaluator(setup)
     base_loss = ev.loss(None)
     subsets = all_subsets(LABELS) if exact_shapley else [frozenset(LABELS)] + [
         frozenset(LABELS) - {c} for c in LABELS]  # fmt: skip
-    rep: dict[str, Any] = {"loo": {c: [] for c in LABELS}, "ours": [], "train_seconds": [], "trained_eval_loss": [],
-                           "attribution_seconds": [], "attribution_compute_seconds": []}  # fmt: skip
+    reps: list[dict[str, Any]] = [
+        {"ours": [], "train_seconds": [], "trained_eval_loss": [], "attribution_seconds": [],
+         "attribution_compute_seconds": [], "auc": []} for _ in variants
+    ]  # fmt: skip
+    loo: dict[str, list[float]] = {c: [] for c in LABELS}
     shap: dict[str, list[float]] = {c: [] for c in LABELS}
+    clean_only: float | None = None
     first: Any = None
     for seed in seeds:
-        full = train_on(setup, LABELS, seed, root / f"full-{seed}", snapshots=setup.config.snapshots)
-        t0 = time.perf_counter()
-        result = run_isolated(attribution_request(setup, full.snapshots_dir), timeout_s=3600)
-        rep["attribution_seconds"].append(time.perf_counter() - t0)
-        rep["attribution_compute_seconds"].append(result.total_seconds)
-        rep["train_seconds"].append(full.train_seconds)
-        rep["ours"].append(payout_shares(result.scores, setup.world.labels))
-        full_loss = ev.loss(full.final_lora)
-        rep["trained_eval_loss"].append(full_loss)
         values, _ = subset_values(setup, ev, seed, root, [s for s in subsets if s != frozenset(LABELS)])
-        values[frozenset(LABELS)] = base_loss - full_loss
-        for c, v in leave_one_out(values, LABELS).items():
-            rep["loo"][c].append(v)
-        if exact_shapley:
-            for c, v in shapley(values, LABELS).items():
-                shap[c].append(v)
+        runs: dict[int, Run] = {}
+        for v, rep in zip(variants, reps, strict=True):
+            if v.snapshots not in runs:
+                cfg = setup.config.model_copy(update={"snapshots": v.snapshots})
+                runs[v.snapshots] = train_on(setup.model_copy(update={"config": cfg}), LABELS, seed,
+                                             root / f"full-{seed}-k{v.snapshots}", snapshots=v.snapshots)  # fmt: skip
+            full = runs[v.snapshots]
+            vsetup = setup.model_copy(update={"config": setup.config.model_copy(update={"snapshots": v.snapshots})})
+            t0 = time.perf_counter()
+            # The worker gets the training's threads, as the daemon gives it all cores (`worker_threads`).
+            result = run_isolated(attribution_request(vsetup, full.snapshots_dir, v.params), timeout_s=3600,
+                                  threads=setup.threads)  # fmt: skip
+            rep["attribution_seconds"].append(time.perf_counter() - t0)
+            rep["attribution_compute_seconds"].append(result.total_seconds)
+            rep["train_seconds"].append(full.train_seconds)
+            rep["ours"].append(payout_shares(result.scores, setup.world.labels))
+            rep["auc"].append(wrong_answer_auc(result.scores, setup.world))
+            rep["trained_eval_loss"].append(ev.loss(full.final_lora))
+            rep["method_id"] = result.method_id
             if first is None:
-                rep["clean_only_eval_loss"] = base_loss - values[frozenset({"clean_a", "clean_b"})]
-        say(f"  {setup.name} seed {seed}: train {full.train_seconds:.1f} s, attribution "
-            f"{rep['attribution_seconds'][-1]:.1f} s, eval loss {base_loss:.3f} -> {full_loss:.3f}; "
-            f"ours {_fmt(rep['ours'][-1])}; loo {_fmt({c: rep['loo'][c][-1] for c in LABELS})}")  # fmt: skip
-        if first is None:
-            first = (full, result)
+                first = (full, result)
+            say(f"  {setup.name} ({setup.world.kind}) seed {seed}, K={v.snapshots} {v.params.dtype}: train "
+                f"{full.train_seconds:.1f} s, attribution {rep['attribution_seconds'][-1]:.1f} s, eval loss "
+                f"{base_loss:.3f} -> {rep['trained_eval_loss'][-1]:.3f}; AUC {rep['auc'][-1]:.3f}; "
+                f"ours {_fmt(rep['ours'][-1])}")  # fmt: skip
+        values[frozenset(LABELS)] = base_loss - reps[0]["trained_eval_loss"][-1]
+        for c, x in leave_one_out(values, LABELS).items():
+            loo[c].append(x)
+        if exact_shapley:
+            for c, x in shapley(values, LABELS).items():
+                shap[c].append(x)
+            if clean_only is None:
+                clean_only = base_loss - values[frozenset({"clean_a", "clean_b"})]
+        say(f"  {setup.name} ({setup.world.kind}) seed {seed}: loo {_fmt({c: loo[c][-1] for c in LABELS})}")
     full, result = first
     p = result.params
-    abl = ablation_scores(setup, full.snapshots_dir, p.damping, p.projection_dim)
-    peak = max(abs(s) for s in result.scores) or 1.0
-    dev = max(abs(a - b) for a, b in zip(result.scores, abl.scores["+ kernel (ours)"], strict=True)) / peak
-    every_s = float("nan")
-    if every_steps:
+    abl = Ablations(scores={}, train_gradient_s=0.0, query_gradient_s=0.0)
+    dev = every_s = float("nan")
+    if ablations:
+        first_cfg = setup.config.model_copy(update={"snapshots": variants[0].snapshots})
+        abl = ablation_scores(setup.model_copy(update={"config": first_cfg}), full.snapshots_dir, p.damping,
+                              p.projection_dim)  # fmt: skip
+        peak = max(abs(s) for s in result.scores) or 1.0
+        dev = max(abs(a - b) for a, b in zip(result.scores, abl.scores["+ kernel (ours)"], strict=True)) / peak
+    if ablations and every_steps:
         # Exact TracIn at every step, timed on a run cut to `every_steps` steps that snapshotted
         # after each of them: per step, every training and query gradient and their dot products.
         cfg = setup.config.model_copy(update={"max_steps": every_steps, "snapshots": every_steps})
@@ -493,40 +575,44 @@ def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: 
         short = train_on(short_setup, LABELS, seeds[0], root / "every-step-run", snapshots=every_steps)
         timing = ablation_scores(short_setup, short.snapshots_dir, p.damping, p.projection_dim, plain_only=True)
         every_s = (timing.train_gradient_s + timing.query_gradient_s) / timing.steps_measured
-    return SetupReport(
-        name=setup.name, examples=len(setup.world.examples), queries=len(setup.world.queries),
-        lora_parameters=result.lora_parameters, gradient_dim=result.gradient_dim, steps=full.steps, seeds=list(seeds),
-        base_eval_loss=base_loss, shapley=shap if exact_shapley else None,
-        ablation_shares={k: payout_shares(v, setup.world.labels) for k, v in abl.scores.items()},
-        ablation_auc={k: wrong_answer_auc(v, setup.world) for k, v in abl.scores.items()}
-        | {"engine": wrong_answer_auc(result.scores, setup.world)},
-        engine_vs_harness=dev, every_step_s=every_s, every_step_steps=every_steps, **rep,
-    )  # fmt: skip
+    out = []
+    for k, (v, rep) in enumerate(zip(variants, reps, strict=True)):
+        out.append(SetupReport(
+            name=setup.name, world=setup.world.kind, snapshots=v.snapshots, examples=len(setup.world.examples),
+            queries=len(setup.world.queries), lora_parameters=result.lora_parameters,
+            gradient_dim=result.gradient_dim, steps=full.steps, seeds=list(seeds), base_eval_loss=base_loss,
+            clean_only_eval_loss=clean_only, loo=loo, shapley=shap if exact_shapley else None,
+            ablation_shares={n: payout_shares(x, setup.world.labels) for n, x in abl.scores.items()} if k == 0 else {},
+            ablation_auc={n: wrong_answer_auc(x, setup.world) for n, x in abl.scores.items()} if k == 0 else {},
+            engine_vs_harness=dev if k == 0 else float("nan"), every_step_s=every_s, every_step_steps=every_steps,
+            **rep,
+        ))  # fmt: skip
+    return out
 
 
 def _fmt(d: dict[str, float]) -> str:
     return " ".join(f"{c}={v:.3f}" for c, v in d.items())
 
 
-def tiny_setup(root: Path, n_facts: int = 8, seed: int = 0) -> Setup:
+def tiny_setup(root: Path, n_facts: int = 8, seed: int = 0, kind: str = "colours") -> Setup:
     """The tiny model's job (also the CI test's, with fewer facts)."""
     cfg = TrainConfig(method="lora", epochs=40, max_seq_len=64, batch_size=16, lora_r=8, lora_alpha=16,
                       lora_dropout=0.0, learning_rate=1e-2, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3,
                       seed=seed)  # fmt: skip
     with threads(1):
-        base = build_tiny_base(root / "tiny-base")
-    return Setup(name="tiny Llama (2 layers, hidden 64)", base_dir=base, config=cfg, world=make_world(n_facts),
-                 threads=1)  # fmt: skip
+        base = build_tiny_base(root / f"tiny-base-{kind}", kind=kind)
+    return Setup(name="tiny Llama (2 layers, hidden 64)", base_dir=base, config=cfg,
+                 world=make_world(n_facts, kind=kind), threads=1)  # fmt: skip
 
 
-def smollm2_setup(models_dir: Path, n_facts: int) -> Setup:
+def smollm2_setup(models_dir: Path, n_facts: int, kind: str = "colours") -> Setup:
     from node.train.smollm2 import smollm2_model
 
     cfg = TrainConfig(method="lora", epochs=6, max_seq_len=128, batch_size=8, lora_r=8, lora_alpha=16,
                       lora_dropout=0.0, learning_rate=2e-3, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3,
                       target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], seed=0)  # fmt: skip
     return Setup(name="SmolLM2-135M-Instruct", base_dir=smollm2_model(models_dir), config=cfg,
-                 world=make_world(n_facts), threads=max(1, os.cpu_count() or 1))  # fmt: skip
+                 world=make_world(n_facts, kind=kind), threads=max(1, os.cpu_count() or 1))  # fmt: skip
 
 
 def _device() -> str:
@@ -545,24 +631,37 @@ def main() -> None:
                    help="where the converted SmolLM2 directory is cached")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the raw reports here")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--workdir", type=Path, help="keep the runs (snapshots, adapters) here instead of a temp dir")
+    p.add_argument("--worlds", default="names,colours", help=f"comma-separated: {', '.join(WORLDS)}")
+    p.add_argument("--variants", default="3:float64",
+                   help="comma-separated K:dtype of our method (K snapshots), e.g. 3:float64,1:float32")  # fmt: skip
+    p.add_argument("--batch-tokens", type=int, default=2048, help="MethodParams.batch_tokens (1: one at a time)")
+    p.add_argument("--no-ablations", action="store_true", help="skip the ablations and the every-step timing")
     args = p.parse_args()
+    from node.attribution.request import MethodParams
+
+    variants = [Variant(snapshots=int(k), params=MethodParams(dtype=dt, batch_tokens=args.batch_tokens))
+                for k, dt in (v.split(":") for v in args.variants.split(","))]  # fmt: skip
     reports: list[SetupReport] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="attribution-bench-") as d:
-        root = Path(d)
-        for which in args.models.split(","):
+        root = args.workdir or Path(d)
+        for which, kind in itertools.product(args.models.split(","), args.worlds.split(",")):
             ts = time.perf_counter()
+            if kind not in WORLDS:
+                raise SystemExit(f"unknown world {kind!r}: use {' or '.join(WORLDS)}")
             if which == "tiny":
-                setup, seeds, exact, every = tiny_setup(root), range(args.tiny_seeds), True, 8
+                setup, seeds, exact, every = tiny_setup(root, kind=kind), range(args.tiny_seeds), True, 8
             elif which == "smollm2":
-                setup, seeds, exact, every = smollm2_setup(args.models_dir, args.smollm2_facts), range(
+                setup, seeds, exact, every = smollm2_setup(args.models_dir, args.smollm2_facts, kind), range(
                     args.smollm2_seeds), False, 2  # fmt: skip
             else:
                 raise SystemExit(f"unknown model {which!r}: use tiny or smollm2")
-            print(f"{setup.name}: {len(setup.world.examples)} examples, {len(setup.world.queries)} eval questions",
-                  flush=True)  # fmt: skip
-            reports.append(run_setup(setup, list(seeds), root / which, exact_shapley=exact, every_steps=every))
-            print(f"{setup.name}: {time.perf_counter() - ts:.0f} s in all", flush=True)
+            print(f"{setup.name}, world {kind}: {len(setup.world.examples)} examples, {len(setup.world.queries)} "
+                  "eval questions", flush=True)  # fmt: skip
+            reports += run_setup(setup, list(seeds), root / f"{which}-{kind}", exact_shapley=exact,
+                                 every_steps=every, variants=variants, ablations=not args.no_ablations)  # fmt: skip
+            print(f"{setup.name}, world {kind}: {time.perf_counter() - ts:.0f} s in all", flush=True)
     if args.json:
         args.json.write_text(json.dumps([r.model_dump() for r in reports], indent=1))
     md = render(reports, _device(), time.perf_counter() - t0)
@@ -570,8 +669,6 @@ def main() -> None:
         print(md)
     else:
         print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
-
-
 
 
 def _shares_row(name: str, shares: dict[str, float], extra: str = "") -> str:
@@ -587,7 +684,8 @@ def _section(r: SetupReport) -> list[str]:
     every_total = r.every_step_s * r.steps
     head = "| | " + " | ".join(LABELS) + " |"
     lines = [
-        f"### {r.name}", "",
+        f"### {r.name}, world `{r.world}`", "",
+        f"Method `{r.method_id.split(';torch')[0]}`, K = {r.snapshots} snapshots. "
         f"{r.examples} training examples, {r.queries} eval questions, {r.lora_parameters:,} LoRA parameters "
         f"(kernel dimension {r.gradient_dim:,}), {r.steps} optimizer steps, seeds {r.seeds}.", "",
         f"- **Can the model learn what the eval asks?** Eval loss (third phrasing, token mean over the answers) "
@@ -615,18 +713,23 @@ def _section(r: SetupReport) -> list[str]:
         lines.append(f"| Spearman, ours vs exact Shapley (seed means) | "
                      f"{spearman([ours[c] for c in LABELS], [shap[c] for c in LABELS]):.2f} | |")  # fmt: skip
     lines += [
-        f"| AUC, wrong answers vs correct ones (examples whose facts the eval asks) | {r.ablation_auc['engine']:.3f} "
-        "| >= 0.95 |",
+        "| AUC, wrong answers vs correct ones (examples whose facts the eval asks; per seed) | "
+        + ", ".join(f"{x:.3f}" for x in r.auc) + " | >= 0.95 |",
         f"| attribution / training time | {attr_s:.1f} s / {train_s:.1f} s = **{attr_s / train_s:.0%}** "
         f"(compute alone {_mean(r.attribution_compute_seconds) / train_s:.0%}) | <= 25% |",
-        f"| speed vs exact TracIn at every step | {r.every_step_s:.2f} s/step x {r.steps} steps = {every_total:.0f} s "
-        f"vs {attr_s:.1f} s: **{every_total / attr_s:.0f}x** | >= 20x |",
-        "", "Ablations on seed " + str(r.seeds[0]) + "'s run (payout shares after netting and clipping; AUC as above):",
-        "", "| method | " + " | ".join(LABELS) + " | AUC |", "|---|" + "---:|" * (len(LABELS) + 1),
     ]  # fmt: skip
-    lines += [_shares_row(k, v, f" {r.ablation_auc[k]:.3f} |") for k, v in r.ablation_shares.items()]
-    lines += ["", f"The harness's `+ kernel` reproduces the engine's scores to {r.engine_vs_harness:.1e} of the "
-              "largest score.", ""]  # fmt: skip
+    if not math.isnan(r.every_step_s):
+        lines.append(f"| speed vs exact TracIn at every step | {r.every_step_s:.2f} s/step x {r.steps} steps = "
+                     f"{every_total:.0f} s vs {attr_s:.1f} s: **{every_total / attr_s:.0f}x** | >= 20x |")  # fmt: skip
+    if r.ablation_shares:
+        lines += [
+            "", f"Ablations on seed {r.seeds[0]}'s run (payout shares after netting and clipping; AUC as above):",
+            "", "| method | " + " | ".join(LABELS) + " | AUC |", "|---|" + "---:|" * (len(LABELS) + 1),
+        ]  # fmt: skip
+        lines += [_shares_row(k, v, f" {r.ablation_auc[k]:.3f} |") for k, v in r.ablation_shares.items()]
+        lines += ["", f"The harness's `+ kernel` reproduces the engine's scores to {r.engine_vs_harness:.1e} of the "
+                  "largest score."]  # fmt: skip
+    lines.append("")
     return lines
 
 
@@ -635,17 +738,35 @@ def render(reports: Sequence[SetupReport], device: str, seconds: float) -> str:
     lines = [
         BEGIN, "## Attribution quality and cost (`benchmarks/attribution.py`)", "",
         f"Measured {when} on {device}, {seconds / 60:.0f} minutes in all. Planted contributors: `clean_a` and "
-        "`clean_b` state disjoint invented facts (flag colours of made-up countries), each in two phrasings; "
+        "`clean_b` state disjoint invented facts about made-up countries, each in two phrasings; "
         "`dup_a` restates `clean_a`'s facts with reworded questions (it survives exact dedup); `wrong` asks "
         "`clean_a`'s questions and answers them wrongly; `off_topic` talks about cooking. The poster's eval set "
-        "asks every clean fact in a third phrasing. Ours: `node.attribution` (`run_isolated`, float64) and the "
-        "payout rule (net per contribution, clip at 0). Ground truth by retraining with the same config: "
+        "asks every clean fact in a third phrasing. Two worlds: `names` (capitals, every answer an invented name "
+        "that answers nothing else) and `colours` (flag colours: 8 colours for all the facts, so a wrong answer to "
+        "one question is the right answer to others, which a first-order method credits). Ours: `node.attribution` "
+        "(`run_isolated`; K snapshots and dtype per row) and the payout rule (net per contribution, clip at 0). "
+        "Ground truth by retraining with the same config: "
         "leave-one-contributor-out value = eval loss without the contributor - eval loss with everyone; exact "
         "Shapley over all 32 subsets (value = base eval loss - eval loss after training on the subset) on the "
         "tiny model only. Leave-one-out gives each of two duplicates about nothing (either can go), Shapley "
         "splits the credit between them. Times on a shared machine (other jobs were running): ratios are "
         "more telling than seconds.", "",
     ]  # fmt: skip
+    lines += [
+        "| model | world | K, dtype | Spearman vs leave-one-out (seed means) | wrong-answer AUC (mean) | "
+        "attribution / training | vs exact TracIn at every step |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in reports:
+        ours = [_mean([o[c] for o in r.ours]) for c in LABELS]
+        sp = spearman(ours, [_mean(r.loo[c]) for c in LABELS])
+        ratio = _mean(r.attribution_seconds) / _mean(r.train_seconds)
+        speed = r.every_step_s * r.steps / _mean(r.attribution_seconds)
+        dtype = "float32" if "dtype=float32" in r.method_id else "float64"
+        lines.append(f"| {r.name} | {r.world} | {r.snapshots}, {dtype} | {sp:.2f} | {_mean(r.auc):.3f} | {ratio:.0%} | "
+                     + ("—" if math.isnan(speed) else f"{speed:.0f}x") + " |")  # fmt: skip
+    lines += ["", "Targets: Spearman >= 0.8, AUC >= 0.95, attribution <= 25% of training, >= 20x faster than exact "
+              "TracIn at every step.", ""]  # fmt: skip
     for r in reports:
         lines += _section(r)
     lines.append(END)

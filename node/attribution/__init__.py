@@ -17,7 +17,7 @@ both in full. A held-out query never counts for its own contributor.
   snapshots dir, job id + data root for the projection seed, `MethodParams`) and
   `AttributionResult` (scores, per-example gradient hashes, timings, method id).
 - `isolated.run_isolated(request)`: the computation in a fresh worker process with pinned floating
-  point (`MKL_CBWR=COMPATIBLE` before torch's import, one thread, mkldnn off, deterministic
+  point (`MKL_CBWR=AVX2` before torch's import, one thread, mkldnn off, deterministic
   algorithms); use it for anything committed or verified.
 - `engine.attribute(request)`: the same in this process (tests, benchmarks).
 - `quantise`: `choose_scale(scores)` -> committed exponent e, `quantise(scores, e)` -> integers.

@@ -31,9 +31,10 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     damping: float = Field(
-        1e-3, gt=0, description="lambda of F = PhiᵀPhi/N + lambda·I, relative to the kernel's mean non-zero "
-        "eigenvalue (tr(PhiᵀPhi/N) / min(N, d)): small whitens the shared answer template harder, large tends "
-        "to plain TracIn + Adam.",
+        1.0, gt=0, description="lambda of F = PhiᵀPhi/N + lambda·I, relative to the kernel's mean non-zero "
+        "eigenvalue (tr(PhiᵀPhi/N) / min(N, d)): small whitens harder (near 0 it is a regression of the query "
+        "gradient on the training gradients, whose coefficients flip sign among near-duplicates), large tends to "
+        "plain TracIn + Adam. 1.0: the best wrong-answer separation in docs/benchmarks.md.",
     )  # fmt: skip
     projection_dim: int = Field(
         16384, ge=16, le=1 << 24,

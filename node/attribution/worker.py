@@ -1,7 +1,7 @@
 """The attribution worker: ``python -m node.attribution.worker REQUEST.json RESULT.json``.
 
 Run by `node.attribution.isolated.run_isolated`, never imported by a long-lived process. It pins
-the floating-point environment before torch is first imported (``MKL_CBWR=COMPATIBLE`` only
+the floating-point environment before torch is first imported (``MKL_CBWR=AVX2`` only
 takes effect then), runs one thread with mkldnn off and deterministic algorithms on, and writes
 ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": {"type", "message"}}`` to
 RESULT.json atomically. Exit status: 0 done, 2 a `NodeError` (bad inputs), 3 an unexpected error
@@ -17,9 +17,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-PINNED_ENV = {"MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+PINNED_ENV = {"MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 THREADS_ENV = "DATANET_ATTRIBUTION_THREADS"
-"""Threads for the worker (default 1). With MKL_CBWR=COMPATIBLE matmuls give the same bits at any
+"""Threads for the worker (default 1). With MKL_CBWR pinned matmuls give the same bits at any
 thread count, but torch's own reductions do not: the same count reproduces bit for bit, another
 count differs in the last bits only, which MATCH's payout tolerance absorbs (`node.attribution.verify`)."""
 

@@ -12,7 +12,7 @@ import torch
 from node.attribution.engine import query_weights
 from node.attribution.kernel import damping_lambda, dense_reference, kernel_scores, preconditioner_sqrt
 from node.attribution.quantise import choose_scale, dequantise, quantise
-from node.attribution.request import QueryExample, TrainingExample
+from node.attribution.request import AttributionError, QueryExample, TrainingExample
 from node.attribution.sketch import (
     CountSketch,
     buckets_and_signs,
@@ -125,3 +125,20 @@ def test_quantise_with_a_committed_power_of_two_scale() -> None:
     assert max(abs(x) for x in quantise([1e9, 3.0], choose_scale([1e9, 3.0]))) < 2**24
     with pytest.raises(ValueError, match="NaN"):
         choose_scale([float("nan")])
+
+
+def test_per_example_gradients_refuse_a_parameter_that_is_not_a_bias_free_linear_weight() -> None:
+    """The batched per-example gradients are outer products of a linear layer's input and output
+    gradient: a bias (PEFT's bias='lora_only'), a linear layer with a bias, or an embedding
+    (modules_to_save) would be silently wrong, so each is refused with the fix."""
+    from node.attribution.gradients import BatchedGradients
+
+    model = torch.nn.ModuleDict({"a": torch.nn.Linear(4, 3, bias=False), "b": torch.nn.Linear(4, 3),
+                                 "emb": torch.nn.Embedding(5, 4)})  # fmt: skip
+    ok = BatchedGradients(model, [("a.weight", model["a"].weight)], batch_tokens=64)
+    assert ok.n_params == 12
+    for name in ("b.weight", "b.bias", "emb.weight"):
+        param = dict(model.named_parameters())[name]
+        with pytest.raises(AttributionError, match=rf"{name} is not the weight of a bias-free linear layer.*"
+                                                   r"modules_to_save unset and bias='none'"):  # fmt: skip
+            BatchedGradients(model, [("a.weight", model["a"].weight), (name, param)], batch_tokens=64)
