@@ -45,6 +45,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gas_report import write_section
+from node.attribution.request import MethodParams
 from node.data.records import Example
 from node.train.config import TrainConfig
 
@@ -499,7 +500,11 @@ class Variant(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
     snapshots: int = Field(ge=1)
-    params: Any
+    params: MethodParams
+
+
+def with_snapshots(setup: Setup, k: int) -> Setup:
+    return setup.model_copy(update={"config": setup.config.model_copy(update={"snapshots": k})})
 
 
 def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: bool, every_steps: int,
@@ -525,12 +530,11 @@ def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: 
         values, _ = subset_values(setup, ev, seed, root, [s for s in subsets if s != frozenset(LABELS)])
         runs: dict[int, Run] = {}
         for v, rep in zip(variants, reps, strict=True):
+            vsetup = with_snapshots(setup, v.snapshots)
             if v.snapshots not in runs:
-                cfg = setup.config.model_copy(update={"snapshots": v.snapshots})
-                runs[v.snapshots] = train_on(setup.model_copy(update={"config": cfg}), LABELS, seed,
-                                             root / f"full-{seed}-k{v.snapshots}", snapshots=v.snapshots)  # fmt: skip
+                runs[v.snapshots] = train_on(vsetup, LABELS, seed, root / f"full-{seed}-k{v.snapshots}",
+                                             snapshots=v.snapshots)  # fmt: skip
             full = runs[v.snapshots]
-            vsetup = setup.model_copy(update={"config": setup.config.model_copy(update={"snapshots": v.snapshots})})
             t0 = time.perf_counter()
             # The worker gets the training's threads, as the daemon gives it all cores (`worker_threads`).
             result = run_isolated(attribution_request(vsetup, full.snapshots_dir, v.params), timeout_s=3600,
@@ -562,8 +566,7 @@ def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: 
     abl = Ablations(scores={}, train_gradient_s=0.0, query_gradient_s=0.0)
     dev = every_s = float("nan")
     if ablations:
-        first_cfg = setup.config.model_copy(update={"snapshots": variants[0].snapshots})
-        abl = ablation_scores(setup.model_copy(update={"config": first_cfg}), full.snapshots_dir, p.damping,
+        abl = ablation_scores(with_snapshots(setup, variants[0].snapshots), full.snapshots_dir, p.damping,
                               p.projection_dim)  # fmt: skip
         peak = max(abs(s) for s in result.scores) or 1.0
         dev = max(abs(a - b) for a, b in zip(result.scores, abl.scores["+ kernel (ours)"], strict=True)) / peak
@@ -638,8 +641,6 @@ def main() -> None:
     p.add_argument("--batch-tokens", type=int, default=2048, help="MethodParams.batch_tokens (1: one at a time)")
     p.add_argument("--no-ablations", action="store_true", help="skip the ablations and the every-step timing")
     args = p.parse_args()
-    from node.attribution.request import MethodParams
-
     variants = [Variant(snapshots=int(k), params=MethodParams(dtype=dt, batch_tokens=args.batch_tokens))
                 for k, dt in (v.split(":") for v in args.variants.split(","))]  # fmt: skip
     reports: list[SetupReport] = []
