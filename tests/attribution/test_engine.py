@@ -1,7 +1,9 @@
 """The attribution engine end to end on a tiny pretrained Llama fine-tuned by the real trainer
-(which writes the trajectory snapshots): a fresh worker process twice gives bitwise the same
-scores and gradient hashes; planted contributors are ranked clean >> wrong-answer, off-topic;
-bad inputs come back as clear errors; a QLoRA job's base is the NF4-dequantised one."""
+(which writes the trajectory snapshots), on the CI-sized world of `benchmarks/attribution.py`: a
+fresh worker process twice gives bitwise the same scores and gradient hashes; planted contributors
+are ranked clean >> duplicates >> wrong answers, off-topic, and agree with exact Shapley values
+from retraining on every subset of contributors; bad inputs come back as clear errors; a QLoRA
+job's base is the NF4-dequantised one."""
 
 from __future__ import annotations
 
@@ -14,22 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import attribution as bench
 from node.attribution import (
     AttributionError,
     AttributionRequest,
     AttributionResult,
     MethodParams,
     QueryExample,
-    TrainingExample,
     run_isolated,
 )
-from node.train.config import TrainConfig
-from node.train.trainer import train
 
-from .planted import CLEAN_A, CLEAN_B, OFF_TOPIC, WRONG, build_base, phrasing, world
-
-CFG = TrainConfig(method="lora", epochs=40, max_seq_len=64, batch_size=8, lora_r=8, lora_alpha=16,
-                  learning_rate=1e-2, warmup_ratio=0.0, eval_fraction=0.0, snapshots=3, seed=0)  # fmt: skip
+CLEAN_A, CLEAN_B, DUP_A, WRONG, OFF_TOPIC = (bench.ADDRESS[c] for c in bench.LABELS)
 
 
 @contextlib.contextmanager
@@ -43,26 +40,28 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class Planted:
+    """The benchmark's tiny job (world `names`: every answer, right or wrong, an invented name that
+    answers nothing else) trained once on every contributor with seed 0."""
+
+    def __init__(self, root: Path):
+        self.setup = bench.tiny_setup(root, n_facts=8, kind="names")
+        self.run = bench.train_on(self.setup, bench.LABELS, 0, root / "run", snapshots=self.setup.config.snapshots)
+        self.request: AttributionRequest = bench.attribution_request(self.setup, self.run.snapshots_dir)
+        self.root = root
+
+
 @pytest.fixture(scope="module")
-def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[AttributionRequest, float]:
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Planted:
+    return Planted(tmp_path_factory.mktemp("attribution"))
+
+
+@pytest.fixture(scope="module")
+def planted_run(planted: Planted) -> tuple[AttributionRequest, float]:
     """(the attribution request of a finished run, its training seconds)."""
-    root = tmp_path_factory.mktemp("attribution")
-    examples, facts, _ = world()
-    with _one_thread():
-        base = build_base(root / "base")
-        result = train(base, [e for e, _ in examples], CFG, root / "run")
-    assert len(list((root / "run" / "snapshots").glob("snapshot-*.safetensors"))) == CFG.snapshots
-    request = AttributionRequest(
-        base_model_dir=base, method=CFG.method, config=CFG,
-        examples=[TrainingExample(example=e, contributor=c) for e, c in examples],
-        # The queries ask in a training phrasing, the one the wrong answers use too (the hardest
-        # case for the kernel). Measured here: whether this tiny base carries the facts over to an
-        # unseen phrasing 3 depends on its pretraining (100 steps: loss 0.30 -> 0.17 on both;
-        # 150 steps: 0.17 on phrasing 1 but 0.23 on phrasing 3, and then no method can tell).
-        queries=[QueryExample(example=phrasing(1, c, t)) for c, t in facts],
-        snapshots_dir=root / "run" / "snapshots", job_id=7, data_root="0x" + "5e" * 32,
-    )  # fmt: skip
-    return request, result.metrics.train_seconds
+    n = len(list(planted.run.snapshots_dir.glob("snapshot-*.safetensors")))
+    assert n == planted.setup.config.snapshots
+    return planted.request, planted.run.train_seconds
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +85,52 @@ def test_a_fresh_worker_reproduces_scores_and_gradient_hashes_bitwise(
 
 
 def test_planted_contributors_clean_earn_and_wrong_answers_and_off_topic_do_not(
-    planted_run: tuple[AttributionRequest, float], first: tuple[AttributionResult, float]
+    planted: Planted, first: tuple[AttributionResult, float]
 ) -> None:
-    request, train_s = planted_run
+    """The payout rule on the committed path's scores (margins: on training seeds 0-5 here the
+    smaller clean share was >= 0.24, the wrong-answer share 0, off-topic <= 0.02, duplicates <= 0.18)."""
     result, attribution_s = first
-    summed: dict[str, float] = {}
-    for ex, s in zip(request.examples, result.scores, strict=True):
-        summed[ex.contributor] = summed.get(ex.contributor, 0.0) + s
-    weight = {c: max(0.0, s) for c, s in summed.items()}  # clipped per contributor
-    clean = min(weight[CLEAN_A], weight[CLEAN_B])
-    total = sum(weight.values())
-    print(f"weights {weight}; training {train_s:.1f} s, attribution {attribution_s:.1f} s (worker, "
-          f"{result.total_seconds:.1f} s of it computing)")  # fmt: skip
-    assert clean > 0.3 * total  # both clean contributors earn, comparably
-    assert weight[WRONG] < 0.1 * clean
-    assert weight[OFF_TOPIC] < 0.1 * clean
+    shares = bench.payout_shares(result.scores, planted.setup.world.labels)
+    print(f"shares {bench._fmt(shares)}; training {planted.run.train_seconds:.1f} s, attribution "
+          f"{attribution_s:.1f} s (worker, {result.total_seconds:.1f} s of it computing)")  # fmt: skip
+    clean = min(shares["clean_a"], shares["clean_b"])
+    assert clean > max(shares["dup_a"], shares["wrong"], shares["off_topic"])  # the clean contributors earn most
+    assert shares["clean_a"] + shares["clean_b"] > 0.6
+    assert shares["wrong"] < 0.1 * clean
+    assert shares["off_topic"] < 0.1 * clean
+
+
+def test_payouts_agree_with_exact_shapley_values_from_retraining(
+    planted: Planted, first: tuple[AttributionResult, float]
+) -> None:
+    """Ground truth by retraining on all 31 non-empty subsets of the five contributors (v(S) = the
+    base's eval loss minus the eval loss after training on S). Leave-one-out would give each of
+    two redundant contributors about nothing; Shapley splits their value, and so must we: whoever
+    Shapley values negatively earns (almost) nothing, the two it values most earn most, and the
+    duplicate never out-earns what it duplicates. (Training seeds 0 and 1 here: Shapley clean
+    >= 0.19, duplicate 0.07-0.08, wrong -0.10 to -0.07 nats.)"""
+    setup, labels = planted.setup, bench.LABELS
+    ev = bench.Evaluator(setup)
+    everyone = frozenset(labels)
+    subsets = [s for s in bench.all_subsets(labels) if s and s != everyone]
+    with _one_thread():
+        values, seconds = bench.subset_values(setup, ev, 0, planted.root / "subsets", subsets)
+    values[everyone] = ev.loss(None) - ev.loss(planted.run.final_lora)
+    phi = bench.shapley(values, labels)
+    ours = bench.payout_shares(first[0].scores, setup.world.labels)
+    print(f"shapley {bench._fmt(phi)} ({seconds:.0f} s of retraining); ours {bench._fmt(ours)}; Spearman "
+          f"{bench.spearman([ours[c] for c in labels], [phi[c] for c in labels]):.2f}")  # fmt: skip
+    # The world is what it claims to be: both clean sets teach, the duplicate a little, wrong answers harm.
+    assert min(phi["clean_a"], phi["clean_b"]) > phi["dup_a"] > 0 > phi["wrong"]
+    clean = min(ours["clean_a"], ours["clean_b"])
+    assert all(ours[c] < 0.1 * clean for c in labels if phi[c] < 0)
+    assert sum(ours[c] for c in labels if phi[c] > 0) > 0.9
+
+    def top_two(v: dict[str, float]) -> set[str]:
+        return set(sorted(labels, key=lambda c: -v[c])[:2])
+
+    assert top_two(ours) == top_two(phi)
+    assert ours["dup_a"] < ours["clean_a"]
 
 
 def test_untrained_examples_score_zero_and_errors_are_clear(planted_run: tuple[AttributionRequest, float],
@@ -144,7 +174,7 @@ def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
     from node.attribution import gradients as G
 
     request, _ = planted_run
-    base, qcfg = request.base_model_dir, CFG.model_copy(update={"method": "qlora"})
+    base, qcfg = request.base_model_dir, request.config.model_copy(update={"method": "qlora"})
     tok = G.tokenize(G.load_tokenizer(base), [request.examples[0].example], qcfg)[0]
     ids = torch.tensor([tok.input_ids])
 
@@ -153,7 +183,7 @@ def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
             return model(input_ids=ids, use_cache=False).logits.double()
 
     deq = logits(G.load_model(base, qcfg, "float64").get_base_model())  # type: ignore[operator]
-    fp = logits(G.load_model(base, CFG, "float64").get_base_model())  # type: ignore[operator]
+    fp = logits(G.load_model(base, request.config, "float64").get_base_model())  # type: ignore[operator]
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.float32)  # fmt: skip
     four_bit = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, quantization_config=q,
@@ -173,12 +203,12 @@ def test_batched_per_example_gradients_equal_one_example_at_a_time(
     from node.train import snapshots as snaps
 
     request, _ = planted_run
-    model = G.load_model(request.base_model_dir, CFG, "float64")
+    model = G.load_model(request.base_model_dir, request.config, "float64")
     G.set_lora(model, snaps.load_all(request.snapshots_dir)[-1].lora)
     named = G.lora_parameters(model)
     loss_fn = G.LossSum(model)
     picked = [request.examples[i].example for i in (0, 5, 20, 33, 45)]
-    items = G.tokenize(G.load_tokenizer(request.base_model_dir), picked, CFG)
+    items = G.tokenize(G.load_tokenizer(request.base_model_dir), picked, request.config)
     assert len({len(t) for t in items}) > 1  # padding is exercised
     batched = G.BatchedGradients(model, named, batch_tokens=4096)(loss_fn, items)
     single = torch.stack([G.example_gradient(loss_fn, [p for _, p in named], t) for t in items])
