@@ -20,6 +20,11 @@ Ours is `node.attribution` (`run_isolated`, the committed path) with the payout 
 the engine's building blocks on the same snapshots: a gradient dot product at the final weights,
 TracIn over the snapshots, + Adam preconditioning, + the damped Fisher kernel (the engine's
 method; the harness checks it reproduces the engine's scores).
+
+`--dattri` cross-checks the harness's TracIn over the snapshots against the independent library
+dattri (`pip install dattri==0.3.0`, or the `bench` extra; it leaves torch alone): its
+`TracInAttributor` differentiates the model's own forward with `torch.func`, none of our gradient
+code, so agreement shows our per-example gradients are what a standard implementation computes.
 """
 
 from __future__ import annotations
@@ -425,6 +430,98 @@ def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projectio
                      query_gradient_s=t_query, steps_measured=len(found))  # fmt: skip
 
 
+DATTRI = "dattri==0.3.0"
+"""The version whose API `dattri_tracin_scores` was written against (`--dattri`)."""
+
+
+def dattri_version() -> str:
+    """The installed dattri's version, or an exit naming the install command: dattri is optional
+    (only `--dattri` needs it), so it is imported lazily and checked before any training."""
+    import importlib
+    from importlib.metadata import version
+
+    try:
+        importlib.import_module("dattri")
+    except ImportError as e:
+        raise SystemExit(f"--dattri needs the dattri library ({e}): `pip install {DATTRI}`") from e
+    return version("dattri")
+
+
+def _no_progress(iterable: Any, **_: Any) -> Any:
+    """Stands in for dattri's tqdm: two nested progress bars per training example flood the log."""
+    return iterable
+
+
+def dattri_tracin_scores(setup: Setup, snapshots_dir: Path) -> list[float]:
+    """Plain TracIn over a run's snapshots computed by dattri, independently of our gradient code.
+
+    dattri's `TracInAttributor` (unnormalised, identity projector: no random projection) returns
+    S[i, j] = sum over snapshots k of w_k * grad L_i . grad T_j, per-example gradients by `torch.func`
+    (`vmap` of `grad`) of the loss below with respect to the parameters that require grad (LoRA's
+    only), each snapshot loaded by `set_lora`, w_k = the snapshot's `lr_sum`. L = T = one example's
+    summed answer-token cross-entropy (the trainer's loss), written here on the PEFT model's own
+    forward (`functional_call`, logits), not with `LossSum` or our hooks. The eval set's target is its
+    token-mean loss, sum_j T_j / tokens, so example i's score is S[i, :].sum() / tokens: the harness's
+    `TracIn over snapshots` up to float error. Batches of one example: no padding, each example at
+    its own length, as in `example_gradient`. dattri recomputes every query gradient for every
+    training example (K * N * (Q + 1) gradients), so this is slow on a large model.
+    """
+    from unittest import mock
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from node.attribution import gradients as G
+    from node.train import snapshots as snaps
+    from node.train.formatting import IGNORE
+
+    dattri_version()  # the install command if it is missing
+    from dattri.algorithm.tracin import TracInAttributor
+    from dattri.task import AttributionTask
+
+    w, cfg = setup.world, setup.config
+    tok = G.load_tokenizer(setup.base_dir)
+    train_tok, query_tok = G.tokenize(tok, w.examples, cfg), G.tokenize(tok, w.queries, cfg)
+    tokens = sum(t.trainable for t in query_tok)
+    model = G.load_model(setup.base_dir, cfg, "float64")
+    found = snaps.load_all(snapshots_dir)
+
+    def loss(params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ids, labels = data  # (T,) each: dattri vmaps over the batch dimension
+        out = torch.func.functional_call(model, params, args=(), kwargs={"input_ids": ids.unsqueeze(0),
+                                                                          "use_cache": False})  # fmt: skip
+        logits = out.logits[0]  # (T, V): position t predicts token t + 1
+        return F.cross_entropy(logits[:-1], labels[1:], ignore_index=IGNORE, reduction="sum")
+
+    def load(m: nn.Module, lora: dict[str, torch.Tensor]) -> nn.Module:
+        G.set_lora(m, lora)
+        return m
+
+    def loader(items: Sequence[Any]) -> DataLoader[Any]:
+        rows = [(torch.tensor(t.input_ids), torch.tensor(t.labels)) for t in items]
+        return DataLoader(rows, batch_size=1, shuffle=False)  # type: ignore[arg-type]  # a list is a map-style dataset
+
+    task = AttributionTask(loss_func=loss, model=model, checkpoints=[s.lora for s in found],
+                           checkpoints_load_func=load)  # fmt: skip
+    # A full dict: dattri updates its module-level defaults in place with what it is given.
+    projector = {"proj_type": "identity", "proj_dim": 512, "proj_max_batch_size": 32, "proj_seed": 0, "device": "cpu"}
+    attributor = TracInAttributor(task=task, weight_list=torch.tensor([s.meta.lr_sum for s in found],
+                                  dtype=torch.float64), normalized_grad=False, projector_kwargs=projector,
+                                  device="cpu")  # fmt: skip
+    # dattri accumulates S in torch's default dtype: float64 for the call, so the comparison sees
+    # the float64 gradients' agreement rather than float32 rounding.
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with mock.patch("dattri.algorithm.tracin.tqdm", _no_progress):
+            s = attributor.attribute(loader(train_tok), loader(query_tok))  # (N, Q)
+    finally:
+        torch.set_default_dtype(before)
+    return (s.sum(dim=1) / tokens).tolist()
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
@@ -447,6 +544,13 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
     cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
     va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va and vb else float("nan")
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
     return cov / math.sqrt(va * vb) if va and vb else float("nan")
 
 
@@ -487,6 +591,13 @@ class SetupReport(BaseModel):
     engine_vs_harness: float = Field(description="max |engine - harness kernel| / max |engine| on seed 0.")
     every_step_s: float = Field(description="Exact TracIn (every example, every query) per step, measured.")
     every_step_steps: int
+    epochs: int | None = Field(None, description="The job's epochs: TracIn-ideal differentiates each example once "
+                               "per epoch (`ideal_tracin_seconds`).")  # fmt: skip
+    dattri_version: str | None = Field(None, description="`--dattri`: the dattri that cross-checked seed 0's run.")
+    dattri_pearson: float | None = Field(None, description="Pearson, dattri's TracIn vs the harness's, per example.")
+    dattri_spearman: float | None = None
+    dattri_max_rel_dev: float | None = Field(None, description="max |dattri - harness| / max |harness|.")
+    dattri_seconds: float | None = None
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -508,10 +619,11 @@ def with_snapshots(setup: Setup, k: int) -> Setup:
 
 
 def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: bool, every_steps: int,
-              variants: Sequence[Variant], ablations: bool = True, say: Any = print) -> list[SetupReport]:  # fmt: skip
+              variants: Sequence[Variant], ablations: bool = True, dattri: bool = False,
+              say: Any = print) -> list[SetupReport]:  # fmt: skip
     """One report per variant; the ground truth (retraining) is computed once per seed and shared,
     and each distinct K trains its own full run (the trajectory is the same, only what is saved
-    differs)."""
+    differs). `dattri`: cross-check the harness's TracIn over seed 0's snapshots against dattri's."""
     from node.attribution import run_isolated
 
     ev = Evaluator(setup)
@@ -570,6 +682,21 @@ def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: 
                               p.projection_dim)  # fmt: skip
         peak = max(abs(s) for s in result.scores) or 1.0
         dev = max(abs(a - b) for a, b in zip(result.scores, abl.scores["+ kernel (ours)"], strict=True)) / peak
+    cross: dict[str, Any] = {}
+    if dattri:
+        ksetup = with_snapshots(setup, variants[0].snapshots)
+        plain = abl if ablations else ablation_scores(ksetup, full.snapshots_dir, p.damping, p.projection_dim,
+                                                      plain_only=True)  # fmt: skip
+        tracin = plain.scores["TracIn over snapshots"]
+        t0 = time.perf_counter()
+        theirs = dattri_tracin_scores(ksetup, full.snapshots_dir)
+        peak = max(abs(s) for s in tracin) or 1.0
+        cross = {"dattri_version": dattri_version(), "dattri_pearson": pearson(theirs, tracin),
+                 "dattri_spearman": spearman(theirs, tracin), "dattri_seconds": time.perf_counter() - t0,
+                 "dattri_max_rel_dev": max(abs(a - b) for a, b in zip(theirs, tracin, strict=True)) / peak}  # fmt: skip
+        say(f"  {setup.name} ({setup.world.kind}) seed {seeds[0]}: dattri {cross['dattri_version']} TracIn vs ours: "
+            f"Pearson {cross['dattri_pearson']:.9f}, Spearman {cross['dattri_spearman']:.6f}, max deviation "
+            f"{cross['dattri_max_rel_dev']:.1e} of the largest score, {cross['dattri_seconds']:.0f} s")  # fmt: skip
     if ablations and every_steps:
         # Exact TracIn at every step, timed on a run cut to `every_steps` steps that snapshotted
         # after each of them: per step, every training and query gradient and their dot products.
@@ -588,7 +715,8 @@ def run_setup(setup: Setup, seeds: Sequence[int], root: Path, *, exact_shapley: 
             ablation_shares={n: payout_shares(x, setup.world.labels) for n, x in abl.scores.items()} if k == 0 else {},
             ablation_auc={n: wrong_answer_auc(x, setup.world) for n, x in abl.scores.items()} if k == 0 else {},
             engine_vs_harness=dev if k == 0 else float("nan"), every_step_s=every_s, every_step_steps=every_steps,
-            **rep,
+            epochs=setup.config.epochs,
+            **(cross if k == 0 else {}), **rep,
         ))  # fmt: skip
     return out
 
@@ -640,7 +768,18 @@ def main() -> None:
                    help="comma-separated K:dtype of our method (K snapshots), e.g. 3:float64,1:float32")  # fmt: skip
     p.add_argument("--batch-tokens", type=int, default=2048, help="MethodParams.batch_tokens (1: one at a time)")
     p.add_argument("--no-ablations", action="store_true", help="skip the ablations and the every-step timing")
+    p.add_argument("--dattri", action="store_true",
+                   help=f"cross-check the harness's TracIn against dattri's (`pip install {DATTRI}`)")  # fmt: skip
+    p.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                   help="write docs/benchmarks.md from saved --json reports instead of running; a later file's "
+                   "dattri cross-check fills the same setup's report of an earlier one")  # fmt: skip
     args = p.parse_args()
+    if args.render:
+        md = render_saved(args.render)
+        print(md if args.no_write else f"wrote {write_section(md, begin=BEGIN, end=END)}")
+        return
+    if args.dattri:
+        dattri_version()  # before any training: exits naming the install command if it is missing
     variants = [Variant(snapshots=int(k), params=MethodParams(dtype=dt, batch_tokens=args.batch_tokens))
                 for k, dt in (v.split(":") for v in args.variants.split(","))]  # fmt: skip
     reports: list[SetupReport] = []
@@ -661,15 +800,34 @@ def main() -> None:
             print(f"{setup.name}, world {kind}: {len(setup.world.examples)} examples, {len(setup.world.queries)} "
                   "eval questions", flush=True)  # fmt: skip
             reports += run_setup(setup, list(seeds), root / f"{which}-{kind}", exact_shapley=exact,
-                                 every_steps=every, variants=variants, ablations=not args.no_ablations)  # fmt: skip
+                                 every_steps=every, variants=variants, ablations=not args.no_ablations,
+                                 dattri=args.dattri)  # fmt: skip
             print(f"{setup.name}, world {kind}: {time.perf_counter() - ts:.0f} s in all", flush=True)
+    measured, device, seconds = datetime.now(UTC), _device(), time.perf_counter() - t0
     if args.json:
-        args.json.write_text(json.dumps([r.model_dump() for r in reports], indent=1))
-    md = render(reports, _device(), time.perf_counter() - t0)
+        args.json.write_text(json.dumps({"measured": measured.isoformat(), "device": device, "seconds": seconds,
+                                         "reports": [r.model_dump() for r in reports]}, indent=1))  # fmt: skip
+    md = render(reports, device, seconds, measured)
     if args.no_write:
         print(md)
     else:
         print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
+
+
+def every_step_seconds(r: SetupReport) -> float:
+    """TracIn with a checkpoint at every step: every example's and every query's gradient at each
+    of the run's steps (measured per step on a short run, times the steps)."""
+    return r.every_step_s * r.steps
+
+
+def ideal_tracin_seconds(r: SetupReport) -> float:
+    """TracIn-ideal (Pruthi et al.): each example's gradient only at the steps that trained it (once
+    per epoch) and the queries' at every step. Priced at the measured cost of one gradient, which
+    `every_step_s` spends on every example and every query."""
+    if r.epochs is None:
+        return float("nan")
+    per_gradient = r.every_step_s / (r.examples + r.queries)
+    return per_gradient * (r.epochs * r.examples + r.steps * r.queries)
 
 
 def _shares_row(name: str, shares: dict[str, float], extra: str = "") -> str:
@@ -682,7 +840,7 @@ def _section(r: SetupReport) -> list[str]:
     sp_loo = [spearman([o[c] for c in LABELS], [r.loo[c][k] for c in LABELS]) for k, o in enumerate(r.ours)]
     sp_loo_mean = spearman([ours[c] for c in LABELS], [loo[c] for c in LABELS])
     train_s, attr_s = _mean(r.train_seconds), _mean(r.attribution_seconds)
-    every_total = r.every_step_s * r.steps
+    every_total, ideal_total = every_step_seconds(r), ideal_tracin_seconds(r)
     head = "| | " + " | ".join(LABELS) + " |"
     lines = [
         f"### {r.name}, world `{r.world}`", "",
@@ -720,8 +878,13 @@ def _section(r: SetupReport) -> list[str]:
         f"(compute alone {_mean(r.attribution_compute_seconds) / train_s:.0%}) | <= 25% |",
     ]  # fmt: skip
     if not math.isnan(r.every_step_s):
-        lines.append(f"| speed vs exact TracIn at every step | {r.every_step_s:.2f} s/step x {r.steps} steps = "
-                     f"{every_total:.0f} s vs {attr_s:.1f} s: **{every_total / attr_s:.0f}x** | >= 20x |")  # fmt: skip
+        lines.append(f"| speed vs exact TracIn at every step (every example and query at each step) | "
+                     f"{r.every_step_s:.2f} s/step x {r.steps} steps = {every_total:.0f} s vs {attr_s:.1f} s: "
+                     f"**{every_total / attr_s:.0f}x** | >= 20x |")  # fmt: skip
+    if not math.isnan(ideal_total):
+        lines.append(f"| speed vs TracIn-ideal (each example at the {r.epochs} steps that trained it, the queries "
+                     f"at every step) | {ideal_total:.0f} s vs {attr_s:.1f} s: **{ideal_total / attr_s:.1f}x** "
+                     "| |")  # fmt: skip
     if r.ablation_shares:
         lines += [
             "", f"Ablations on seed {r.seeds[0]}'s run (payout shares after netting and clipping; AUC as above):",
@@ -730,15 +893,51 @@ def _section(r: SetupReport) -> list[str]:
         lines += [_shares_row(k, v, f" {r.ablation_auc[k]:.3f} |") for k, v in r.ablation_shares.items()]
         lines += ["", f"The harness's `+ kernel` reproduces the engine's scores to {r.engine_vs_harness:.1e} of the "
                   "largest score."]  # fmt: skip
+    if r.dattri_pearson is not None:
+        lines += ["", f"dattri {r.dattri_version} TracIn on the same snapshots (its `TracInAttributor`: "
+                  "lr_sum-weighted gradient dot products, no projection) vs the harness's `TracIn over snapshots`, "
+                  "per example: "
+                  f"Pearson {r.dattri_pearson:.6f}, Spearman {r.dattri_spearman:.3f}, max deviation "
+                  f"{r.dattri_max_rel_dev:.1e} of the largest score; {r.dattri_seconds:.0f} s."]  # fmt: skip
     lines.append("")
     return lines
 
 
-def render(reports: Sequence[SetupReport], device: str, seconds: float) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+DATTRI_FIELDS = ("dattri_version", "dattri_pearson", "dattri_spearman", "dattri_max_rel_dev", "dattri_seconds")
+
+
+def render_saved(paths: Sequence[Path]) -> str:
+    """The section from `--json` files: the first file's run, and from later files what they add
+    (a dattri cross-check of the same setup, or setups the first did not run). A file holding a
+    bare list of reports (older runs) has no header: its time is the file's, its device unknown."""
+    docs = []
+    for path in paths:
+        raw = json.loads(path.read_text())
+        if isinstance(raw, list):
+            raw = {"measured": datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(),
+                   "device": "CPU (device not recorded)", "seconds": None, "reports": raw}  # fmt: skip
+        docs.append(raw)
+    def key(r: SetupReport) -> tuple[str, str, int, str]:
+        return r.name, r.world, r.snapshots, r.method_id
+
+    reports = {key(r): r for r in (SetupReport.model_validate(x) for x in docs[0]["reports"])}
+    for doc in docs[1:]:
+        for extra in (SetupReport.model_validate(x) for x in doc["reports"]):
+            if key(extra) not in reports:
+                reports[key(extra)] = extra
+            elif extra.dattri_pearson is not None:
+                dattri = {f: getattr(extra, f) for f in DATTRI_FIELDS}
+                reports[key(extra)] = reports[key(extra)].model_copy(update=dattri)
+    first = docs[0]
+    return render(list(reports.values()), first["device"], first["seconds"], datetime.fromisoformat(first["measured"]))
+
+
+def render(reports: Sequence[SetupReport], device: str, seconds: float | None, measured: datetime) -> str:
+    when = measured.strftime("%Y-%m-%d %H:%M UTC")
+    took = f", {seconds / 60:.0f} minutes in all" if seconds is not None else ""
     lines = [
         BEGIN, "## Attribution quality and cost (`benchmarks/attribution.py`)", "",
-        f"Measured {when} on {device}, {seconds / 60:.0f} minutes in all. Planted contributors: `clean_a` and "
+        f"Measured {when} on {device}{took}. Planted contributors: `clean_a` and "
         "`clean_b` state disjoint invented facts about made-up countries, each in two phrasings; "
         "`dup_a` restates `clean_a`'s facts with reworded questions (it survives exact dedup); `wrong` asks "
         "`clean_a`'s questions and answers them wrongly; `off_topic` talks about cooking. The poster's eval set "
@@ -755,17 +954,18 @@ def render(reports: Sequence[SetupReport], device: str, seconds: float) -> str:
     ]  # fmt: skip
     lines += [
         "| model | world | K, dtype | Spearman vs leave-one-out (seed means) | wrong-answer AUC (mean) | "
-        "attribution / training | vs exact TracIn at every step |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "attribution / training | vs exact TracIn at every step | vs TracIn-ideal |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         ours = [_mean([o[c] for o in r.ours]) for c in LABELS]
         sp = spearman(ours, [_mean(r.loo[c]) for c in LABELS])
         ratio = _mean(r.attribution_seconds) / _mean(r.train_seconds)
-        speed = r.every_step_s * r.steps / _mean(r.attribution_seconds)
+        speeds = [every_step_seconds(r) / _mean(r.attribution_seconds), ideal_tracin_seconds(r) / _mean(
+            r.attribution_seconds)]  # fmt: skip
         dtype = "float32" if "dtype=float32" in r.method_id else "float64"
         lines.append(f"| {r.name} | {r.world} | {r.snapshots}, {dtype} | {sp:.2f} | {_mean(r.auc):.3f} | {ratio:.0%} | "
-                     + ("—" if math.isnan(speed) else f"{speed:.0f}x") + " |")  # fmt: skip
+                     + " | ".join("—" if math.isnan(x) else f"{x:.1f}x" for x in speeds) + " |")  # fmt: skip
     lines += ["", "Targets: Spearman >= 0.8, AUC >= 0.95, attribution <= 25% of training, >= 20x faster than exact "
               "TracIn at every step.", ""]  # fmt: skip
     for r in reports:

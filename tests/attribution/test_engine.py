@@ -88,7 +88,7 @@ def test_planted_contributors_clean_earn_and_wrong_answers_and_off_topic_do_not(
     planted: Planted, first: tuple[AttributionResult, float]
 ) -> None:
     """The payout rule on the committed path's scores (margins: on training seeds 0-5 here the
-    smaller clean share was >= 0.24, the wrong-answer share 0, off-topic <= 0.02, duplicates <= 0.18)."""
+    smaller clean share was >= 0.24, the wrong-answer share 0, off-topic <= 0.02, the duplicate <= 0.18)."""
     result, attribution_s = first
     shares = bench.payout_shares(result.scores, planted.setup.world.labels)
     print(f"shares {bench._fmt(shares)}; training {planted.run.train_seconds:.1f} s, attribution "
@@ -107,8 +107,8 @@ def test_payouts_agree_with_exact_shapley_values_from_retraining(
     base's eval loss minus the eval loss after training on S). Leave-one-out would give each of
     two redundant contributors about nothing; Shapley splits their value, and so must we: whoever
     Shapley values negatively earns (almost) nothing, the two it values most earn most, and the
-    duplicate never out-earns what it duplicates. (Training seeds 0 and 1 here: Shapley clean
-    >= 0.19, duplicate 0.07-0.08, wrong -0.10 to -0.07 nats.)"""
+    duplicate never out-earns what it duplicates. (Training seeds 0-4 here: Shapley clean
+    >= 0.19, duplicate 0.07-0.09, wrong -0.10 to -0.07 nats.)"""
     setup, labels = planted.setup, bench.LABELS
     ev = bench.Evaluator(setup)
     everyone = frozenset(labels)
