@@ -7,21 +7,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from node.attribution.document import AttributionDocument, build_document
+from node.chain.accounts import dev_account
+from node.chain.deploy import OPEN
+from node.chain.models import DatanetParams
 from node.cli import app
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
-from node.daemon.verify import verify_job
+from node.daemon.verify import VerifyError, verify_job
+from node.data.contribute import Journal, contribute_files
+from node.data.grants import ensure_encryption_key, grant_job, grant_standing, publish_datanet_key, sealer
 from node.data.manifest import Manifest
 from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
-from tests.conftest import World
+from tests.conftest import OUTSIDER, World
 from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, stake
 
 
@@ -176,3 +184,56 @@ def _drive_until_waiting(steps: JobSteps, jobs: JobStore, job_id: int) -> None:
             assert "reveal the eval set" in str(e)
             return
     raise AssertionError("the node did not wait for the eval set's reveal")
+
+
+@pytest.mark.timeout(600)
+def test_a_private_datanet_job_verifies_only_with_a_key_grant(world: World, home: NodeHome) -> None:
+    """A job trained on a private Datanet: a verifier without a key grant is refused with the
+    commands that get one (and no traceback); once it publishes its key and the owner grants it
+    the Datanet key, it recomputes the attribution and says MATCH."""
+    # As tests/test_daemon.py's private-Datanet job: sealed files, a node granted its job's keys.
+    owner, curator, verifier = world.contributors[3], world.curator, world.outsider
+    ensure_encryption_key(curator)
+    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
+                                           curators=[curator.address], minStake=OPEN))  # fmt: skip
+    publish_datanet_key(owner, home.store, d)
+    for k, who in enumerate(world.contributors[:2]):
+        path = home.root / f"private-{k}.jsonl"
+        path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))
+        [c] = contribute_files(who, home.store, d, [path], OPEN, Journal(home.root / f"j{k}.json"), seal=sealer(who, d))
+        curator.approve_contribution(c.contribution_id)
+    stake(world.node)
+    job_id = post_job(world, home, d, config={"max_steps": 8, "snapshots": 2})
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)  # claims, publishes its encryption key, waits for the grant
+    grant_job(curator, home.store, d, job_id)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
+    daemon.close()
+    doc = AttributionDocument.from_json(home.store.cat(world.admin.model(r.model_id or 0).attributionCID))
+    assert doc.method.id.startswith("tracin") and len(doc.snapshots) == 2
+
+    # No grant: a clear refusal naming the commands, from the library and from the CLI.
+    assert world.admin.grant_of(d, verifier.address, 0) is None
+    with pytest.raises(VerifyError, match="no key grant") as refused:
+        verify_job(verifier, home.store, job_id, home.settings)
+    assert "`datanet keys publish`" in str(refused.value) and "`datanet grant --datanet ID --to" in str(refused.value)
+    env = {**os.environ, **_cli_env(home, world), "DATANET_PRIVATE_KEY": dev_account(OUTSIDER).key.hex()}
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", str(job_id)], cwd=home.root,
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    said = " ".join(proc.stderr.split())  # rich wraps the error line at 80 columns
+    assert proc.returncode == 1 and f"error: job #{job_id} trained on a private Datanet" in said, said
+    assert "`datanet keys publish`" in said and "`datanet grant --datanet ID --to" in said, said
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+    # `datanet keys publish` (as the verifier), then `datanet grant --datanet D --to VERIFIER` (as the owner).
+    ensure_encryption_key(verifier)
+    grant_standing(owner, home.store, d, verifier.address)
+    report = verify_job(verifier, home.store, job_id, home.settings)
+    assert report.verdict == "MATCH", report.model_dump_json(indent=2)
+    assert report.comparison is not None and not report.comparison.differing
+    assert all(c.ok for c in report.checks)
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", str(job_id), "--json"], cwd=home.root,
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["verdict"] == "MATCH", proc.stderr

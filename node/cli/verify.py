@@ -3,13 +3,15 @@ what the node committed (MATCH or MISMATCH; exits 1 on a mismatch). See `node.da
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from node.chain.deploy import fmt_open
-from node.cli.common import JsonOpt, console, print_json, read_protocol, settings
+from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer
+from node.errors import KeystoreError
 from node.storage import open_store
 
 if TYPE_CHECKING:  # the verifier imports torch; `datanet --help` should not
@@ -29,6 +31,8 @@ def verify_cmd(
 
     p = read_protocol(ctx)
     s = settings(ctx)
+    with contextlib.suppress(KeystoreError):  # a private Datanet's files open only with this account's keys
+        p = p.as_account(signer(s, p.chain_id)[0])
     report = verify_job(p, open_store(s), job, s)
     if json_out:
         print_json(report.model_dump(mode="json"))

@@ -36,12 +36,12 @@ from node.attribution.pipeline import (
 )
 from node.attribution.request import MethodParams as EngineParams
 from node.attribution.verify import Comparison, compare
-from node.chain.models import Job, JobStatus
+from node.chain.models import Contribution, Datanet, Job, JobStatus
 from node.chain.protocol import Protocol
 from node.config import Settings
 from node.daemon.eligibility import NotEligibleError, load_config, local_base_model
 from node.data.assemble import assemble
-from node.errors import AccessDeniedError, ContentMismatchError, NodeError
+from node.errors import AccessDeniedError, ContentMismatchError, DecryptionError, GrantCoverageError, NodeError
 from node.rewards.shares import split_pool
 from node.storage.base import ContentStore
 
@@ -186,8 +186,9 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
                 snapshots_dir=snapshots, snapshot_cids=[s.cid for s in doc.snapshots],
                 train_indices=train_split["train"], query=query, split=split, **where,
             )  # fmt: skip
-            recomputed = attribute_run(inputs, params=engine, score_exponent=exponent,
-                                       threads=settings.worker_threads()).document
+            recomputed = attribute_run(
+                inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads()
+            ).document
     return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
 
 
@@ -211,12 +212,51 @@ def _cat(store: ContentStore, cid: str, what: str) -> bytes:
 
 
 def _decrypt(p: Protocol, store: ContentStore, job: Job) -> Any:
-    """Private Datanets: the key-grant decryption hook, as the daemon uses it."""
+    """Private Datanets: the decryption hook of `assemble`, or None when the job needs none."""
     if not any(p.datanet(d).isPrivate for d in job.datanetIds):
         return None
-    from node.data.grants import JobKeys
+    return _VerifierKeys(p, store, job)
 
-    return JobKeys(p, store, job.id)
+
+class _VerifierKeys:
+    """A verifier's keys, per Datanet. An account granted this job's keys (the job's own node)
+    reads through that grant, as the daemon does (`JobKeys`). Any other account reads with the
+    Datanet key it holds (owner, curator, or a standing grant: `datanet grant --datanet ID --to
+    ADDRESS`), limited to the files the node's grant covers, so it re-assembles what the node could
+    read. Holding neither (or no signing account): `AccessDeniedError`, which `verify_job` words."""
+
+    def __init__(self, p: Protocol, store: ContentStore, job: Job):
+        from node.data.grants import JobKeys
+
+        self.p, self.store, self.job = p, store, job
+        self.job_keys = JobKeys(p, store, job.id)  # AccessDeniedError without a signing account
+        self._node_files: dict[int, dict[int, Any] | None] = {}  # Datanet -> None: read through own job grant
+
+    def __call__(self, datanet: Datanet, contribution: Contribution, envelope: bytes) -> bytes:
+        from node.data.grants import JobGrant, datanet_private_keys, open_as_holder
+
+        if datanet.id not in self._node_files:
+            if self.p.grant_of(datanet.id, self.p.address, self.job.id) is not None:
+                self._node_files[datanet.id] = None
+            else:
+                datanet_private_keys(self.p, self.store, datanet.id)  # AccessDeniedError: it holds no key
+                grant = self.p.grant_of(datanet.id, self.job.node, self.job.id)
+                doc = None if grant is None else JobGrant.model_validate_json(self.store.cat(grant.grantCID))
+                self._node_files[datanet.id] = {f.contribution_id: f for f in doc.files} if doc else {}
+        files = self._node_files[datanet.id]
+        if files is None:
+            return self.job_keys(datanet, contribution, envelope)
+        entry = files.get(contribution.id)  # what the node's `JobKeys` refused, the verifier leaves out too
+        if entry is None:
+            raise GrantCoverageError(
+                f"The node's key grant for job #{self.job.id} on Datanet #{datanet.id} does not cover "
+                f"contribution #{contribution.id}."
+            )
+        if entry.sha256 != contribution.contentHash or entry.cid != contribution.cid:
+            raise DecryptionError(
+                f"The node's grant entry for contribution #{contribution.id} does not match the chain."
+            )
+        return open_as_holder(self.p, self.store, contribution, envelope)
 
 
 __all__ = ["Check", "VerifyError", "VerifyReport", "verify_job"]
