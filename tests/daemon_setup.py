@@ -76,6 +76,24 @@ def approved_datanet(world: World, home: NodeHome, contributors: int = 2, first:
     return datanet_id
 
 
+def private_datanet(world: World, home: NodeHome) -> int:
+    """A private Datanet owned by contributor 3 (its key published, the curator's encryption key
+    too) with two approved sealed files of demo-world facts, from contributors 0 and 1."""
+    from node.data.grants import ensure_encryption_key, publish_datanet_key, sealer
+
+    owner, curator = world.contributors[3], world.curator
+    ensure_encryption_key(curator)
+    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
+                                           curators=[curator.address], minStake=OPEN))  # fmt: skip
+    publish_datanet_key(owner, home.store, d)
+    for k, who in enumerate(world.contributors[:2]):
+        path = home.root / f"private-{k}.jsonl"
+        path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))
+        [r] = contribute_files(who, home.store, d, [path], OPEN, Journal(home.root / f"j{k}.json"), seal=sealer(who, d))
+        curator.approve_contribution(r.contribution_id)
+    return d
+
+
 def stake(node: Protocol) -> None:
     amount = node.min_node_stake()
     node.approve(node.staking.address, amount)

@@ -17,20 +17,17 @@ from typer.testing import CliRunner
 
 from node.attribution.document import AttributionDocument, build_document
 from node.chain.accounts import dev_account
-from node.chain.deploy import OPEN
-from node.chain.models import DatanetParams
 from node.cli import app
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
 from node.daemon.verify import VerifyError, verify_job
-from node.data.contribute import Journal, contribute_files
-from node.data.grants import ensure_encryption_key, grant_job, grant_standing, publish_datanet_key, sealer
+from node.data.grants import ensure_encryption_key, grant_job, grant_standing
 from node.data.manifest import Manifest
 from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
 from tests.conftest import OUTSIDER, World
-from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, stake
+from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, private_datanet, stake
 
 
 @pytest.fixture
@@ -192,21 +189,13 @@ def test_a_private_datanet_job_verifies_only_with_a_key_grant(world: World, home
     commands that get one (and no traceback); once it publishes its key and the owner grants it
     the Datanet key, it recomputes the attribution and says MATCH."""
     # As tests/test_daemon.py's private-Datanet job: sealed files, a node granted its job's keys.
-    owner, curator, verifier = world.contributors[3], world.curator, world.outsider
-    ensure_encryption_key(curator)
-    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
-                                           curators=[curator.address], minStake=OPEN))  # fmt: skip
-    publish_datanet_key(owner, home.store, d)
-    for k, who in enumerate(world.contributors[:2]):
-        path = home.root / f"private-{k}.jsonl"
-        path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))
-        [c] = contribute_files(who, home.store, d, [path], OPEN, Journal(home.root / f"j{k}.json"), seal=sealer(who, d))
-        curator.approve_contribution(c.contribution_id)
+    owner, verifier = world.contributors[3], world.outsider
+    d = private_datanet(world, home)
     stake(world.node)
     job_id = post_job(world, home, d, config={"max_steps": 8, "snapshots": 2})
     daemon = home.daemon(world.node)
     daemon.run(once=True)  # claims, publishes its encryption key, waits for the grant
-    grant_job(curator, home.store, d, job_id)
+    grant_job(world.curator, home.store, d, job_id)
     daemon.run(once=True)
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)

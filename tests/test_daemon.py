@@ -18,7 +18,7 @@ from node.daemon.store import JobState
 from node.data.assemble import assemble
 from node.rewards.merkle import StandardMerkleTree
 from tests.conftest import World
-from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, stake
+from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, private_datanet, stake
 
 
 @pytest.fixture
@@ -182,21 +182,9 @@ def test_a_skipped_job_runs_after_datanet_jobs_retry(world: World, home: NodeHom
 
 
 def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World, home: NodeHome) -> None:
-    from node.chain.models import DatanetParams
-    from node.data.contribute import Journal, contribute_files
-    from node.data.grants import ensure_encryption_key, grant_job, publish_datanet_key, sealer
-    from node.demo import world as demo_world
+    from node.data.grants import grant_job
 
-    owner, curator = world.contributors[3], world.curator
-    ensure_encryption_key(curator)
-    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
-                                           curators=[curator.address], minStake=OPEN))  # fmt: skip
-    publish_datanet_key(owner, home.store, d)
-    for k, who in enumerate(world.contributors[:2]):
-        path = home.root / f"private-{k}.jsonl"
-        path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))
-        [r] = contribute_files(who, home.store, d, [path], OPEN, Journal(home.root / f"j{k}.json"), seal=sealer(who, d))
-        curator.approve_contribution(r.contribution_id)
+    d = private_datanet(world, home)
     stake(world.node)
     job_id = post_job(world, home, d)
     daemon = home.daemon(world.node)
@@ -205,7 +193,7 @@ def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World,
     assert r.state == JobState.CLAIMED and "waiting for a key grant" in (r.last_error or ""), r
     assert r.attempts == 0  # waiting is not failing
 
-    grant_job(curator, home.store, d, job_id)  # possible now: the daemon published its encryption key
+    grant_job(world.curator, home.store, d, job_id)  # possible now: the daemon published its encryption key
     daemon.run(once=True)  # a restart (or the AccessGranted event) makes the waiting job due again
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, r
