@@ -18,6 +18,7 @@ snapshot, written atomically; their metadata is one JSON string under the key ``
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -72,7 +73,9 @@ def file_name(index: int) -> str:
     return f"snapshot-{index:03d}.safetensors"
 
 
-def save(directory: Path, meta: SnapshotMeta, lora: dict[str, torch.Tensor], exp_avg_sq: dict[str, torch.Tensor]) -> Path:
+def save(
+    directory: Path, meta: SnapshotMeta, lora: dict[str, torch.Tensor], exp_avg_sq: dict[str, torch.Tensor]
+) -> Path:
     from safetensors.torch import save_file
 
     if set(lora) != set(exp_avg_sq):
@@ -115,9 +118,11 @@ def load_all(directory: Path) -> list[Snapshot]:
     snaps = [load(p) for p in sorted(directory.glob("snapshot-*.safetensors"))]
     if [s.meta.index for s in snaps] != list(range(len(snaps))):
         raise SnapshotError(f"{directory}: snapshots are not numbered 0..{len(snaps) - 1}")
-    if any(a.meta.step >= b.meta.step for a, b in zip(snaps, snaps[1:], strict=False)):
+    if any(a.meta.step >= b.meta.step for a, b in itertools.pairwise(snaps)):
         raise SnapshotError(f"{directory}: snapshots are not in step order")
     return snaps
 
 
-__all__ = ["FORMAT", "Snapshot", "SnapshotError", "SnapshotMeta", "file_name", "load", "load_all", "save", "snapshot_steps"]
+__all__ = [
+    "FORMAT", "Snapshot", "SnapshotError", "SnapshotMeta", "file_name", "load", "load_all", "save", "snapshot_steps",
+]  # fmt: skip
