@@ -363,6 +363,17 @@ DAMPINGS = (1e-2, 1e-1, 1.0, 10.0)
 large tends to `+ Adam`)."""
 
 
+def tokenised(setup: Setup) -> tuple[list[Any], list[Any], int]:
+    """The world's training examples and queries tokenised as the trainer does, and the queries'
+    answer tokens (the eval loss is their token mean)."""
+    from node.attribution import gradients as G
+
+    tok = G.load_tokenizer(setup.base_dir)
+    train_tok = G.tokenize(tok, setup.world.examples, setup.config)
+    query_tok = G.tokenize(tok, setup.world.queries, setup.config)
+    return train_tok, query_tok, sum(t.trainable for t in query_tok)
+
+
 def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projection_dim: int,
                     plain_only: bool = False) -> Ablations:  # fmt: skip
     """The four methods from the engine's building blocks, in float64, with the engine's batched
@@ -377,11 +388,8 @@ def ablation_scores(setup: Setup, snapshots_dir: Path, damping: float, projectio
     from node.attribution.sketch import CountSketch, projection_seed, snapshot_seed
     from node.train import snapshots as snaps
 
-    w, cfg = setup.world, setup.config
-    tok = G.load_tokenizer(setup.base_dir)
-    train_tok, query_tok = G.tokenize(tok, w.examples, cfg), G.tokenize(tok, w.queries, cfg)
-    tokens = sum(t.trainable for t in query_tok)
-    model = G.load_model(setup.base_dir, cfg, "float64")
+    train_tok, query_tok, tokens = tokenised(setup)
+    model = G.load_model(setup.base_dir, setup.config, "float64")
     loss_fn = G.LossSum(model)
     named = G.lora_parameters(model)
     per_example = G.BatchedGradients(model, named, batch_tokens=2048)
@@ -481,11 +489,8 @@ def dattri_tracin_scores(setup: Setup, snapshots_dir: Path) -> list[float]:
     from dattri.algorithm.tracin import TracInAttributor
     from dattri.task import AttributionTask
 
-    w, cfg = setup.world, setup.config
-    tok = G.load_tokenizer(setup.base_dir)
-    train_tok, query_tok = G.tokenize(tok, w.examples, cfg), G.tokenize(tok, w.queries, cfg)
-    tokens = sum(t.trainable for t in query_tok)
-    model = G.load_model(setup.base_dir, cfg, "float64")
+    train_tok, query_tok, tokens = tokenised(setup)
+    model = G.load_model(setup.base_dir, setup.config, "float64")
     found = snaps.load_all(snapshots_dir)
 
     def loss(params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -917,6 +922,7 @@ def render_saved(paths: Sequence[Path]) -> str:
             raw = {"measured": datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(),
                    "device": "CPU (device not recorded)", "seconds": None, "reports": raw}  # fmt: skip
         docs.append(raw)
+
     def key(r: SetupReport) -> tuple[str, str, int, str]:
         return r.name, r.world, r.snapshots, r.method_id
 
