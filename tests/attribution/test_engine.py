@@ -26,7 +26,7 @@ from node.attribution import (
     run_isolated,
 )
 
-CLEAN_A, CLEAN_B, DUP_A, WRONG, OFF_TOPIC = (bench.ADDRESS[c] for c in bench.LABELS)
+CLEAN_A = bench.ADDRESS["clean_a"]
 
 
 @contextlib.contextmanager
@@ -47,6 +47,7 @@ class Planted:
     def __init__(self, root: Path):
         self.setup = bench.tiny_setup(root, n_facts=8, kind="names")
         self.run = bench.train_on(self.setup, bench.LABELS, 0, root / "run", snapshots=self.setup.config.snapshots)
+        assert len(list(self.run.snapshots_dir.glob("snapshot-*.safetensors"))) == self.setup.config.snapshots
         self.request: AttributionRequest = bench.attribution_request(self.setup, self.run.snapshots_dir)
         self.root = root
 
@@ -57,24 +58,16 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Planted:
 
 
 @pytest.fixture(scope="module")
-def planted_run(planted: Planted) -> tuple[AttributionRequest, float]:
-    """(the attribution request of a finished run, its training seconds)."""
-    n = len(list(planted.run.snapshots_dir.glob("snapshot-*.safetensors")))
-    assert n == planted.setup.config.snapshots
-    return planted.request, planted.run.train_seconds
-
-
-@pytest.fixture(scope="module")
-def first(planted_run: tuple[AttributionRequest, float]) -> tuple[AttributionResult, float]:
+def first(planted: Planted) -> tuple[AttributionResult, float]:
     t0 = time.perf_counter()
-    result = run_isolated(planted_run[0], timeout_s=300)
+    result = run_isolated(planted.request, timeout_s=300)
     return result, time.perf_counter() - t0
 
 
 def test_a_fresh_worker_reproduces_scores_and_gradient_hashes_bitwise(
-    planted_run: tuple[AttributionRequest, float], first: tuple[AttributionResult, float]
+    planted: Planted, first: tuple[AttributionResult, float]
 ) -> None:
-    again = run_isolated(planted_run[0], timeout_s=300)
+    again = run_isolated(planted.request, timeout_s=300)
     a = first[0]
     assert again.scores == a.scores  # float equality: bitwise, in the same environment
     assert again.gradients_hashes == a.gradients_hashes
@@ -133,9 +126,9 @@ def test_payouts_agree_with_exact_shapley_values_from_retraining(
     assert ours["dup_a"] < ours["clean_a"]
 
 
-def test_untrained_examples_score_zero_and_errors_are_clear(planted_run: tuple[AttributionRequest, float],
+def test_untrained_examples_score_zero_and_errors_are_clear(planted: Planted,
                                                             tmp_path: Path) -> None:  # fmt: skip
-    request, _ = planted_run
+    request = planted.request
     empty = request.model_copy(update={"snapshots_dir": tmp_path})
     with pytest.raises(AttributionError, match=r"holds no trajectory snapshots .*snapshots: 0") as err:
         run_isolated(empty, timeout_s=120)
@@ -145,13 +138,13 @@ def test_untrained_examples_score_zero_and_errors_are_clear(planted_run: tuple[A
 
 
 def test_in_process_engine_gives_held_out_scores_without_own_queries(
-    planted_run: tuple[AttributionRequest, float],
+    planted: Planted,
 ) -> None:
     """The held-out split as the query set: a contributor whose every query is its own earns 0;
     an example the trainer held out scores 0 and hashes nothing."""
     from node.attribution.engine import attribute
 
-    request, _ = planted_run
+    request = planted.request
     few = [*request.examples[:4], request.examples[4].model_copy(update={"trained": False})]
     held_out = [QueryExample(example=e.example, contributor=e.contributor) for e in request.examples[:2]]
     req = request.model_copy(update={"examples": few, "queries": held_out,
@@ -165,7 +158,7 @@ def test_in_process_engine_gives_held_out_scores_without_own_queries(
 
 
 def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
-    planted_run: tuple[AttributionRequest, float],
+    planted: Planted,
 ) -> None:
     """The float64 base of a QLoRA job computes what the trainer's 4-bit model computes (in train
     mode, where bitsandbytes does not repack), and not what the fp base does."""
@@ -173,7 +166,7 @@ def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
 
     from node.attribution import gradients as G
 
-    request, _ = planted_run
+    request = planted.request
     base, qcfg = request.base_model_dir, request.config.model_copy(update={"method": "qlora"})
     tok = G.tokenize(G.load_tokenizer(base), [request.examples[0].example], qcfg)[0]
     ids = torch.tensor([tok.input_ids])
@@ -193,7 +186,7 @@ def test_a_qlora_job_is_attributed_against_the_nf4_dequantised_base(
 
 
 def test_batched_per_example_gradients_equal_one_example_at_a_time(
-    planted_run: tuple[AttributionRequest, float],
+    planted: Planted,
 ) -> None:
     """The hooks' per-example gradients of a padded batch of mixed lengths are each example's own
     autograd gradient (float64: to 1e-10 relative), and with the batch size the scores change only
@@ -202,7 +195,7 @@ def test_batched_per_example_gradients_equal_one_example_at_a_time(
     from node.attribution.engine import attribute
     from node.train import snapshots as snaps
 
-    request, _ = planted_run
+    request = planted.request
     model = G.load_model(request.base_model_dir, request.config, "float64")
     G.set_lora(model, snaps.load_all(request.snapshots_dir)[-1].lora)
     named = G.lora_parameters(model)
