@@ -111,10 +111,12 @@ def post_job(
     pool: int = 100 * OPEN,
     config: dict[str, Any] | None = None,
     config_hash: bytes | None = None,
+    config_bytes: bytes | None = None,
 ) -> int:
-    """Posts a job whose config document is in the node's store, hashed as the chain records."""
+    """Posts a job whose config document is in the node's store, hashed as the chain records
+    (`config_bytes`: those bytes instead, as a hostile poster would)."""
     doc = JobConfig(base_model=base_model, **{**TRAIN, "method": method.name.lower(), **(config or {})})
-    data = doc.canonical_json()
+    data = doc.canonical_json() if config_bytes is None else config_bytes
     params = JobParams(
         baseModel=base_model, baseModelHash=base_hash or home.base_hash,
         datanetIds=datanet_id if isinstance(datanet_id, list) else [datanet_id],

@@ -101,6 +101,8 @@ SKIPS = {
     "not enough memory": ({}, {"max_memory_gb": 0.001}, "not enough memory"),
     "insufficient stake": ({}, {}, "insufficient stake"),
     "config hash mismatch": ({"config_hash": b"\x02" * 32}, {}, "config hash mismatch"),
+    "hostile config": ({"config_bytes": b"[" * 100_000 + b"]" * 100_000}, {}, "nested 100,000 levels deep"),
+    "config not JSON": ({"config_bytes": b"\x89PNG\r\n\x1a\n"}, {}, "not UTF-8"),
 }
 
 

@@ -25,6 +25,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
+from node import safe_json
 from node.chain.models import Job
 from node.data.manifest import Manifest
 from node.rewards.merkle import MerkleTreeError, StandardMerkleTree
@@ -126,8 +127,9 @@ class AttributionDocument(BaseModel):
         return _canonical(self.model_dump(mode="json"))
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> AttributionDocument:
-        return cls.model_validate_json(data)
+    def from_json(cls, data: bytes | str, source: str = "attribution document") -> AttributionDocument:
+        """Parses a document someone else wrote (`UntrustedJsonError` names `source` and the problem)."""
+        return safe_json.load_model(cls, data, source)
 
 
 def projection_seed(data_root: str, job_id: int) -> str:

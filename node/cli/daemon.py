@@ -3,7 +3,6 @@ store), `datanet model list` (the model registry, from the chain, with each mode
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -14,6 +13,7 @@ import typer
 from pydantic import BaseModel, Field
 from rich.table import Table
 
+from node import safe_json
 from node.chain.deploy import load_deployment
 from node.chain.models import Model
 from node.chain.protocol import Protocol
@@ -240,13 +240,17 @@ def _model_view(m: Model, store: Any) -> ModelView:
     method: str | None = None
     if store is not None and m.metricsCID:
         try:
-            doc = json.loads(store.cat(m.metricsCID))
-            doc.pop("stream", None)  # the per-step stream is for plots, not for a listing
+            found = safe_json.loads(store.cat(m.metricsCID), f"metrics {m.metricsCID}")
+            if not isinstance(found, dict):
+                raise ValueError("not a JSON object")
+            found.pop("stream", None)  # the per-step stream is for plots, not for a listing
+            doc = found
         except (NodeError, ValueError) as e:
             print(f"model #{m.id}: metrics {m.metricsCID} not readable here ({e})", file=sys.stderr)
     if store is not None and m.attributionCID:
         try:
-            raw = json.loads(store.cat(m.attributionCID)).get("method")
+            found = safe_json.loads(store.cat(m.attributionCID), f"attribution {m.attributionCID}")
+            raw = found.get("method") if isinstance(found, dict) else None
             method = _method_id(raw)
         except (NodeError, ValueError) as e:
             print(f"model #{m.id}: attribution {m.attributionCID} not readable here ({e})", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from node import safe_json
 from node.chain.devchain import write_pidfile
 from node.cli.common import JsonOpt, console, err_console, print_json, settings
 from node.demo.run import Demo, DemoSummary, demo_training, fresh_state, start_chain
@@ -64,9 +64,9 @@ def demo_cmd(
 
 def _read_json(path: Path) -> dict[str, object]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise NodeError(f"--config {path}: not a readable JSON file ({e}).") from e
+        data = safe_json.loads(path.read_bytes(), f"--config {path}", max_bytes=safe_json.SMALL_BYTES)
+    except OSError as e:
+        raise NodeError(f"--config {path}: not a readable file ({e}).") from e
     if not isinstance(data, dict):
         raise NodeError(f"--config {path}: expected a JSON object of TrainConfig fields, got {type(data).__name__}.")
     return data

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from web3.logs import DISCARD
 
+from node import safe_json
 from node.chain.deploy import fmt_open
 from node.chain.models import JobParams, JobStatus, Method
 from node.chain.protocol import Protocol
@@ -118,11 +119,11 @@ def _job_config(ref: str, path: Path | None, flags: dict[str, Any], models_dir: 
     doc: dict[str, Any] = {}
     if path is not None:
         try:
-            doc = json.loads(path.read_text())
+            doc = safe_json.loads(path.read_bytes(), f"--config {path}", max_bytes=safe_json.SMALL_BYTES)
         except FileNotFoundError:
             raise JobPostError(f"--config {path} does not exist.") from None
-        except ValueError as e:
-            raise JobPostError(f"--config {path} is not JSON ({e}); it holds job config fields.") from None
+        except safe_json.UntrustedJsonError as e:
+            raise JobPostError(f"{e}; it holds job config fields.") from None
         if not isinstance(doc, dict):
             raise JobPostError(f"--config {path} must be a JSON object of job config fields.")
         if doc.get("base_model") not in (None, ref, on_chain_ref):

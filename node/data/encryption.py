@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account.signers.local import LocalAccount
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from node import safe_json
 from node.chain.models import HexBytes
 from node.errors import DecryptionError
 
@@ -217,9 +218,9 @@ def parse_envelope(envelope: bytes) -> Envelope:
         )
     raw = envelope[_PREFIX.size : end]
     try:
-        fields = json.loads(raw)
-    except ValueError as e:
-        raise DecryptionError(f"Malformed envelope header (not JSON): {e}") from None
+        fields = safe_json.loads(raw, "envelope header", max_bytes=MAX_HEADER)
+    except safe_json.UntrustedJsonError as e:
+        raise DecryptionError(f"Malformed envelope header: {e}") from None
     version = fields.get("v") if isinstance(fields, dict) else None
     if version != VERSION:
         raise DecryptionError(

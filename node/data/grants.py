@@ -32,6 +32,7 @@ from eth_typing import ChecksumAddress
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from web3 import Web3
 
+from node import safe_json
 from node.chain.contributions import approved_contributions
 from node.chain.models import AccessGrant, Contribution, Datanet, DatanetKey, HexBytes, JobStatus
 from node.chain.protocol import Protocol
@@ -173,8 +174,13 @@ def _dump(doc: BaseModel) -> bytes:
 
 def _load(store: ContentStore, cid: str, model: type[D], scope: Scope) -> D:
     """Fetches and validates a document, and checks it is for this chain and Datanet."""
+    data = store.cat(cid)
     try:
-        doc = model.model_validate_json(store.cat(cid))
+        safe_json.loads(data, f"{model.__name__} document {cid}")
+    except safe_json.UntrustedJsonError as e:
+        raise DecryptionError(str(e)) from None
+    try:
+        doc = model.model_validate_json(data)
     except ValidationError as e:
         first = e.errors()[0]
         raise DecryptionError(

@@ -31,6 +31,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from node import safe_json
 from node.data.dedup import DedupConfig, dedup
 from node.data.records import Example, SourceRecord
 from node.errors import NodeError
@@ -138,8 +139,9 @@ class Manifest(BaseModel):
         return _canonical(self.model_dump(mode="json"))
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> Manifest:
-        return cls.model_validate_json(data)
+    def from_json(cls, data: bytes | str, source: str = "manifest") -> Manifest:
+        """Parses a manifest someone else wrote (`UntrustedJsonError` names `source` and the problem)."""
+        return safe_json.load_model(cls, data, source)
 
     def tree(self) -> StandardMerkleTree:
         """The Merkle tree over `entries`; raises `ManifestError` if its root is not `data_root`."""

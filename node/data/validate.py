@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from node import safe_json
 from node.data.records import (
     KNOWN_KEYS,
     DataFormat,
@@ -307,35 +308,52 @@ def _txt_records(text: str) -> Iterator[tuple[int, Any]]:
 class _BadJson:
     """A record that did not parse, kept in the stream so the error gets its line."""
 
-    def __init__(self, message: str, array: bool = False):
+    def __init__(self, message: str, array: bool = False, hint: str | None = None):
         self.message = message
-        self.hint = (
+        self.hint = hint or (
             "Fix the JSON syntax: the file must be one array of objects separated by commas."
             if array
             else "Write one complete JSON object per line."
         )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+_DECODER = safe_json.DECODER  # refuses NaN/Infinity, duplicate keys and over-long numbers
+_RECORD_DEPTH = safe_json.MAX_DEPTH
+_FLATTEN = "Records are flat objects (alpaca, sharegpt, openai or text): remove the extra nesting."
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _too_deep(text: str, wrapper: int = 0) -> str | None:
+    """An error if a record nests deeper than the limit (`wrapper`: levels around the records)."""
+    depth = safe_json.nesting_depth(text) - wrapper
+    if depth <= _RECORD_DEPTH:
+        return None
+    return f"nests {depth:,} levels deep, over the limit of {_RECORD_DEPTH} (no training record nests that deep)"
 
 
 def _json_records(text: str) -> Iterator[tuple[int, Any]]:
-    """(line, parsed object or `_BadJson`) for JSON Lines or a top-level JSON array."""
+    """(line, parsed object or `_BadJson`) for JSON Lines or a top-level JSON array.
+
+    The nesting depth is checked before the (recursive) decoder sees the text: a hostile
+    file of 100,000 brackets would otherwise overflow the stack."""
     if text.lstrip().startswith("["):
+        deep = _too_deep(text, wrapper=1)
+        if deep:
+            yield 1, _BadJson(deep, array=True, hint=_FLATTEN)
+            return
         yield from _json_array(text)
         return
     for i, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
+        deep = _too_deep(raw)
+        if deep:
+            yield i, _BadJson(deep, hint=_FLATTEN)
+            continue
         try:
             yield i, _DECODER.decode(raw)
         except json.JSONDecodeError as e:
             yield i, _BadJson(f"is not valid JSON: {e.msg} at column {e.colno}")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             yield i, _BadJson(f"is not valid JSON: {e}")
 
 
@@ -364,7 +382,7 @@ def _json_array(text: str) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as e:  # its lineno counts from the start of the file
             yield e.lineno, _BadJson(f"is not valid JSON: {e.msg} at column {e.colno}", array=True)
             return
-        except ValueError as e:  # NaN/Infinity
+        except (ValueError, RecursionError) as e:  # NaN/Infinity, a duplicate key, an over-long number
             yield line_at(pos), _BadJson(f"is not valid JSON: {e}", array=True)
             return
         yield line_at(pos), obj

@@ -14,13 +14,13 @@ score sum, weight and best/worst examples, per example its quantised score).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from web3 import Web3
 
+from node import safe_json
 from node.chain.models import JobStatus, Model, Round
 from node.chain.protocol import Protocol
 from node.errors import NodeError
@@ -150,9 +150,9 @@ def _document(store: Any, cid: str, job_id: int) -> dict[str, Any]:
     if not cid:
         raise RewardTreeError(f"Job #{job_id}'s model published no attribution document (empty attributionCID).")
     try:
-        doc = json.loads(store.cat(cid))
-    except ValueError as e:
-        raise RewardTreeError(f"Job #{job_id}'s attribution document {cid} is not JSON: {e}") from e
+        doc = safe_json.loads(store.cat(cid), f"job #{job_id}'s attribution document {cid}")
+    except safe_json.UntrustedJsonError as e:
+        raise RewardTreeError(str(e)) from None
     if not isinstance(doc, dict):
         raise RewardTreeError(f"Job #{job_id}'s attribution document {cid} is not a JSON object.")
     return doc

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from node import safe_json
 from node.errors import NodeError
 
 
@@ -115,6 +116,10 @@ class JobConfig(TrainConfig):
     @classmethod
     def parse(cls, data: bytes | str, source: str = "job config") -> JobConfig:
         """Validates a job config document; `TrainConfigError` naming each bad field."""
+        try:
+            safe_json.loads(data, source, max_bytes=safe_json.SMALL_BYTES)
+        except safe_json.UntrustedJsonError as e:
+            raise TrainConfigError(f"{e}; a job config is one small JSON object") from None
         try:
             return cls.model_validate_json(data)
         except ValidationError as e:

@@ -19,13 +19,13 @@ snapshot, written atomically; their metadata is one JSON string under the key ``
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from node import safe_json
 from node.errors import NodeError
 
 FORMAT = "datanet-snapshot-v1"
@@ -98,7 +98,8 @@ def load(path: Path) -> Snapshot:
             raw = (f.metadata() or {}).get("datanet")
             if raw is None:
                 raise SnapshotError(f"{path} has no datanet snapshot metadata: not a {FORMAT} file")
-            meta = SnapshotMeta.model_validate(json.loads(raw))
+            raw_meta = safe_json.loads(raw, f"{path}'s metadata", max_bytes=safe_json.SMALL_BYTES)
+            meta = SnapshotMeta.model_validate(raw_meta)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (OSError, ValueError) as e:
         if isinstance(e, SnapshotError):

@@ -99,7 +99,7 @@ def test_a_dek_moved_into_another_datanets_envelope_does_not_open() -> None:
         (b'{"text": "plain"}', "Not a Datanet envelope"),
         (MAGIC + b"\x00", "Truncated envelope"),
         (struct.pack(">8sI", MAGIC, 10**6) + b"x" * 40, "Malformed envelope"),
-        (struct.pack(">8sI", MAGIC, 5) + b"notjs" + b"t" * 16, "not JSON"),
+        (struct.pack(">8sI", MAGIC, 5) + b"notjs" + b"t" * 16, "not valid JSON"),
         (struct.pack(">8sI", MAGIC, 8) + b'{"v": 9}' + b"t" * 16, "Unsupported envelope version 9"),
         (struct.pack(">8sI", MAGIC, 8) + b'{"v": 1}' + b"t" * 16, "Malformed envelope header"),
     ],
