@@ -16,7 +16,6 @@ private-Datanet key grants): a verifier is a node that re-runs a step instead of
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from node import safe_json
 from node.attribution.document import AttributionDocument
 from node.attribution.pipeline import (
     EXAMPLE_COUNT_METHOD,
@@ -154,7 +154,12 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
         detail = f"{model.adapterCID}: sha256 0x{digest.hex()}, chain 0x{model.adapterHash.hex()}"
         if not checks.add("adapter", digest == bytes(model.adapterHash), detail):
             return _report(job_id, job.modelId, doc, checks, None, t0)
-        train_split = json.loads((adapter / "split.json").read_text())
+        try:  # the node's file, fetched by CID: outside JSON like any other
+            train_split = safe_json.load_model(_Split, (adapter / "split.json").read_bytes(),
+                                               f"{model.adapterCID}/split.json").model_dump()  # fmt: skip
+        except (OSError, safe_json.UntrustedJsonError) as e:
+            checks.add("adapter split", False, f"the adapter's split.json (which examples trained): {e}")
+            return _report(job_id, job.modelId, doc, checks, None, t0)
         if query is None and doc.query.source == "held-out" and doc.method.id != EXAMPLE_COUNT_METHOD:
             query = held_out_queries(manifest, examples, train_split["eval"])
         if doc.method.id == EXAMPLE_COUNT_METHOD:
@@ -190,6 +195,13 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
                 inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads()
             ).document
     return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
+
+
+class _Split(BaseModel):
+    """`split.json` of an adapter: manifest indices trained on and held out."""
+
+    train: list[int]
+    eval: list[int]
 
 
 def _report(
