@@ -388,7 +388,7 @@ def test_outage_poll_raises_and_run_recovers(world: World, db: Path, proxy: _Pro
         t0 = time.monotonic()
         with pytest.raises(RpcUnavailableError, match=proxy.url):
             w.poll_once()
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 30  # a hang guard: the retries are bounded, not fast on a busy CI
         during = _pay(c[1], world, 2)  # the chain moves on; the watcher cannot see it
 
         stop = threading.Event()

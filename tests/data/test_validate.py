@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.data.records import DataFormat
-from node.data.validate import Issue, Limits, ValidationReport, load_file, validate_bytes, validate_file
+from node.data.validate import Issue, Limits, ValidationReport, load_bytes, load_file, validate_bytes, validate_file
 from node.errors import DataValidationError, NodeError
 
 GOOD = {"instruction": "What do farmers grow in Kalo?", "input": "", "output": "Glassberries."}
@@ -204,7 +204,11 @@ def test_error_list_is_capped_but_counted() -> None:
 @given(st.binary(max_size=200), st.sampled_from(["f.jsonl", "f.json", "f.txt", "f"]))
 def test_arbitrary_bytes_never_crash_and_errors_are_located(data: bytes, name: str) -> None:
     r = validate_bytes(data, name)
-    assert r.ok == (r.error_count == 0)
+    if r.ok:  # what validation passed loads, every record of it
+        assert len(load_bytes(data, name)) == r.record_count
+    else:
+        with pytest.raises(DataValidationError):
+            load_bytes(data, name)
     for e in r.errors:
         assert e.file == name and e.message
         assert e.line is None or 1 <= e.line <= data.count(b"\n") + 1

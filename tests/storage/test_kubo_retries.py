@@ -158,7 +158,7 @@ def test_a_proxy_that_never_recovers_fails_clearly_after_bounded_retries(
     start = time.monotonic()
     with pytest.raises(StorageUnavailableError) as caught:
         KuboStore(proxy.url, timeout=5, retries=3, backoff=0.05).cat(stored[0])
-    assert time.monotonic() - start < 3  # 0.05 + 0.1 + 0.2 s of backoff, plus four quick answers
+    assert time.monotonic() - start < 30  # a hang guard (0.35 s of backoff); the proxy's log counts the tries
     message = str(caught.value)
     assert f"block/get {stored[0]}" in message and f"{proxy.url}/api/v0/block/get" in message
     assert "HTTP 503 Service Unavailable on all 4 tries: proxy says 503" in message

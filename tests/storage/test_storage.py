@@ -143,7 +143,9 @@ def test_a_missing_cid_fails_within_the_timeout(ipfs_api: str) -> None:
     start = time.monotonic()
     with pytest.raises(ContentNotFoundError, match=r"did not answer within 1\.0 s \(2 tries\)"):
         KuboStore(ipfs_api, timeout=1.0, backoff=0.01).cat(missing)
-    assert time.monotonic() - start < 4  # (timeout_retries + 1) * timeout, plus the backoff
+    # The message counts the tries; the clock only guards against a hang (2 s of timeouts here,
+    # a busy 2-core CI can take far longer without anything being wrong).
+    assert time.monotonic() - start < 30
 
 
 def test_an_unreachable_api_fails_after_retries() -> None:
