@@ -78,6 +78,8 @@ contract KeyRegistry {
     /// Emits {DatanetKeySet}.
     function setDatanetKey(uint256 datanetId, bytes32 publicKey, string calldata keyGrantsCID) external {
         // Checks
+        // Only the owner matters here; the treasury is deliberately not read.
+        // slither-disable-next-line unused-return
         (address owner,) = datanets.ownerAndTreasury(datanetId);
         if (owner == address(0)) revert KeyRegistryUnknownDatanet(datanetId);
         if (owner != msg.sender) revert KeyRegistryNotOwner(datanetId, msg.sender);
@@ -121,6 +123,8 @@ contract KeyRegistry {
     /// Emits {AccessGranted}.
     function grantAccess(uint256 datanetId, address grantee, uint256 jobId, string calldata grantCID) external {
         // Checks
+        // Only the owner matters here; the treasury is deliberately not read.
+        // slither-disable-next-line unused-return
         (address owner,) = datanets.ownerAndTreasury(datanetId);
         if (owner == address(0)) revert KeyRegistryUnknownDatanet(datanetId);
         if (msg.sender != owner) {

