@@ -35,7 +35,8 @@ contract DatanetRegistry is EIP712, Nonces {
         bool restricted; // only approved trainers may post jobs on it
         uint256 minStake; // minimum OPEN bonded per contribution
         uint16 slashBps; // share of the stake slashed on rejection (basis points)
-        uint64 lockPeriod; // seconds a stake stays bonded after approval (or submission)
+        uint64 lockPeriod; // seconds a stake stays bonded after approval (or submission); also the
+        // curators' decision window from submission. MIN_LOCK_PERIOD..MAX_LOCK_PERIOD.
         address treasury; // receives slashed stakes and the Datanet's reward fee
         address[] curators;
     }
@@ -92,6 +93,10 @@ contract DatanetRegistry is EIP712, Nonces {
         "Contribute(address contributor,uint256 datanetId,string cid,bytes32 contentHash,uint64 byteSize,uint32 recordCount,uint256 stake,uint256 nonce,uint256 deadline)"
     );
     uint16 public constant MAX_BPS = 10_000;
+    /// @notice Bounds of `lockPeriod`, which is also the curators' decision window: a contribution
+    /// must be decidable for a while (at least an hour), and a stake must not be bonded forever.
+    uint64 public constant MIN_LOCK_PERIOD = 1 hours;
+    uint64 public constant MAX_LOCK_PERIOD = 730 days;
 
     IERC20 public immutable token;
 
@@ -114,6 +119,7 @@ contract DatanetRegistry is EIP712, Nonces {
     error DatanetWrongStatus(uint256 contributionId, Status status);
     error DatanetNotContributor(uint256 contributionId, address account);
     error DatanetStillLocked(uint256 contributionId, uint256 unlocksAt);
+    error DatanetDecisionWindowClosed(uint256 contributionId, uint256 closedAt);
     error DatanetSignatureExpired(uint256 deadline);
     error DatanetInvalidSignature(address contributor);
 
@@ -172,6 +178,7 @@ contract DatanetRegistry is EIP712, Nonces {
         if (bytes(p.name).length == 0 || bytes(p.name).length > 128) revert DatanetInvalidParams("name");
         if (p.slashBps > MAX_BPS) revert DatanetInvalidParams("slashBps");
         if (p.treasury == address(0)) revert DatanetInvalidParams("treasury");
+        if (p.lockPeriod < MIN_LOCK_PERIOD || p.lockPeriod > MAX_LOCK_PERIOD) revert DatanetInvalidParams("lockPeriod");
         datanetId = ++_datanetCount;
         Datanet storage d = _datanets[datanetId];
         d.owner = msg.sender;
@@ -285,7 +292,7 @@ contract DatanetRegistry is EIP712, Nonces {
             revert DatanetWrongStatus(contributionId, c.status);
         }
         uint64 since = c.status == Status.Approved ? c.decidedAt : c.submittedAt;
-        // uint256: a lock period near type(uint64).max ("never") must not overflow into a panic.
+        // uint256 arithmetic: no overflow panic, whatever the stored times.
         uint256 unlocksAt = uint256(since) + _datanets[c.datanetId].lockPeriod;
         if (block.timestamp < unlocksAt) revert DatanetStillLocked(contributionId, unlocksAt);
         // Effects
@@ -402,11 +409,16 @@ contract DatanetRegistry is EIP712, Nonces {
         token.safeTransferFrom(contributor, address(this), input.stake);
     }
 
+    /// @dev Curators decide within `lockPeriod` of the submission; from then on the contributor may
+    /// withdraw an undecided stake, and a decision could front-run that withdrawal (a rejection
+    /// slashing it, an approval restarting its lock), so none is accepted.
     function _pendingAsCurator(uint256 contributionId) private view returns (Contribution storage c) {
         c = _contributions[contributionId];
         if (c.status == Status.None) revert DatanetUnknownContribution(contributionId);
         if (!_curators[c.datanetId][msg.sender]) revert DatanetNotCurator(c.datanetId, msg.sender);
         if (c.status != Status.Pending) revert DatanetWrongStatus(contributionId, c.status);
+        uint256 closedAt = uint256(c.submittedAt) + _datanets[c.datanetId].lockPeriod;
+        if (block.timestamp >= closedAt) revert DatanetDecisionWindowClosed(contributionId, closedAt);
     }
 
     function _permit(address owner, uint256 value, Permit calldata p) private {

@@ -64,7 +64,7 @@ def approved_datanet(world: World, home: NodeHome, contributors: int = 2, first:
     """A Datanet with `contributors` approved files of demo-world facts (one per contributor,
     from contributor `first` on); `terms` override its DatanetParams (license, commercialUse)."""
     params = DatanetParams(name="facts", treasury=world.admin.address, curators=[world.curator.address],
-                           minStake=10 * OPEN, lockPeriod=0)  # fmt: skip
+                           minStake=10 * OPEN)  # fmt: skip
     datanet_id = world.admin.create_datanet(params.model_copy(update=terms))
     journal = Journal(home.root / "journal.json")
     for k in range(first, first + contributors):
@@ -83,7 +83,7 @@ def private_datanet(world: World, home: NodeHome) -> int:
 
     owner, curator = world.contributors[3], world.curator
     ensure_encryption_key(curator)
-    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
+    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True,
                                            curators=[curator.address], minStake=OPEN))  # fmt: skip
     publish_datanet_key(owner, home.store, d)
     for k, who in enumerate(world.contributors[:2]):

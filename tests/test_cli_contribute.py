@@ -164,7 +164,7 @@ def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
     base = ["--rpc-url", world.rpc_url]
     save_keystore(acct(NODE), tmp_path / ".datanet" / "keystores" / "node.json", "pw")
     created = json.loads(_run([*base, "--wallet", "curator", "datanet", "create", "--name", "Clinic", "--private",
-                               "--min-stake", "1", "--lock-days", "0", "--json"]))  # fmt: skip
+                               "--min-stake", "1", "--lock-days", "1", "--json"]))  # fmt: skip
     d = created["datanet_id"]
     assert created["key_version"] == 1 and created["public_key"].startswith("0x")
     path = tmp_path / "notes.jsonl"
@@ -187,3 +187,15 @@ def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
     assert len(got.examples) == 5 and not got.excluded
     refused = runner.invoke(app, [*base, "--wallet", "alice", "grant", "--job", str(job)])
     assert refused.exit_code != 0
+
+
+def test_a_lock_period_out_of_bounds_is_refused_before_sending(cli_env: World) -> None:
+    """`--lock-days 0` would leave curators no window to decide: refused with the range, nothing created."""
+    world = cli_env
+    before = world.admin.datanet_count()
+    for days in ("0", "731"):
+        result = runner.invoke(app, ["--rpc-url", world.rpc_url, "--wallet", "curator", "net", "create", "--name",
+                                     "Z", "--lock-days", days])  # fmt: skip
+        assert result.exit_code != 0 and "is out of range" in str(result.exception), result.output
+        assert "nothing was created" in str(result.exception)
+    assert world.admin.datanet_count() == before

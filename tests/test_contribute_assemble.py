@@ -23,7 +23,7 @@ from tests.conftest import World
 
 def _datanet(world: World, **kw: object) -> int:
     params = DatanetParams(
-        name="facts", treasury=world.admin.address, curators=[world.curator.address], minStake=10 * OPEN, lockPeriod=0
+        name="facts", treasury=world.admin.address, curators=[world.curator.address], minStake=10 * OPEN
     )
     return world.admin.create_datanet(params.model_copy(update=kw))
 

@@ -7,7 +7,7 @@ import hashlib
 
 from node.chain.contributions import approved_contributions
 from node.chain.deploy import OPEN
-from node.chain.models import ContributionInput, DatanetParams
+from node.chain.models import MIN_LOCK_PERIOD, ContributionInput, DatanetParams
 from tests.conftest import World
 
 
@@ -27,7 +27,7 @@ def _contribute(world: World, who: int, datanet_id: int, payload: bytes) -> int:
 
 def test_only_approved_of_that_datanet_in_approval_order(world: World) -> None:
     params = DatanetParams(
-        name="a", treasury=world.admin.address, curators=[world.curator.address], lockPeriod=0
+        name="a", treasury=world.admin.address, curators=[world.curator.address], lockPeriod=MIN_LOCK_PERIOD
     )
     d1 = world.admin.create_datanet(params)
     d2 = world.admin.create_datanet(params.model_copy(update={"name": "b"}))
@@ -43,6 +43,7 @@ def test_only_approved_of_that_datanet_in_approval_order(world: World) -> None:
     world.curator.approve_contribution(c_late)
     world.curator.approve_contribution(c_other)
     world.curator.reject_contribution(c_rejected, "bad")
+    world.advance(MIN_LOCK_PERIOD)  # the approved stake's lock
     world.contributors[0].withdraw_contribution(c_withdrawn)
     block = world.admin.client.block_number()
 

@@ -56,7 +56,7 @@ def test_private_datanet_from_sealed_upload_to_training(world: World, tmp_path: 
     alice, bob = world.contributors[0], world.contributors[1]
     store = EmbeddedStore(tmp_path / "ipfs")
     ensure_encryption_key(curator)  # key holders publish their encryption key first
-    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True, lockPeriod=0,
+    d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True,
                                            curators=[curator.address], minStake=OPEN))  # fmt: skip
     with pytest.raises(KeyGrantError, match="has not published its encryption key"):
         sealer(alice, d)

@@ -45,6 +45,12 @@ class Method(IntEnum):
     QLORA = 1
 
 
+MIN_LOCK_PERIOD = 3600
+"""DatanetRegistry.MIN_LOCK_PERIOD: curators need some time to decide."""
+MAX_LOCK_PERIOD = 730 * 86400
+"""DatanetRegistry.MAX_LOCK_PERIOD: a stake is never bonded forever."""
+
+
 class DatanetParams(BaseModel):
     """What a creator chooses for a new Datanet (DatanetRegistry.DatanetParams)."""
 
@@ -56,7 +62,11 @@ class DatanetParams(BaseModel):
     restricted: bool = False
     minStake: int = Field(10**18, ge=0, description="OPEN base units per contribution.")
     slashBps: int = Field(5000, ge=0, le=10_000)
-    lockPeriod: int = Field(7 * 24 * 3600, ge=0, description="Seconds.")
+    lockPeriod: int = Field(
+        7 * 24 * 3600, ge=MIN_LOCK_PERIOD, le=MAX_LOCK_PERIOD,
+        description="Seconds a stake stays bonded after approval; also the curators' decision window from "
+        "submission (after it the contributor may withdraw an undecided stake).",
+    )  # fmt: skip
     treasury: ChecksumAddress
     curators: list[ChecksumAddress] = []
 

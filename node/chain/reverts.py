@@ -16,13 +16,15 @@ from node.chain.artifacts import all_abis
 from node.errors import ContractRevertError
 
 HINTS: dict[str, str] = {
-    "DatanetStakeTooLow": "Stake at least the Datanet's minStake (see `datanet datanet show`).",
+    "DatanetStakeTooLow": "Stake at least the Datanet's minStake (see `datanet net show`).",
     "DatanetNotCurator": "Only the Datanet's curators can decide; ask its owner to add you.",
     "DatanetDuplicateContent": "This exact content is already in the Datanet; nothing to do.",
     "DatanetInvalidSignature": "The EIP-712 signature does not match the contributor, data, "
     "nonce or deadline; sign again with the current nonce.",
     "DatanetSignatureExpired": "The signature's deadline passed; sign again.",
     "DatanetStillLocked": "The stake is locked until the given time; try again after it.",
+    "DatanetDecisionWindowClosed": "Curators decide within the Datanet's lock period of a submission; after it "
+    "the contributor may withdraw the stake, so the contribution can no longer be approved or rejected.",
     "ModelRegistryNodeNotStaked": "Stake at least the minimum node stake first (`datanet node stake`).",
     "ModelRegistryNotPoster": "Only the job's poster can do this.",
     "ModelRegistryWrongStatus": "The job is not in a state that allows this (see `datanet job show`).",

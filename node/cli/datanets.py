@@ -12,11 +12,13 @@ from web3 import Web3
 
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN, fmt_open
-from node.chain.models import DatanetParams
+from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
+from node.errors import NodeError
 
 datanet_app = typer.Typer(no_args_is_help=True, help="Create and inspect Datanets.")
+_LOCK_HELP = "Days a stake stays bonded after approval; also the curators' window to decide (1/24 to 730)."
 
 
 @datanet_app.command("create")
@@ -35,7 +37,7 @@ def datanet_create(
     restricted: Annotated[bool, typer.Option(help="Only trainers you allow may post jobs on it.")] = False,
     min_stake: Annotated[float, typer.Option(help="OPEN a contributor bonds per contribution.")] = 10.0,
     slash_percent: Annotated[float, typer.Option(help="Share of the stake slashed on rejection.")] = 50.0,
-    lock_days: Annotated[float, typer.Option(help="Days a stake stays bonded after approval.")] = 7.0,
+    lock_days: Annotated[float, typer.Option(help=_LOCK_HELP)] = 7.0,
     curator: Annotated[list[str] | None, typer.Option(help="Curator address (repeatable; default: you).")] = None,
     treasury: Annotated[str | None, typer.Option(help="Receives slashes and fees (default: you).")] = None,
     json_out: JsonOpt = False,
@@ -43,6 +45,13 @@ def datanet_create(
     """Create a Datanet owned by your wallet; metadata (and license text) go to IPFS first."""
     from node.storage import open_store  # the storage layer loads only for commands that need it
 
+    lock_period = round(lock_days * 86400)
+    if not MIN_LOCK_PERIOD <= lock_period <= MAX_LOCK_PERIOD:
+        raise NodeError(
+            f"--lock-days {lock_days:g} is out of range: it must be from {MIN_LOCK_PERIOD / 86400:.4f} (one hour) "
+            f"to {MAX_LOCK_PERIOD // 86400}. It is also how long curators have to decide a contribution, so it "
+            "cannot be 0; nothing was created."
+        )
     s = settings(ctx)
     proto = write_protocol(ctx)
     store = open_store(s)
@@ -55,7 +64,7 @@ def datanet_create(
     params = DatanetParams(
         name=name, metadataCID=metadata_cid, license=license_ref, commercialUse=commercial, isPrivate=private,
         restricted=restricted, minStake=int(min_stake * OPEN), slashBps=round(slash_percent * 100),
-        lockPeriod=int(lock_days * 86400), treasury=Web3.to_checksum_address(treasury or proto.address),
+        lockPeriod=lock_period, treasury=Web3.to_checksum_address(treasury or proto.address),
         curators=[Web3.to_checksum_address(c) for c in (curator or [proto.address])],
     )  # fmt: skip
     if private:  # every key holder must have an encryption key before the Datanet exists

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from node.chain.models import ContributionStatus
+from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, ContributionStatus, DatanetParams
 from node.chain.protocol import Protocol
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_datanets import (
@@ -128,7 +128,7 @@ def test_stake_equal_to_min_is_enough_and_zero_never_is(world: World) -> None:
 def test_duplicate_content_is_refused_per_datanet_forever(world: World) -> None:
     """The same sha256 cannot enter one Datanet twice (from anyone, with any CID), not even after
     the first was rejected or withdrawn; another Datanet accepts it."""
-    d1, _ = _setup(world, lock_period=0)
+    d1, _ = _setup(world, lock_period=MIN_LOCK_PERIOD)
     d2, _ = _setup(world)
     first = contribute(world.contributors[0], entry(d1, "same"))
     other = world.contributors[1]
@@ -141,6 +141,7 @@ def test_duplicate_content_is_refused_per_datanet_forever(world: World) -> None:
     rejected = contribute(world.contributors[0], entry(d1, "rejected"))
     world.curator.reject_contribution(rejected, "spam")
     withdrawn = contribute(world.contributors[0], entry(d1, "withdrawn"))
+    world.advance(MIN_LOCK_PERIOD)
     world.contributors[0].withdraw_contribution(withdrawn)
     for tag, existing in (("rejected", rejected), ("withdrawn", withdrawn)):
         with reverts("DatanetDuplicateContent", existingId=existing):
@@ -266,7 +267,7 @@ def test_unset_curator_loses_the_right_and_a_new_one_gains_it(world: World) -> N
 def test_decisions_need_a_pending_contribution(world: World) -> None:
     """Approve or reject of an unknown id, or of one already approved, rejected or withdrawn,
     reverts with the status it is in; a rejection never slashes twice."""
-    datanet_id, treasury = _setup(world, lock_period=0)
+    datanet_id, treasury = _setup(world, lock_period=MIN_LOCK_PERIOD)
     c = world.contributors[0]
     cur = world.curator
     with reverts("DatanetUnknownContribution", contributionId=0):
@@ -278,6 +279,7 @@ def test_decisions_need_a_pending_contribution(world: World) -> None:
     withdrawn = contribute(c, entry(datanet_id, "w"))
     cur.approve_contribution(approved)
     cur.reject_contribution(rejected, "x")
+    world.advance(MIN_LOCK_PERIOD)  # left undecided past the window: its contributor takes it back
     c.withdraw_contribution(withdrawn)
     cases = ((approved, ContributionStatus.APPROVED), (rejected, ContributionStatus.REJECTED))
     for cid, status in (*cases, (withdrawn, ContributionStatus.WITHDRAWN)):
@@ -350,23 +352,51 @@ def test_withdraw_undecided_after_lock_period(world: World) -> None:
         world.curator.reject_contribution(cid, "too late")
 
 
-def test_zero_lock_period_withdraws_at_once(world: World) -> None:
-    """With lockPeriod 0 both a pending and an approved stake can leave in the next block."""
-    datanet_id, _ = _setup(world, lock_period=0)
+def test_the_lock_period_is_bounded_at_creation(world: World) -> None:
+    """0 would leave curators no time to decide (and every decision could front-run a withdrawal),
+    "never" would bond a stake forever: lockPeriod must lie in [MIN_LOCK_PERIOD, MAX_LOCK_PERIOD]."""
+    reg = world.admin.datanets.functions
+    assert (reg.MIN_LOCK_PERIOD().call(), reg.MAX_LOCK_PERIOD().call()) == (MIN_LOCK_PERIOD, MAX_LOCK_PERIOD)
+    for bad in (0, MIN_LOCK_PERIOD - 1, MAX_LOCK_PERIOD + 1, 2**64 - 1):
+        params = DatanetParams.model_construct(**{**_params(world), "lockPeriod": bad})
+        with reverts("DatanetInvalidParams", field="lockPeriod"):
+            world.admin.create_datanet(params)
+    for good in (MIN_LOCK_PERIOD, MAX_LOCK_PERIOD):
+        d = world.admin.create_datanet(DatanetParams(**{**_params(world), "lockPeriod": good}))
+        assert world.admin.datanet(d).lockPeriod == good
+
+
+def _params(world: World) -> dict[str, Any]:
+    return {"name": "bounded", "treasury": world.admin.address, "curators": [world.curator.address]}
+
+
+def test_a_curator_cannot_front_run_a_withdrawal(world: World) -> None:
+    """The decision window is lockPeriod from submission. At its last second a curator may still
+    decide; from the second the contributor may withdraw an undecided stake, neither a rejection
+    (which would slash it) nor an approval (which would restart its lock) is accepted, so a curator
+    watching the mempool cannot jump ahead of the withdrawal."""
+    datanet_id, treasury = _setup(world, lock_period=LOCK, slash_bps=5_000)
     c = world.contributors[0]
-    pending = contribute(c, entry(datanet_id, "p"))
-    approved = contribute(c, entry(datanet_id, "a"))
-    world.curator.approve_contribution(approved)
-    c.withdraw_contribution(pending)
-    c.withdraw_contribution(approved)
-    assert c.balance() == FUNDED
-    assert c.datanet(datanet_id).approvedCount == 0
+    t0 = world.now() + 100
+    with frozen_clock(world, t0):
+        late, racing = contribute(c, entry(datanet_id, "late")), contribute(c, entry(datanet_id, "race"))
+        set_time(world, t0 + LOCK - 1)
+        world.curator.approve_contribution(late)  # the window's last second
+        set_time(world, t0 + LOCK)
+        for decide in (lambda: world.curator.reject_contribution(racing, "front-run"),
+                       lambda: world.curator.approve_contribution(racing)):  # fmt: skip
+            with reverts("DatanetDecisionWindowClosed", contributionId=racing, closedAt=t0 + LOCK):
+                decide()
+        c.withdraw_contribution(racing)
+    assert c.contribution(racing).status == ContributionStatus.WITHDRAWN
+    assert c.balance(treasury) == 0  # nothing was slashed
+    assert c.balance() == FUNDED - STAKE  # the approved one stays bonded
 
 
 def test_withdraw_refusals(world: World) -> None:
     """Unknown ids, someone else's contribution (even for its curator or the Datanet's owner), a
     rejected one, and a second withdrawal are all refused, and pay nothing."""
-    datanet_id, _ = _setup(world, lock_period=0)
+    datanet_id, _ = _setup(world, lock_period=MIN_LOCK_PERIOD)
     c = world.contributors[0]
     with reverts("DatanetUnknownContribution", contributionId=0):
         c.withdraw_contribution(0)
@@ -374,6 +404,7 @@ def test_withdraw_refusals(world: World) -> None:
     for intruder in (world.curator, world.admin, world.outsider):
         with reverts("DatanetNotContributor", contributionId=cid, account=intruder.address):
             intruder.withdraw_contribution(cid)
+    world.advance(MIN_LOCK_PERIOD)
     c.withdraw_contribution(cid)
     with reverts("DatanetWrongStatus", contributionId=cid, status=int(ContributionStatus.WITHDRAWN)):
         c.withdraw_contribution(cid)
@@ -388,12 +419,13 @@ def test_withdraw_refusals(world: World) -> None:
 def test_counters_track_a_mixed_history(world: World) -> None:
     """contributionCount counts every submission ever; approvedCount counts approved, not yet
     withdrawn ones; the registry holds exactly the stakes still bonded."""
-    datanet_id, treasury = _setup(world, lock_period=0, slash_bps=1_000)
+    datanet_id, treasury = _setup(world, lock_period=MIN_LOCK_PERIOD, slash_bps=1_000)
     cs = world.contributors
     ids = [contribute(cs[i % 4], entry(datanet_id, f"r{i}", stake=(i + 1) * OPEN)) for i in range(6)]
     for i in (0, 1, 2, 3):
         world.curator.approve_contribution(ids[i])
     world.curator.reject_contribution(ids[4], "no")
+    world.advance(MIN_LOCK_PERIOD)
     cs[1].withdraw_contribution(ids[1])
     d = world.admin.datanet(datanet_id)
     assert (d.contributionCount, d.approvedCount) == (6, 3)

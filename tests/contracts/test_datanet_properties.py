@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 from web3 import Web3
 
 from node.chain.deploy import OPEN
-from node.chain.models import ContributionStatus
+from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, ContributionStatus
 from tests.conftest import CURATOR, DEPLOYER, FUNDED, NODE, OUTSIDER, World
 from tests.contracts.helpers_datanets import (
-    MAX_UINT64,
     account,
     call_as,
     contribute,
@@ -65,7 +64,8 @@ def test_decisions_conserve_tokens_exactly(
     with isolated(world) as w:
         min_stake = stake * min_part // 100
         datanet_id, treasury = new_datanet(
-            w.curator, curators=[w.curator.address], slash_bps=slash_bps, min_stake=min_stake, lock_period=0
+            w.curator, curators=[w.curator.address], slash_bps=slash_bps, min_stake=min_stake,
+            lock_period=MIN_LOCK_PERIOD,
         )
         c, other = w.poster, w.node  # fewer distinct clients keep examples fast
         bystander = max(bystander, min_stake)
@@ -84,6 +84,7 @@ def test_decisions_conserve_tokens_exactly(
         else:
             if decision == "approve-withdraw":
                 w.curator.approve_contribution(cid)
+            w.advance(MIN_LOCK_PERIOD)
             c.withdraw_contribution(cid)
             slashed = 0
         after = [c.balance(a) for a in ledger]
@@ -130,7 +131,7 @@ def test_no_signature_is_ever_used_twice(
     with isolated(world) as w:
         signers = [w.poster, w.node]
         relayers = [w.relayer, w.outsider, *signers]  # a signer may relay the other's signature
-        datanet_id, _ = new_datanet(w.relayer, lock_period=0)
+        datanet_id, _ = new_datanet(w.relayer)
         for p in signers:
             p.approve(p.datanets.address, 10 * OPEN)
         deadline = w.now() + 3_600
@@ -202,19 +203,22 @@ def test_only_current_curators_decide(
 
 @CHAIN_EXAMPLES
 @given(
-    lock=st.one_of(st.integers(0, 10**6), st.integers(0, MAX_UINT64)),
-    decide_after=st.one_of(st.none(), st.integers(0, 10**6)),
+    lock=st.one_of(st.integers(MIN_LOCK_PERIOD, 10**6), st.integers(MIN_LOCK_PERIOD, MAX_LOCK_PERIOD)),
+    decide_after=st.one_of(st.none(), st.integers(0, 2 * 10**6)),
     wait=st.integers(0, 2 * 10**6),
 )
-@example(lock=MAX_UINT64, decide_after=None, wait=10)  # "never": must not overflow
-@example(lock=MAX_UINT64 - 1_000, decide_after=5, wait=0)
+@example(lock=MAX_LOCK_PERIOD, decide_after=None, wait=10)  # the longest: no overflow
+@example(lock=MAX_LOCK_PERIOD, decide_after=5, wait=0)
 @example(lock=86_400, decide_after=100, wait=86_400)  # exactly at unlock
+@example(lock=86_400, decide_after=86_399, wait=0)  # the window's last second
+@example(lock=86_400, decide_after=86_400, wait=0)  # the window closed
 def test_stake_unlocks_exactly_at_its_lock_time(
     world: World, lock: int, decide_after: int | None, wait: int
 ) -> None:
     """For any lock period, approved (lock from the decision) or left pending (lock from the
     submission): withdraw succeeds iff `wait` >= lockPeriod, else reverts DatanetStillLocked
-    with the exact unlock time, never with an arithmetic panic."""
+    with the exact unlock time, never with an arithmetic panic. A decision `decide_after` >=
+    lockPeriod after submission reverts DatanetDecisionWindowClosed and leaves it pending."""
     with isolated(world) as w:
         datanet_id, _ = new_datanet(w.curator, curators=[w.curator.address], lock_period=lock)
         c = w.poster
@@ -224,9 +228,16 @@ def test_stake_unlocks_exactly_at_its_lock_time(
             cid = c.contribute(entry(datanet_id, "x", stake=OPEN))
             since = t0
             if decide_after is not None:
-                since = t0 + decide_after
-                set_time(w, since)
-                w.curator.approve_contribution(cid)
+                set_time(w, t0 + decide_after)
+                if decide_after < lock:
+                    since = t0 + decide_after
+                    w.curator.approve_contribution(cid)
+                else:
+                    with reverts("DatanetDecisionWindowClosed", contributionId=cid, closedAt=t0 + lock):
+                        w.curator.approve_contribution(cid)
+                    c.withdraw_contribution(cid)  # still pending, its lock from the submission over
+                    assert c.balance() == FUNDED
+                    return
             if wait:
                 set_time(w, since + wait)
             if wait >= lock:
