@@ -123,10 +123,23 @@ contract DatanetRegistry is EIP712, Nonces {
     error DatanetSignatureExpired(uint256 deadline);
     error DatanetInvalidSignature(address contributor);
 
-    /// @notice Emitted when a Datanet is created.
+    /// @notice Emitted when a Datanet is created, with every term a contributor stakes under.
     event DatanetCreated(
-        uint256 indexed datanetId, address indexed owner, string name, string metadataCID, bool isPrivate
+        uint256 indexed datanetId,
+        address indexed owner,
+        string name,
+        string metadataCID,
+        string license,
+        bool commercialUse,
+        bool isPrivate,
+        bool restricted,
+        address treasury,
+        uint256 minStake,
+        uint16 slashBps,
+        uint64 lockPeriod
     );
+    /// @notice Emitted when an account burns its current signature nonce ({invalidateNonce}).
+    event NonceInvalidated(address indexed account, uint256 nonce);
     /// @notice Emitted when a Datanet's metadata CID changes.
     event DatanetMetadataUpdated(uint256 indexed datanetId, string metadataCID);
     /// @notice Emitted when `account` is added or removed as a curator.
@@ -193,7 +206,20 @@ contract DatanetRegistry is EIP712, Nonces {
         d.lockPeriod = p.lockPeriod;
         d.minStake = p.minStake;
         d.createdAt = uint64(block.timestamp);
-        emit DatanetCreated(datanetId, msg.sender, p.name, p.metadataCID, p.isPrivate);
+        emit DatanetCreated(
+            datanetId,
+            msg.sender,
+            p.name,
+            p.metadataCID,
+            p.license,
+            p.commercialUse,
+            p.isPrivate,
+            p.restricted,
+            p.treasury,
+            p.minStake,
+            p.slashBps,
+            p.lockPeriod
+        );
         for (uint256 i = 0; i < p.curators.length; ++i) {
             _setCurator(datanetId, p.curators[i], true);
         }
@@ -252,6 +278,14 @@ contract DatanetRegistry is EIP712, Nonces {
         }
         _permit(contributor, input.stake, permit);
         return _contribute(contributor, input);
+    }
+
+    /// @notice Cancels the caller's signed but unsent contributions: uses up its current nonce, so
+    /// no {contributeBySig} signature made for it can be relayed any more (a relayer that sat on
+    /// one, or a signature sent to the wrong Datanet, is void). Emits {NonceInvalidated}.
+    function invalidateNonce() external returns (uint256 used) {
+        used = _useNonce(msg.sender);
+        emit NonceInvalidated(msg.sender, used);
     }
 
     /// @notice Approves a pending contribution. Curators only. Emits {ContributionApproved}.

@@ -165,7 +165,8 @@ contract ModelRegistry {
 
     /// @notice Emitted when a job's poster reveals the query set committed in its config.
     event EvalRevealed(uint256 indexed jobId, string evalCID);
-    /// @notice Emitted when a job is posted and its pool escrowed.
+    /// @notice Emitted when a job is posted and its pool escrowed. Carries every term of the job, so
+    /// an indexer needs no call: the config hash a node checks, the fees and the parent model.
     event JobPosted(
         uint256 indexed jobId,
         address indexed poster,
@@ -174,8 +175,12 @@ contract ModelRegistry {
         uint256[] datanetIds,
         Method method,
         string configCID,
+        bytes32 configHash,
         uint256 pool,
-        uint64 deadline
+        uint64 deadline,
+        uint16 nodeFeeBps,
+        uint16 datanetFeeBps,
+        uint256 parentModelId
     );
     /// @notice Emitted when a staked node claims a job.
     event JobClaimed(uint256 indexed jobId, address indexed node);
@@ -183,16 +188,24 @@ contract ModelRegistry {
     event JobCancelled(uint256 indexed jobId);
     /// @notice Emitted when a job passes its deadline without a result; `slashed` went to the poster.
     event JobExpired(uint256 indexed jobId, address indexed node, uint256 slashed);
-    /// @notice Emitted when a node's result registers a model.
+    /// @notice Emitted when a node's result registers a model: every committed artifact (adapter,
+    /// metrics, attribution document and roots) and the lineage, so dApps can index the registry
+    /// from events alone.
     event ModelRegistered(
         uint256 indexed modelId,
         uint256 indexed jobId,
         address indexed node,
         bytes32 baseModelHash,
+        uint256 parentModelId,
         string adapterCID,
         bytes32 adapterHash,
+        string metricsCID,
         bytes32 dataRoot,
-        bytes32 attributionRoot
+        bytes32 attributionRoot,
+        string attributionCID,
+        bytes32 scoresRoot,
+        uint256 totalWeight,
+        uint256 exampleCount
     );
 
     constructor(IERC20 token_, DatanetRegistry datanets_, NodeStaking staking_, RewardDistributor rewards_) {
@@ -305,6 +318,8 @@ contract ModelRegistry {
         if (r.adapterHash == bytes32(0)) revert ModelRegistryInvalidParams("adapterHash");
         if (r.dataRoot == bytes32(0)) revert ModelRegistryInvalidParams("dataRoot");
         if (r.attributionRoot == bytes32(0)) revert ModelRegistryInvalidParams("attributionRoot");
+        // Without the document no contributor can find their leaf and proof, and no one can verify.
+        if (bytes(r.attributionCID).length == 0) revert ModelRegistryInvalidParams("attributionCID");
         if (r.scoresRoot == bytes32(0)) revert ModelRegistryInvalidParams("scoresRoot");
         if (r.exampleCount == 0) revert ModelRegistryInvalidParams("exampleCount");
         if (r.totalWeight == 0) revert ModelRegistryInvalidParams("totalWeight");
@@ -317,7 +332,20 @@ contract ModelRegistry {
         j.modelId = modelId;
         _storeModel(modelId, jobId, j, r);
         emit ModelRegistered(
-            modelId, jobId, msg.sender, j.baseModelHash, r.adapterCID, r.adapterHash, r.dataRoot, r.attributionRoot
+            modelId,
+            jobId,
+            msg.sender,
+            j.baseModelHash,
+            j.parentModelId,
+            r.adapterCID,
+            r.adapterHash,
+            r.metricsCID,
+            r.dataRoot,
+            r.attributionRoot,
+            r.attributionCID,
+            r.scoresRoot,
+            r.totalWeight,
+            r.exampleCount
         );
         // Interactions (trusted protocol contracts)
         staking.unlock(msg.sender);
@@ -443,14 +471,27 @@ contract ModelRegistry {
         j.configCID = p.configCID;
         j.datanetIds = p.datanetIds;
         emit JobPosted(
-            jobId, msg.sender, p.baseModelHash, p.baseModel, p.datanetIds, p.method, p.configCID, p.pool, p.deadline
+            jobId,
+            msg.sender,
+            p.baseModelHash,
+            p.baseModel,
+            p.datanetIds,
+            p.method,
+            p.configCID,
+            p.configHash,
+            p.pool,
+            p.deadline,
+            p.nodeFeeBps,
+            p.datanetFeeBps,
+            p.parentModelId
         );
         // Interactions
         token.safeTransferFrom(msg.sender, address(this), p.pool);
     }
 
     function _validateJob(JobParams calldata p) private view {
-        if (p.pool == 0) revert ModelRegistryInvalidParams("pool");
+        // The distributor holds a round's total in a uint96: a larger pool could never be paid out.
+        if (p.pool == 0 || p.pool > type(uint96).max) revert ModelRegistryInvalidParams("pool");
         if (p.deadline <= block.timestamp) revert ModelRegistryInvalidParams("deadline");
         if (p.baseModelHash == bytes32(0)) revert ModelRegistryInvalidParams("baseModelHash");
         if (bytes(p.configCID).length == 0) revert ModelRegistryInvalidParams("configCID");

@@ -199,3 +199,14 @@ def test_a_lock_period_out_of_bounds_is_refused_before_sending(cli_env: World) -
         assert result.exit_code != 0 and "is out of range" in str(result.exception), result.output
         assert "nothing was created" in str(result.exception)
     assert world.admin.datanet_count() == before
+
+
+def test_cancel_signatures_uses_up_the_nonce(cli_env: World) -> None:
+    """`contributions cancel-signatures`: every unsent `--relayer` signature of this wallet is void."""
+    world = cli_env
+    alice = world.contributors[0]
+    before = alice.contribution_nonce()
+    out = json.loads(_run(["--rpc-url", world.rpc_url, "--wallet", "alice", "contributions", "cancel-signatures",
+                           "--json"]))  # fmt: skip
+    assert (out["nonce_before"], out["nonce_after"]) == (before, before + 1) == (before, alice.contribution_nonce())
+    assert out["account"] == alice.address and out["tx"].startswith("0x")

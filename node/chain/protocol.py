@@ -156,6 +156,14 @@ class Protocol:
             self.client.account, self.datanets.address, self.chain_id, contribution, nonce, deadline
         )
 
+    def invalidate_nonce(self) -> TxReceipt:
+        """Voids every contribution signature this account made and no one relayed yet."""
+        return self.client.transact(self.datanets.functions.invalidateNonce())
+
+    def contribution_nonce(self, account: str | None = None) -> int:
+        who = Web3.to_checksum_address(account) if account else self.address
+        return int(self.client.call(self.datanets.functions.nonces(who)))
+
     def relay_contribution(
         self,
         contribution: ContributionInput,

@@ -153,6 +153,21 @@ def contributions_withdraw(
                   f"now withdrawn) in tx {out['tx']}")  # fmt: skip
 
 
+@contributions_app.command("cancel-signatures")
+def contributions_cancel_signatures(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Void every contribution you signed for a relayer (`contribute --relayer`) that has not been
+    sent yet: uses up your signature nonce, so no such signature can be relayed any more."""
+    p = write_protocol(ctx)
+    before = p.contribution_nonce()
+    p.invalidate_nonce()
+    out = {"account": p.address, "nonce_before": before, "nonce_after": p.contribution_nonce(),
+           "tx": p.client.last_tx}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"signatures for nonce {before} of {p.address} can no longer be relayed (tx {out['tx']})")
+
+
 @curate_app.command("list")
 def curate_list(
     ctx: typer.Context,

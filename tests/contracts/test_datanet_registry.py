@@ -82,7 +82,14 @@ def test_create_datanet_records_every_field_and_emits(world: World) -> None:
             "owner": owner.address,
             "name": "medical-qa",
             "metadataCID": "bafymeta",
+            "license": "CC-BY-SA-4.0",
+            "commercialUse": False,
             "isPrivate": True,
+            "restricted": True,
+            "treasury": treasury_address(42),
+            "minStake": 3 * OPEN,
+            "slashBps": 1_234,
+            "lockPeriod": 3_600,
         }
     ]
     assert events(owner.datanets, receipt, "CuratorSet") == [

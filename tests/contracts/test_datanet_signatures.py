@@ -193,6 +193,28 @@ def test_signature_cannot_be_replayed(world: World) -> None:
     assert c.datanet(datanet_id).contributionCount == 1
 
 
+def test_an_unsent_signature_can_be_cancelled(world: World) -> None:
+    """A contributor who handed a signature to a relayer and changed their mind (the relayer sat on
+    it, or it names the wrong Datanet) burns the nonce: the signature is dead, nothing is staked,
+    and the next signature (for the next nonce) works. Only the caller's own nonce moves."""
+    datanet_id = _setup(world)
+    c, other = world.contributors[0], world.contributors[1]
+    registry = c.datanets.address
+    c.approve(registry, 3 * STAKE)
+    inp = entry(datanet_id, "regret")
+    deadline = world.now() + HOUR
+    signature = c.sign_contribution(inp, deadline)
+    receipt = c.invalidate_nonce()
+    assert events(c.datanets, receipt, "NonceInvalidated") == [{"account": c.address, "nonce": 0}]
+    assert (registry_nonce(c, c.address), registry_nonce(c, other.address)) == (1, 0)
+    balance = c.balance()
+    with reverts("DatanetInvalidSignature", contributor=c.address):
+        relay(world.relayer, inp, c.address, deadline, signature)
+    assert c.balance() == balance and c.datanet(datanet_id).contributionCount == 0
+    relay(world.relayer, inp, c.address, deadline, c.sign_contribution(inp, deadline))  # a fresh one works
+    assert c.datanet(datanet_id).contributionCount == 1
+
+
 def test_signature_of_someone_else_is_refused(world: World) -> None:
     """A signature by B presented as A's (A's nonce, A in the message) does not verify, and a
     signature by A cannot be redirected to charge B."""

@@ -72,8 +72,12 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
             "datanetIds": ids,
             "method": Method.QLORA,
             "configCID": params.configCID,
+            "configHash": params.configHash,
             "pool": POOL,
             "deadline": params.deadline,
+            "nodeFeeBps": 700,
+            "datanetFeeBps": 300,
+            "parentModelId": params.parentModelId,
         }
     ]
     job = poster.job(1)
@@ -106,6 +110,8 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
 def _invalid(params: JobParams, case: str) -> tuple[dict[str, Any], str]:
     bad: dict[str, tuple[dict[str, Any], str]] = {
         "pool": ({"pool": 0}, "pool"),
+        # The distributor holds a round's total in a uint96: a larger pool could never be paid out.
+        "pool-over-uint96": ({"pool": 2**96}, "pool"),
         "deadline-past": ({"deadline": params.deadline - 8 * DAY}, "deadline"),
         "baseModelHash": ({"baseModelHash": b"\0" * 32}, "baseModelHash"),
         "configCID": ({"configCID": ""}, "configCID"),
@@ -124,6 +130,7 @@ def _invalid(params: JobParams, case: str) -> tuple[dict[str, Any], str]:
     "case",
     [
         "pool",
+        "pool-over-uint96",
         "deadline-past",
         "baseModelHash",
         "configCID",
@@ -445,10 +452,16 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
             "jobId": job.job_id,
             "node": node.address,
             "baseModelHash": BASE_HASH,
+            "parentModelId": 0,
             "adapterCID": result.adapterCID,
             "adapterHash": result.adapterHash,
+            "metricsCID": result.metricsCID,
             "dataRoot": result.dataRoot,
             "attributionRoot": result.attributionRoot,
+            "attributionCID": result.attributionCID,
+            "scoresRoot": result.scoresRoot,
+            "totalWeight": result.totalWeight,
+            "exampleCount": result.exampleCount,
         }
     ]
     assert [
@@ -526,8 +539,9 @@ def test_submit_result_only_before_the_deadline(world: World) -> None:
 
 
 def test_submit_result_refuses_empty_fields(world: World) -> None:
-    """adapterCID, adapterHash, dataRoot, attributionRoot, scoresRoot, totalWeight and
-    exampleCount must all be set."""
+    """adapterCID, adapterHash, dataRoot, attributionRoot, attributionCID (without the document no
+    contributor finds a proof, no one can verify), scoresRoot, totalWeight and exampleCount must
+    all be set."""
     job = claimed_job(world)
     good = result_params(b"\x01" * 32).model_dump()
     for field, empty in (
@@ -535,6 +549,7 @@ def test_submit_result_refuses_empty_fields(world: World) -> None:
         ("adapterHash", b"\0" * 32),
         ("dataRoot", b"\0" * 32),
         ("attributionRoot", b"\0" * 32),
+        ("attributionCID", ""),
         ("scoresRoot", b"\0" * 32),
         ("totalWeight", 0),
         ("exampleCount", 0),
