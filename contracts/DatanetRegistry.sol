@@ -105,6 +105,7 @@ contract DatanetRegistry is EIP712, Nonces {
     mapping(uint256 datanetId => Datanet) private _datanets;
     mapping(uint256 datanetId => mapping(address account => bool)) private _curators;
     mapping(uint256 datanetId => mapping(address account => bool)) private _trainers;
+    mapping(uint256 datanetId => mapping(address node => bool)) private _trustedNodes;
     mapping(uint256 datanetId => mapping(bytes32 contentHash => uint256 contributionId)) private _byContent;
     mapping(uint256 contributionId => Contribution) private _contributions;
 
@@ -146,6 +147,9 @@ contract DatanetRegistry is EIP712, Nonces {
     event CuratorSet(uint256 indexed datanetId, address indexed account, bool allowed);
     /// @notice Emitted when `account` is allowed or disallowed to post jobs on a restricted Datanet.
     event TrainerSet(uint256 indexed datanetId, address indexed account, bool allowed);
+    /// @notice Emitted when a private or restricted Datanet trusts (or stops trusting) `node` to
+    /// claim jobs that train on it.
+    event TrustedNodeSet(uint256 indexed datanetId, address indexed node, bool trusted);
     /// @notice Emitted when a contribution is submitted (directly or relayed).
     event ContributionSubmitted(
         uint256 indexed contributionId,
@@ -235,6 +239,15 @@ contract DatanetRegistry is EIP712, Nonces {
     function setTrainer(uint256 datanetId, address account, bool allowed) external onlyOwnerOf(datanetId) {
         _trainers[datanetId][account] = allowed;
         emit TrainerSet(datanetId, account, allowed);
+    }
+
+    /// @notice Trusts or distrusts `node` to claim jobs on this Datanet. Only private or restricted
+    /// Datanets check it ({canClaim}): the node that claims a job is the one its curators' key
+    /// grants go to, so such a Datanet must name who may read and train on its data. Owner only.
+    /// Emits {TrustedNodeSet}.
+    function setTrustedNode(uint256 datanetId, address node, bool trusted) external onlyOwnerOf(datanetId) {
+        _trustedNodes[datanetId][node] = trusted;
+        emit TrustedNodeSet(datanetId, node, trusted);
     }
 
     /// @notice Points the Datanet at new metadata. Owner only. Emits {DatanetMetadataUpdated}.
@@ -380,6 +393,19 @@ contract DatanetRegistry is EIP712, Nonces {
         Datanet storage d = _datanets[datanetId];
         if (d.owner == address(0)) return false;
         return !d.restricted || d.owner == account || _trainers[datanetId][account];
+    }
+
+    /// @notice Whether `node` may claim a job that trains on `datanetId`: anyone for an open
+    /// Datanet, only nodes its owner trusts for a private or restricted one.
+    function canClaim(uint256 datanetId, address node) external view returns (bool) {
+        Datanet storage d = _datanets[datanetId];
+        if (d.owner == address(0)) return false;
+        return !(d.isPrivate || d.restricted) || _trustedNodes[datanetId][node];
+    }
+
+    /// @notice Whether `node` is on `datanetId`'s trusted list (whether or not the Datanet checks it).
+    function isTrustedNode(uint256 datanetId, address node) external view returns (bool) {
+        return _trustedNodes[datanetId][node];
     }
 
     /// @notice Whether `datanetId` exists.

@@ -156,6 +156,7 @@ contract ModelRegistry {
     error ModelRegistryNotPoster(uint256 jobId, address account);
     error ModelRegistryNotJobNode(uint256 jobId, address account);
     error ModelRegistryNodeNotStaked(address node);
+    error ModelRegistryNodeNotTrusted(uint256 datanetId, address node);
     error ModelRegistryDeadlinePassed(uint256 jobId, uint64 deadline);
     error ModelRegistryDeadlineNotPassed(uint256 jobId, uint64 deadline);
     error ModelRegistryEvalAlreadyRevealed(uint256 jobId);
@@ -240,6 +241,14 @@ contract ModelRegistry {
         if (j.status != JobStatus.Open) revert ModelRegistryWrongStatus(jobId, j.status);
         if (block.timestamp >= j.deadline) revert ModelRegistryDeadlinePassed(jobId, j.deadline);
         if (!staking.isEligible(msg.sender)) revert ModelRegistryNodeNotStaked(msg.sender);
+        // A private or restricted Datanet names the nodes it trusts with its data (key grants go to
+        // whoever claims the job), so no other staked node can take the job and read it.
+        uint256 n = j.datanetIds.length;
+        for (uint256 i = 0; i < n; ++i) {
+            if (!datanets.canClaim(j.datanetIds[i], msg.sender)) {
+                revert ModelRegistryNodeNotTrusted(j.datanetIds[i], msg.sender);
+            }
+        }
         // Effects
         j.status = JobStatus.Claimed;
         j.node = msg.sender;

@@ -77,7 +77,7 @@ def approved_datanet(world: World, home: NodeHome, contributors: int = 2, first:
 
 
 def private_datanet(world: World, home: NodeHome) -> int:
-    """A private Datanet owned by contributor 3 (its key published, the curator's encryption key
+    """A private Datanet owned by contributor 3, trusting `world.node` (its key published, the curator's encryption key
     too) with two approved sealed files of demo-world facts, from contributors 0 and 1."""
     from node.data.grants import ensure_encryption_key, publish_datanet_key, sealer
 
@@ -86,6 +86,7 @@ def private_datanet(world: World, home: NodeHome) -> int:
     d = owner.create_datanet(DatanetParams(name="clinic", treasury=owner.address, isPrivate=True,
                                            curators=[curator.address], minStake=OPEN))  # fmt: skip
     publish_datanet_key(owner, home.store, d)
+    owner.set_trusted_node(d, world.node.address)  # the node the curators will grant the keys to
     for k, who in enumerate(world.contributors[:2]):
         path = home.root / f"private-{k}.jsonl"
         path.write_bytes(demo_world.to_jsonl(demo_world.region_facts(200 + k)[1]))

@@ -178,6 +178,9 @@ def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
 
     job = _job(world, d)
     stake_node(world.node)
+    trust = [*base, "--wallet", "curator", "net", "trust-node", str(d), world.node.address, "--json"]
+    trusted = json.loads(_run(trust))
+    assert (trusted["trusted"], trusted["checked"]) == (True, True) and world.node.can_claim(d)
     world.node.claim_job(job)
     keys = json.loads(_run([*base, "--wallet", "node", "keys", "publish", "--json"]))
     assert keys["account"] == world.node.address

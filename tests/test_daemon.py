@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from node.chain.deploy import OPEN
 from node.chain.models import Method
 from node.cli import app
+from node.daemon.loop import retry
 from node.daemon.store import JobState
 from node.data.assemble import assemble
 from node.rewards.merkle import StandardMerkleTree
@@ -181,6 +182,25 @@ def test_a_skipped_job_runs_after_datanet_jobs_retry(world: World, home: NodeHom
     assert daemon.jobs.require(job_id).state == JobState.SETTLED
     again = CliRunner().invoke(app, ["jobs", "--retry", str(job_id)], env=env)
     assert again.exit_code != 0 and "only skipped jobs and retryable failed ones" in str(again.exception)
+
+
+def test_a_restricted_datanet_job_is_skipped_until_the_datanet_trusts_the_node(world: World, home: NodeHome) -> None:
+    """M-1: a staked node that the Datanet does not name cannot claim its job; the daemon says who
+    can fix it and how, and claims after the owner trusts it and the operator retries."""
+    datanet_id = approved_datanet(world, home, contributors=1, restricted=True)
+    world.admin.set_trainer(datanet_id, world.poster.address)  # restricted: the poster is allowed to post
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id)
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.SKIPPED and (r.reason or "").startswith("not trusted"), r
+    assert f"datanet net trust-node {datanet_id} {world.node.address}" in (r.reason or "")
+    assert job_events(world, "JobClaimed", job_id) == []
+    world.admin.set_trusted_node(datanet_id, world.node.address)
+    retry(daemon.jobs, job_id)
+    daemon.advance(daemon.jobs.require(job_id))  # seen -> claimed
+    assert world.admin.job(job_id).node == world.node.address
 
 
 def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World, home: NodeHome) -> None:

@@ -33,7 +33,7 @@ from node.storage.embedded import EmbeddedStore
 from node.train.config import TrainConfig
 from node.train.trainer import train
 from tests.conftest import World
-from tests.contracts.helpers_jobs import stake_node
+from tests.contracts.helpers_jobs import reverts, stake_node
 
 
 def _file(tmp: Path, name: str, seed: int) -> Path:
@@ -80,9 +80,19 @@ def test_private_datanet_from_sealed_upload_to_training(world: World, tmp_path: 
     curator.approve_contribution(ra.contribution_id)
     curator.approve_contribution(rb.contribution_id)
 
-    # A staked node claims a job; without a grant it is refused, with a clear next step.
+    # Only a node the Datanet trusts may claim its job: the claimer is who the keys get granted to.
     job = _job(world, d)
     stake_node(node)
+    world.admin.transfer(outsider.address, node.min_node_stake())
+    stake_node(outsider)
+    for staked in (outsider, node):
+        with reverts("ModelRegistryNodeNotTrusted", datanetId=d, node=staked.address):
+            staked.claim_job(job)
+    owner.set_trusted_node(d, node.address)
+    with reverts("ModelRegistryNodeNotTrusted", datanetId=d, node=outsider.address):
+        outsider.claim_job(job)
+
+    # The trusted node claims it; without a grant it is refused, with a clear next step.
     node.claim_job(job)
     ensure_encryption_key(node)
     with pytest.raises(AccessDeniedError, match=f"datanet grant --job {job}"):

@@ -134,6 +134,15 @@ class Protocol:
         fn = self.datanets.functions.setTrainer(datanet_id, Web3.to_checksum_address(account), allowed)
         return self.client.transact(fn)
 
+    def set_trusted_node(self, datanet_id: int, node: str, trusted: bool = True) -> TxReceipt:
+        fn = self.datanets.functions.setTrustedNode(datanet_id, Web3.to_checksum_address(node), trusted)
+        return self.client.transact(fn)
+
+    def can_claim(self, datanet_id: int, node: str | None = None) -> bool:
+        """Whether `node` (default: this account) may claim jobs that train on `datanet_id`."""
+        who = Web3.to_checksum_address(node) if node else self.address
+        return bool(self.client.call(self.datanets.functions.canClaim(datanet_id, who)))
+
     def set_metadata(self, datanet_id: int, metadata_cid: str) -> TxReceipt:
         return self.client.transact(self.datanets.functions.setMetadata(datanet_id, metadata_cid))
 

@@ -35,6 +35,8 @@ HINTS: dict[str, str] = {
     "(see `datanet node show`).",
     "NodeStakingLocked": "A claimed job is in flight; withdraw after it is submitted or expired.",
     "ModelRegistryDatanetNotTrainable": "The Datanet is restricted; ask its owner to allow you.",
+    "ModelRegistryNodeNotTrusted": "The Datanet is private or restricted and does not trust this node with its "
+    "data; its owner runs `datanet net trust-node DATANET_ID NODE_ADDRESS`.",
     "ERC20InsufficientBalance": "The account does not hold enough OPEN.",
     "ERC20InsufficientAllowance": "Approve the contract first, or use the permit variant.",
     "RewardInvalidProof": "The proof does not match the job's reward root; fetch the "

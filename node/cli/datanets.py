@@ -134,3 +134,30 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
     for c in contribs:
         t.add_row(str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
     console.print(t)
+
+
+@datanet_app.command("trust-node")
+def datanet_trust_node(
+    ctx: typer.Context,
+    datanet_id: Annotated[int, typer.Argument(help="A Datanet you own.")],
+    node: Annotated[str, typer.Argument(help="The node operator's address.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Stop trusting it (jobs it holds are unaffected).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Trust a node to claim jobs on your private or restricted Datanet (only such Datanets check):
+    the node that claims a job is the one curators grant the data keys to, so no other node can."""
+    proto = write_protocol(ctx)
+    d = proto.datanet(datanet_id)
+    if d.owner != proto.address:
+        raise NodeError(f"Datanet #{datanet_id} is owned by {d.owner}, not this wallet ({proto.address}); "
+                        "only its owner can change which nodes it trusts.")  # fmt: skip
+    address = Web3.to_checksum_address(node)
+    proto.set_trusted_node(datanet_id, address, not revoke)
+    out = {"datanet_id": datanet_id, "node": address, "trusted": not revoke, "checked": d.isPrivate or d.restricted,
+           "tx": proto.client.last_tx}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    verb = "no longer trusts" if revoke else "trusts"
+    note = "" if out["checked"] else " (it is public and unrestricted, so any staked node may claim its jobs anyway)"
+    console.print(f"Datanet #{datanet_id} {verb} node {address}{note}; tx {out['tx']}")

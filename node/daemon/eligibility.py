@@ -86,6 +86,12 @@ def check_terms(protocol: Protocol, job: Job, settings: Settings) -> None:
         raise NotEligibleError(
             f"pool below minimum: {job.pool / OPEN:,.4f} OPEN < min_pool {settings.min_pool / OPEN:,.4f} OPEN"
         )
+    for d in job.datanetIds:
+        if not protocol.can_claim(d, protocol.address):
+            raise NotEligibleError(
+                f"not trusted: Datanet #{d} is private or restricted and does not trust node {protocol.address}; "
+                f"its owner runs `datanet net trust-node {d} {protocol.address}`, then `datanet node retry {job.id}`"
+            )
     stake, minimum = protocol.node_stake().active, protocol.min_node_stake()
     if stake == 0 or stake < minimum:
         raise NotEligibleError(

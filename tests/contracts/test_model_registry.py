@@ -277,6 +277,34 @@ def test_claim_job_refuses_nodes_without_an_eligible_stake(world: World) -> None
     assert node.node_stake().locks == 0
 
 
+def test_only_a_node_a_restricted_datanet_trusts_can_claim_its_job(world: World) -> None:
+    """M-1: `restricted` limited who posts, not who claims, so any staked node could take a
+    private or restricted Datanet's job and receive its key grants. Now every such Datanet of a
+    job must trust the claimer (its owner decides; a public one checks nothing)."""
+    owner, poster, node, other = world.curator, world.poster, world.node, world.outsider
+    (restricted,), _ = create_datanets(owner, 1, restricted=True)
+    (public,), _ = create_datanets(owner, 1)
+    owner.set_trainer(restricted, poster.address)
+    job = post_job(poster, job_params(world.now(), [restricted, public]))
+    world.admin.transfer(other.address, MIN_STAKE)
+    for staked in (node, other):
+        stake_node(staked)
+    with reverts("ModelRegistryNodeNotTrusted", datanetId=restricted, node=node.address):
+        node.claim_job(job)
+    with reverts("DatanetNotOwner", datanetId=restricted, account=other.address):
+        other.set_trusted_node(restricted, other.address)
+    receipt = owner.set_trusted_node(restricted, node.address)
+    assert events(owner.datanets, receipt, "TrustedNodeSet") == [
+        {"datanetId": restricted, "node": node.address, "trusted": True}
+    ]
+    assert (node.can_claim(restricted), node.can_claim(restricted, other.address)) == (True, False)
+    assert node.can_claim(public, other.address)  # a public Datanet trusts every staked node
+    with reverts("ModelRegistryNodeNotTrusted", datanetId=restricted, node=other.address):
+        other.claim_job(job)
+    node.claim_job(job)
+    assert world.admin.job(job).node == node.address
+
+
 def test_claim_job_needs_an_open_job(world: World) -> None:
     """Unknown, already-claimed and cancelled jobs cannot be claimed."""
     other = world.contributors[2]
