@@ -284,8 +284,9 @@ class GasBenchmark:
         p, now = self.p, self._now()
         node, node2, poster = p("node"), p("node2"), p("poster")
         min_stake = node.min_node_stake()
-        node.approve(node.staking.address, min_stake)
-        self._gas(gas, "stake", "node", lambda: node.stake(min_stake))
+        bonds = 2 * max(min_stake, POOL * CONTRIBUTORS_BPS // 10_000)  # node claims jobs A and C
+        node.approve(node.staking.address, bonds)
+        self._gas(gas, "stake", "node", lambda: node.stake(bonds))
         permit = node2.permit(node2.staking.address, min_stake, now + 3_600)
         self._gas(gas, "stakeWithPermit", "node2", lambda: node2.stake(min_stake, permit))
         self._gas(gas, "requestUnbond", "node2", lambda: node2.request_unbond(min_stake))
@@ -382,11 +383,11 @@ class GasBenchmark:
         if not self._datanet:
             self._datanet = p("owner").create_datanet(DatanetParams(name="bench", treasury=TREASURY))
         node, poster = p("node"), p("poster")
-        min_stake = node.min_node_stake()
-        node.approve(node.staking.address, min_stake)
-        node.stake(min_stake)
         poster.approve(poster.models.address, POOL)
         job = poster.post_job(job_params(now, self._datanet, 30 * DAY))
+        bond = node.bond_for(job)
+        node.approve(node.staking.address, bond)
+        node.stake(bond)
         node.claim_job(job)
         points = []
         for n in self.config.sizes:

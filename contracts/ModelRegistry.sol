@@ -13,8 +13,11 @@ import {RewardDistributor} from "./RewardDistributor.sol";
 /// (base model, Datanets, method, hyperparameters in a config on IPFS). A staked node claims it
 /// and submits the result: adapter CID and sha256, metrics CID, the data root (what exactly was
 /// trained on) and the attribution root (who gets paid). Submission registers the model with its
-/// lineage and hands the pool to the RewardDistributor. A claimed job left past its deadline can
-/// be expired by anyone: the pool goes back and the node is slashed.
+/// lineage and hands the pool to the RewardDistributor. A claim reserves a bond from the node's
+/// stake, at least the contributors' part of the pool (so stealing the pool never pays more than
+/// the bond costs). A claimed job not delivered within `maxTrainingTime` can be reopened by anyone
+/// for another node, and one left past its deadline expired: either way the pool is safe and the
+/// node loses part of its bond to the poster.
 contract ModelRegistry {
     using SafeERC20 for IERC20;
 
@@ -58,6 +61,7 @@ contract ModelRegistry {
         uint64 claimBlock; // the block the job was claimed in: fixes the training set (0 if unclaimed)
         address node;
         uint64 claimedAt;
+        uint256 bond; // reserved from the claiming node's stake while it holds the job
         bytes32 baseModelHash;
         bytes32 configHash;
         uint256 pool;
@@ -113,13 +117,21 @@ contract ModelRegistry {
 
     uint256 public constant MAX_DATANETS = 16;
     uint16 public constant MAX_FEE_BPS = 5_000;
-    /// @notice Share of a node's minimum stake slashed when it lets a claimed job expire.
+    /// @notice Share of a job's bond slashed to the poster when its node lets it expire or overrun
+    /// `maxTrainingTime`.
     uint16 public constant EXPIRY_SLASH_BPS = 5_000;
+    /// @notice The latest deadline a job may have, from posting: no pool is escrowed for longer.
+    uint64 public constant MAX_JOB_DURATION = 180 days;
+    /// @notice Bounds of `maxTrainingTime`.
+    uint64 public constant MIN_TRAINING_TIME = 1 hours;
+    uint64 public constant MAX_TRAINING_TIME = 60 days;
 
     IERC20 public immutable token;
     DatanetRegistry public immutable datanets;
     NodeStaking public immutable staking;
     RewardDistributor public immutable rewards;
+    /// @notice Seconds a node may hold a claimed job; after that anyone may reopen it.
+    uint64 public immutable maxTrainingTime;
 
     /// @dev What a result adds to its job; everything else of a `Model` is read from the job, so
     /// a submission writes no copies (about 170k gas less per result).
@@ -157,6 +169,7 @@ contract ModelRegistry {
     error ModelRegistryNotJobNode(uint256 jobId, address account);
     error ModelRegistryNodeNotStaked(address node);
     error ModelRegistryNodeNotTrusted(uint256 datanetId, address node);
+    error ModelRegistryTrainingTimeNotOver(uint256 jobId, uint256 reopensAt);
     error ModelRegistryDeadlinePassed(uint256 jobId, uint64 deadline);
     error ModelRegistryDeadlineNotPassed(uint256 jobId, uint64 deadline);
     error ModelRegistryEvalAlreadyRevealed(uint256 jobId);
@@ -183,8 +196,11 @@ contract ModelRegistry {
         uint16 datanetFeeBps,
         uint256 parentModelId
     );
-    /// @notice Emitted when a staked node claims a job.
-    event JobClaimed(uint256 indexed jobId, address indexed node);
+    /// @notice Emitted when a staked node claims a job, reserving `bond` of its stake.
+    event JobClaimed(uint256 indexed jobId, address indexed node, uint256 bond);
+    /// @notice Emitted when a claim's training time ran out and the job is open again; `slashed` of
+    /// the node's bond went to the poster.
+    event JobReopened(uint256 indexed jobId, address indexed node, uint256 slashed);
     /// @notice Emitted when the poster cancels an unclaimed job and gets the pool back.
     event JobCancelled(uint256 indexed jobId);
     /// @notice Emitted when a job passes its deadline without a result; `slashed` went to the poster.
@@ -209,11 +225,21 @@ contract ModelRegistry {
         uint256 exampleCount
     );
 
-    constructor(IERC20 token_, DatanetRegistry datanets_, NodeStaking staking_, RewardDistributor rewards_) {
+    constructor(
+        IERC20 token_,
+        DatanetRegistry datanets_,
+        NodeStaking staking_,
+        RewardDistributor rewards_,
+        uint64 maxTrainingTime_
+    ) {
+        if (maxTrainingTime_ < MIN_TRAINING_TIME || maxTrainingTime_ > MAX_TRAINING_TIME) {
+            revert ModelRegistryInvalidParams("maxTrainingTime");
+        }
         token = token_;
         datanets = datanets_;
         staking = staking_;
         rewards = rewards_;
+        maxTrainingTime = maxTrainingTime_;
     }
 
     // ---------------------------------------------------------------------- Jobs
@@ -233,8 +259,8 @@ contract ModelRegistry {
         return _postJob(p);
     }
 
-    /// @notice Claims an open job for the caller, a node with an eligible stake, and locks that
-    /// stake until the job ends. Emits {JobClaimed}.
+    /// @notice Claims an open job for the caller, a node with an eligible stake, reserving the
+    /// job's bond ({bondFor}) out of its free stake until the job ends. Emits {JobClaimed}.
     function claimJob(uint256 jobId) external {
         Job storage j = _job(jobId);
         // Checks
@@ -249,14 +275,52 @@ contract ModelRegistry {
                 revert ModelRegistryNodeNotTrusted(j.datanetIds[i], msg.sender);
             }
         }
+        uint256 bond = bondFor(jobId);
         // Effects
         j.status = JobStatus.Claimed;
         j.node = msg.sender;
         j.claimedAt = uint64(block.timestamp);
-        j.claimBlock = uint64(block.number);
-        emit JobClaimed(jobId, msg.sender);
+        j.bond = bond;
+        // The training set is fixed at the first claim; a reopened job keeps it, so the revealed
+        // eval set cannot be answered by data added after the reveal. (0 means never claimed: only
+        // this line writes it, with a block number, which is never 0 after genesis.)
+        // slither-disable-next-line incorrect-equality
+        if (j.claimBlock == 0) j.claimBlock = uint64(block.number);
+        emit JobClaimed(jobId, msg.sender, bond);
+        // Interactions (trusted protocol contract): reverts unless the free stake covers the bond.
+        staking.reserve(msg.sender, bond);
+    }
+
+    /// @notice The bond a claim of `jobId` reserves: the contributors' part of its pool (what a node
+    /// could divert with a forged result), and at least the staking minimum.
+    function bondFor(uint256 jobId) public view returns (uint256) {
+        Job storage j = _job(jobId);
+        uint256 contributors = rewards.splitPool(j.pool, j.nodeFeeBps, j.datanetFeeBps, j.datanetIds.length).contributors;
+        uint256 floor = staking.minStake();
+        return contributors > floor ? contributors : floor;
+    }
+
+    /// @notice Returns a claimed job whose node overran `maxTrainingTime` to open, for another
+    /// node to claim; half of the bond goes to the poster for the delay. Anyone may call (before
+    /// the deadline; after it, {expireJob}). Emits {JobReopened}.
+    function reopenJob(uint256 jobId) external {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.status != JobStatus.Claimed) revert ModelRegistryWrongStatus(jobId, j.status);
+        if (block.timestamp >= j.deadline) revert ModelRegistryDeadlinePassed(jobId, j.deadline);
+        uint256 reopensAt = uint256(j.claimedAt) + maxTrainingTime;
+        if (block.timestamp < reopensAt) revert ModelRegistryTrainingTimeNotOver(jobId, reopensAt);
+        // Effects
+        address node = j.node;
+        uint256 bond = j.bond;
+        uint256 penalty = (bond * EXPIRY_SLASH_BPS) / 10_000;
+        j.status = JobStatus.Open;
+        j.node = address(0);
+        j.claimedAt = 0;
+        j.bond = 0;
+        emit JobReopened(jobId, node, penalty);
         // Interactions (trusted protocol contract)
-        staking.lock(msg.sender);
+        staking.slashBond(node, bond, penalty, j.poster, bytes32("job-overran"));
     }
 
     /// @notice Reveals the job's query set (the evaluation file whose sha256 its config commits):
@@ -304,14 +368,11 @@ contract ModelRegistry {
         address node = j.node;
         address poster = j.poster;
         uint256 pool = j.pool;
-        // Interactions
-        uint256 slashed = 0;
-        if (claimed) {
-            staking.unlock(node);
-            uint256 penalty = (staking.minStake() * EXPIRY_SLASH_BPS) / 10_000;
-            slashed = staking.slash(node, penalty, poster, bytes32("job-expired"));
-        }
+        uint256 bond = j.bond;
+        uint256 slashed = claimed ? (bond * EXPIRY_SLASH_BPS) / 10_000 : 0;
         emit JobExpired(jobId, node, slashed);
+        // Interactions
+        if (claimed) staking.slashBond(node, bond, slashed, poster, bytes32("job-expired"));
         token.safeTransfer(poster, pool);
     }
 
@@ -357,7 +418,7 @@ contract ModelRegistry {
             r.exampleCount
         );
         // Interactions (trusted protocol contracts)
-        staking.unlock(msg.sender);
+        staking.release(msg.sender, j.bond);
         _fundRewards(jobId, j, r.attributionRoot);
     }
 
@@ -501,7 +562,9 @@ contract ModelRegistry {
     function _validateJob(JobParams calldata p) private view {
         // The distributor holds a round's total in a uint96: a larger pool could never be paid out.
         if (p.pool == 0 || p.pool > type(uint96).max) revert ModelRegistryInvalidParams("pool");
-        if (p.deadline <= block.timestamp) revert ModelRegistryInvalidParams("deadline");
+        if (p.deadline <= block.timestamp || p.deadline > block.timestamp + MAX_JOB_DURATION) {
+            revert ModelRegistryInvalidParams("deadline");
+        }
         if (p.baseModelHash == bytes32(0)) revert ModelRegistryInvalidParams("baseModelHash");
         if (bytes(p.configCID).length == 0) revert ModelRegistryInvalidParams("configCID");
         if (uint256(p.nodeFeeBps) + p.datanetFeeBps > MAX_FEE_BPS) revert ModelRegistryInvalidParams("fees");

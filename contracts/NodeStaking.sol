@@ -7,10 +7,12 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
 /// @title NodeStaking
-/// @notice Node operators bond OPEN to be allowed to claim fine-tuning jobs. A bond backs the
-/// operator's promise to deliver: the job registry locks it while a job is in flight and slashes
-/// it for a proven fault (a claimed job left to expire). Unbonding takes `unbondingPeriod`, so a
-/// fault found shortly after cannot be escaped by withdrawing first.
+/// @notice Node operators bond OPEN to be allowed to claim fine-tuning jobs. Each claim reserves a
+/// bond out of the node's active stake (the job registry sizes it from the job's pool), so a node
+/// holds only as many jobs as its stake covers, and a reserved bond can neither be unbonded nor
+/// back a second job. A proven fault (a claimed job left to expire or to overrun its training
+/// time) is slashed from that job's bond. Unbonding takes `unbondingPeriod`, so a fault found
+/// shortly after cannot be escaped by withdrawing first.
 contract NodeStaking is AccessControl {
     using SafeERC20 for IERC20;
 
@@ -18,10 +20,11 @@ contract NodeStaking is AccessControl {
     bytes32 public constant JOB_MANAGER_ROLE = keccak256("JOB_MANAGER_ROLE");
 
     struct Stake {
-        uint256 active; // counts towards eligibility
+        uint256 active; // bonded; counts towards eligibility and bonds
+        uint256 reserved; // the part of `active` backing claimed jobs: neither unbondable nor reusable
         uint256 unbonding; // on its way out, still slashable
         uint64 unbondingEndsAt; // when `unbonding` may be withdrawn
-        uint32 locks; // jobs in flight; no withdrawal while > 0
+        uint32 jobs; // claimed jobs whose bonds are reserved
     }
 
     IERC20 public immutable token;
@@ -36,8 +39,9 @@ contract NodeStaking is AccessControl {
     error NodeStakingInsufficientActive(address node, uint256 active, uint256 requested);
     error NodeStakingNothingToWithdraw(address node);
     error NodeStakingStillUnbonding(address node, uint64 unbondingEndsAt);
-    error NodeStakingLocked(address node, uint32 locks);
-    error NodeStakingNotLocked(address node);
+    error NodeStakingInsufficientFree(address node, uint256 free, uint256 needed);
+    error NodeStakingNotReserved(address node, uint256 reserved, uint256 amount);
+    error NodeStakingSlashExceedsBond(uint256 amount, uint256 bond);
 
     /// @notice Emitted when `node` adds `amount` to its active stake.
     event Staked(address indexed node, uint256 amount, uint256 active);
@@ -47,8 +51,10 @@ contract NodeStaking is AccessControl {
     event Withdrawn(address indexed node, uint256 amount);
     /// @notice Emitted when `amount` of `node`'s stake is slashed to `recipient`.
     event Slashed(address indexed node, address indexed recipient, uint256 amount, bytes32 reason);
-    /// @notice Emitted when a job manager locks or unlocks `node`'s stake.
-    event LockChanged(address indexed node, uint32 locks);
+    /// @notice Emitted when a claim reserves `amount` of `node`'s stake as a job's bond.
+    event BondReserved(address indexed node, uint256 amount, uint256 reserved, uint32 jobs);
+    /// @notice Emitted when a job's bond is released back to `node`'s free stake.
+    event BondReleased(address indexed node, uint256 amount, uint256 reserved, uint32 jobs);
     /// @notice Emitted when the admin changes the staking parameters.
     event ParametersSet(uint256 minStake, uint64 unbondingPeriod);
 
@@ -76,27 +82,28 @@ contract NodeStaking is AccessControl {
         _stake(msg.sender, amount);
     }
 
-    /// @notice Starts unbonding `amount` of the caller's active stake; it stays slashable until
-    /// withdrawn. Restarts the unbonding clock for everything unbonding. Emits {UnbondRequested}.
+    /// @notice Starts unbonding `amount` of the caller's free stake (active minus reserved bonds);
+    /// it stays slashable until withdrawn. Restarts the unbonding clock for everything unbonding.
+    /// Emits {UnbondRequested}.
     function requestUnbond(uint256 amount) external {
         if (amount == 0) revert NodeStakingZeroAmount();
         Stake storage s = _stakes[msg.sender];
-        if (s.active < amount) revert NodeStakingInsufficientActive(msg.sender, s.active, amount);
+        uint256 free = s.active - s.reserved;
+        if (free < amount) revert NodeStakingInsufficientActive(msg.sender, free, amount);
         s.active -= amount;
         s.unbonding += amount;
         s.unbondingEndsAt = uint64(block.timestamp) + unbondingPeriod;
         emit UnbondRequested(msg.sender, amount, s.unbondingEndsAt);
     }
 
-    /// @notice Withdraws all unbonded stake once the period has passed and no job is in flight.
-    /// Emits {Withdrawn}.
+    /// @notice Withdraws all unbonded stake once the period has passed (a reserved bond is never
+    /// unbonding, so jobs in flight stay covered). Emits {Withdrawn}.
     function withdraw() external {
         Stake storage s = _stakes[msg.sender];
         uint256 amount = s.unbonding;
         // Checks
         if (amount == 0) revert NodeStakingNothingToWithdraw(msg.sender);
         if (block.timestamp < s.unbondingEndsAt) revert NodeStakingStillUnbonding(msg.sender, s.unbondingEndsAt);
-        if (s.locks != 0) revert NodeStakingLocked(msg.sender, s.locks);
         // Effects
         s.unbonding = 0;
         emit Withdrawn(msg.sender, amount);
@@ -104,37 +111,36 @@ contract NodeStaking is AccessControl {
         token.safeTransfer(msg.sender, amount);
     }
 
-    /// @notice Marks one more job in flight for `node`, blocking withdrawals. Emits {LockChanged}.
-    function lock(address node) external onlyRole(JOB_MANAGER_ROLE) {
+    /// @notice Reserves `amount` of `node`'s free stake as the bond of one claimed job. Reverts
+    /// unless the node has at least `minStake` active and `amount` free. Emits {BondReserved}.
+    function reserve(address node, uint256 amount) external onlyRole(JOB_MANAGER_ROLE) {
         Stake storage s = _stakes[node];
-        s.locks += 1;
-        emit LockChanged(node, s.locks);
+        uint256 free = s.active - s.reserved;
+        if (s.active < minStake || s.active == 0 || free < amount) {
+            revert NodeStakingInsufficientFree(node, free, amount);
+        }
+        s.reserved += amount;
+        s.jobs += 1;
+        emit BondReserved(node, amount, s.reserved, s.jobs);
     }
 
-    /// @notice Releases one job lock of `node`. Emits {LockChanged}.
-    function unlock(address node) external onlyRole(JOB_MANAGER_ROLE) {
-        Stake storage s = _stakes[node];
-        if (s.locks == 0) revert NodeStakingNotLocked(node);
-        s.locks -= 1;
-        emit LockChanged(node, s.locks);
+    /// @notice Releases one job's bond `amount` back to `node`'s free stake. Emits {BondReleased}.
+    function release(address node, uint256 amount) external onlyRole(JOB_MANAGER_ROLE) {
+        _release(node, amount);
     }
 
-    /// @notice Slashes up to `amount` of `node`'s stake (active first, then unbonding) to
-    /// `recipient`. Returns what was actually slashed. Emits {Slashed}.
-    function slash(address node, uint256 amount, address recipient, bytes32 reason)
+    /// @notice Releases one job's `bond` and slashes `amount` (at most the bond) of it to
+    /// `recipient`. The bond was reserved out of active stake, so the whole `amount` is always
+    /// there: a penalty does not shrink with earlier faults. Emits {BondReleased} and {Slashed}.
+    function slashBond(address node, uint256 bond, uint256 amount, address recipient, bytes32 reason)
         external
         onlyRole(JOB_MANAGER_ROLE)
-        returns (uint256 slashed)
     {
-        Stake storage s = _stakes[node];
-        uint256 fromActive = amount < s.active ? amount : s.active;
-        uint256 rest = amount - fromActive;
-        uint256 fromUnbonding = rest < s.unbonding ? rest : s.unbonding;
-        s.active -= fromActive;
-        s.unbonding -= fromUnbonding;
-        slashed = fromActive + fromUnbonding;
-        emit Slashed(node, recipient, slashed, reason);
-        if (slashed != 0) token.safeTransfer(recipient, slashed);
+        if (amount > bond) revert NodeStakingSlashExceedsBond(amount, bond);
+        _release(node, bond);
+        _stakes[node].active -= amount; // safe: amount <= bond <= reserved <= active before release
+        emit Slashed(node, recipient, amount, reason);
+        if (amount != 0) token.safeTransfer(recipient, amount);
     }
 
     /// @notice Sets the minimum stake and the unbonding period. Emits {ParametersSet}.
@@ -153,6 +159,20 @@ contract NodeStaking is AccessControl {
     function isEligible(address node) external view returns (bool) {
         uint256 active = _stakes[node].active;
         return active != 0 && active >= minStake;
+    }
+
+    /// @notice `node`'s active stake not reserved by claimed jobs: what new bonds can come from.
+    function freeStake(address node) external view returns (uint256) {
+        Stake storage s = _stakes[node];
+        return s.active - s.reserved;
+    }
+
+    function _release(address node, uint256 amount) private {
+        Stake storage s = _stakes[node];
+        if (s.reserved < amount || s.jobs == 0) revert NodeStakingNotReserved(node, s.reserved, amount);
+        s.reserved -= amount;
+        s.jobs -= 1;
+        emit BondReleased(node, amount, s.reserved, s.jobs);
     }
 
     function _stake(address node, uint256 amount) private {

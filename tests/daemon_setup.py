@@ -113,6 +113,7 @@ def post_job(
     config: dict[str, Any] | None = None,
     config_hash: bytes | None = None,
     config_bytes: bytes | None = None,
+    deadline_in: int = 86_400,
 ) -> int:
     """Posts a job whose config document is in the node's store, hashed as the chain records
     (`config_bytes`: those bytes instead, as a hostile poster would)."""
@@ -122,7 +123,7 @@ def post_job(
         baseModel=base_model, baseModelHash=base_hash or home.base_hash,
         datanetIds=datanet_id if isinstance(datanet_id, list) else [datanet_id],
         configCID=home.store.add_bytes(data), configHash=config_hash or hashlib.sha256(data).digest(),
-        method=method, pool=pool, deadline=world.now() + 86_400,
+        method=method, pool=pool, deadline=world.now() + deadline_in,
     )  # fmt: skip
     world.poster.approve(world.poster.models.address, pool)
     return world.poster.post_job(params)

@@ -128,7 +128,7 @@ def test_cancel_refunds_the_pool(world: World, poster_cli: list[str], tiny_base_
 
 
 def _claimed_by_node(world: World, job_id: int) -> None:
-    amount = world.node.min_node_stake()
+    amount = world.node.bond_for(job_id)  # each claim reserves its own bond
     world.node.approve(world.node.staking.address, amount)
     world.node.stake(amount)
     world.node.claim_job(job_id)
@@ -177,7 +177,7 @@ def test_reveal_from_another_machine_and_without_a_commitment(
     evals.write_text("Question one?\n\nAnswer two.\n")
     committed = _json([*post, "--eval-file", str(evals)])["job_id"]
     _claimed_by_node(world, plain)
-    world.node.claim_job(committed)
+    _claimed_by_node(world, committed)
     world.rpc("evm_mine")
     _fails([*poster_cli, "job", "reveal-eval", str(plain)], "committed no eval set")
     (tmp_path / ".datanet" / "eval-commits.json").unlink()  # as on another machine
@@ -205,3 +205,22 @@ def test_expire_refunds_the_poster_and_slashes_the_node(
     assert world.node.node_stake().active == stake - expired["slashed"]
     assert world.admin.job(job_id).status == JobStatus.EXPIRED
     _fails([*anyone, "job", "expire", str(job_id)], "is expired; only an open or claimed job can expire")
+
+
+def test_reopen_returns_an_overrun_job_to_open_and_pays_the_poster(
+    world: World, poster_cli: list[str], tiny_base_model: Path
+) -> None:
+    """`datanet job reopen`: refused while the node may still train, then anyone reopens it."""
+    [d], _ = create_datanets(world.curator, 1)
+    job_id = _json([*poster_cli, "job", "post", "--base-model", str(tiny_base_model), "--datanet", str(d),
+                    "--pool", "42", "--hours", "200"])["job_id"]  # fmt: skip
+    _claimed_by_node(world, job_id)
+    bond, before = world.admin.job(job_id).bond, world.poster.balance()
+    anyone = ["--rpc-url", world.rpc_url, "--wallet", "node"]
+    _fails([*anyone, "job", "reopen", str(job_id)], "may train until")
+    world.advance(world.admin.max_training_time())
+    reopened = _json([*anyone, "job", "reopen", str(job_id)])
+    assert (reopened["status"], reopened["node"], reopened["slashed"]) == ("open", world.node.address, bond // 2)
+    assert world.poster.balance() == before + bond // 2
+    assert world.admin.job(job_id).status == JobStatus.OPEN and world.node.node_stake().reserved == 0
+    _fails([*anyone, "job", "reopen", str(job_id)], "only a claimed job can be reopened")

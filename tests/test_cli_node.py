@@ -55,7 +55,8 @@ def test_stake_show_unbond_withdraw(world: World, node_cli: list[str]) -> None:
     assert unbond["unbonding_ends_at"] == world.now() + UNBONDING
     shown = _json(["--rpc-url", world.rpc_url, "node", "show", world.node.address])  # by address, no wallet
     assert shown["unbonding"] == unbond["unbonding"] and not shown["withdrawable_now"]
-    assert shown["eligible"] and shown["locked_jobs"] == 0 and shown["unbonding_period"] == UNBONDING
+    assert shown["eligible"] and shown["unbonding_period"] == UNBONDING
+    assert (shown["reserved"], shown["jobs"], shown["free"]) == (0, 0, MIN_STAKE)  # no claimed job: all free
     text = runner.invoke(app, [*base, "node", "show"], catch_exceptions=False).stdout
     assert "withdrawable after" in text and "eligible to claim jobs" in text
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node.chain.deploy import OPEN
-from node.chain.models import Method
+from node.chain.models import JobStatus, Method
 from node.cli import app
 from node.daemon.loop import retry
 from node.daemon.store import JobState
@@ -101,6 +101,8 @@ SKIPS = {
     "pool below minimum": ({"pool": 5 * OPEN}, {"min_pool": 50 * OPEN}, "pool below minimum"),
     "not enough memory": ({}, {"max_memory_gb": 0.001}, "not enough memory"),
     "insufficient stake": ({}, {}, "insufficient stake"),
+    # H-2: the minimum stake no longer backs any job: this pool's contributors' part is the bond.
+    "bond not covered": ({"pool": 5_000 * OPEN}, {}, "insufficient stake: claiming job"),
     "config hash mismatch": ({"config_hash": b"\x02" * 32}, {}, "config hash mismatch"),
     "hostile config": ({"config_bytes": b"[" * 100_000 + b"]" * 100_000}, {}, "nested 100,000 levels deep"),
     "config not JSON": ({"config_bytes": b"\x89PNG\r\n\x1a\n"}, {}, "not UTF-8"),
@@ -153,6 +155,24 @@ def test_a_claimed_job_that_expires_is_lost_and_nothing_is_submitted(world: Worl
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.LOST and "expired" in (r.reason or ""), r
     assert job_events(world, "ModelRegistered", job_id) == []
+
+
+def test_a_claimed_job_reopened_for_overrunning_is_lost_and_open_to_others(world: World, home: NodeHome) -> None:
+    """After maxTrainingTime anyone may reopen a claimed job: its node's daemon gives it up (half
+    the bond went to the poster), and a daemon that had lost it to that node sees it open again."""
+    datanet_id = approved_datanet(world, home, contributors=1)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id, deadline_in=10 * 86_400)
+    daemon = home.daemon(world.node)
+    daemon.catch_up()
+    daemon.advance(daemon.jobs.require(job_id))  # seen -> claimed
+    assert daemon.jobs.require(job_id).state == JobState.CLAIMED
+    world.advance(world.admin.max_training_time())
+    world.outsider.reopen_job(job_id)
+    daemon.catch_up()
+    r = daemon.jobs.require(job_id)
+    assert r.state == JobState.LOST and (r.reason or "").startswith("reopened"), r
+    assert world.admin.job(job_id).status == JobStatus.OPEN and world.node.node_stake().reserved == 0
 
 
 def test_only_max_active_jobs_are_claimed_at_once(world: World, home: NodeHome) -> None:

@@ -33,7 +33,7 @@ from node.storage.embedded import EmbeddedStore
 from node.train.config import TrainConfig
 from node.train.trainer import train
 from tests.conftest import World
-from tests.contracts.helpers_jobs import reverts, stake_node
+from tests.contracts.helpers_jobs import JOB_STAKE, reverts, stake_node
 
 
 def _file(tmp: Path, name: str, seed: int) -> Path:
@@ -83,7 +83,7 @@ def test_private_datanet_from_sealed_upload_to_training(world: World, tmp_path: 
     # Only a node the Datanet trusts may claim its job: the claimer is who the keys get granted to.
     job = _job(world, d)
     stake_node(node)
-    world.admin.transfer(outsider.address, node.min_node_stake())
+    world.admin.transfer(outsider.address, JOB_STAKE)
     stake_node(outsider)
     for staked in (outsider, node):
         with reverts("ModelRegistryNodeNotTrusted", datanetId=d, node=staked.address):

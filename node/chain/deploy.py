@@ -33,6 +33,10 @@ class DeployConfig(BaseModel):
     min_node_stake: int = Field(1_000 * OPEN, description="Active stake a node needs to claim jobs.")
     unbonding_period: int = Field(7 * 24 * 3600, description="Seconds a node's unbonding stays slashable.")
     claim_window: int = Field(90 * 24 * 3600, description="Seconds contributors have to claim rewards.")
+    max_training_time: int = Field(
+        3 * 24 * 3600, ge=3600, le=60 * 24 * 3600,
+        description="Seconds a node may hold a claimed job before anyone may reopen it (its bond pays the delay).",
+    )  # fmt: skip
     fund_dev_accounts: bool = Field(
         False, description="Transfer `dev_account_funding` OPEN to dev accounts 1..9 (dev chain 31337 only)."
     )
@@ -73,9 +77,9 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     datanets = client.deploy("DatanetRegistry", token)
     staking = client.deploy("NodeStaking", token, admin, cfg.min_node_stake, cfg.unbonding_period)
     rewards = client.deploy("RewardDistributor", token, admin, cfg.claim_window)
-    models = client.deploy("ModelRegistry", token, datanets, staking, rewards)
+    models = client.deploy("ModelRegistry", token, datanets, staking, rewards, cfg.max_training_time)
     keys = client.deploy("KeyRegistry", datanets)  # private Datanets' public keys and grants
-    # The ModelRegistry locks/slashes node stakes and funds reward rounds; nothing else may.
+    # The ModelRegistry reserves/slashes node bonds and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
     client.transact(staking_c.functions.grantRole(staking_c.functions.JOB_MANAGER_ROLE().call(), models))

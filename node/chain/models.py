@@ -159,6 +159,7 @@ class Job(BaseModel):
     claimBlock: int = Field(0, description="Block of the claim (fixes the training set); 0 if unclaimed.")
     node: ChecksumAddress
     claimedAt: int
+    bond: int = Field(0, description="OPEN reserved from the claiming node's stake while it holds the job.")
     baseModelHash: HexBytes
     configHash: HexBytes
     pool: int
@@ -222,9 +223,15 @@ class EvalReveal(BaseModel):
 
 class NodeStake(BaseModel):
     active: int
+    reserved: int = Field(description="Part of `active` backing claimed jobs' bonds (not unbondable).")
     unbonding: int
     unbondingEndsAt: int
-    locks: int
+    jobs: int = Field(description="Claimed jobs whose bonds are reserved.")
+
+    @property
+    def free(self) -> int:
+        """Active stake new bonds (and unbonding) can come from."""
+        return self.active - self.reserved
 
 
 class Round(BaseModel):

@@ -269,6 +269,18 @@ class Protocol:
     def expire_job(self, job_id: int) -> TxReceipt:
         return self.client.transact(self.models.functions.expireJob(job_id))
 
+    def reopen_job(self, job_id: int) -> TxReceipt:
+        """Returns a claimed job whose node overran the maximum training time to open (anyone)."""
+        return self.client.transact(self.models.functions.reopenJob(job_id))
+
+    def bond_for(self, job_id: int) -> int:
+        """The stake a claim of `job_id` reserves (ModelRegistry.bondFor)."""
+        return int(self.client.call(self.models.functions.bondFor(job_id)))
+
+    def max_training_time(self) -> int:
+        """Seconds a node may hold a claimed job before anyone may reopen it."""
+        return int(self.client.call(self.models.functions.maxTrainingTime()))
+
     def reveal_eval(self, job_id: int, eval_cid: str) -> TxReceipt:
         """Reveals the query set of a claimed job (poster only, once, after the claim block)."""
         return self.client.transact(self.models.functions.revealEval(job_id, eval_cid))

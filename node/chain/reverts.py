@@ -29,11 +29,15 @@ HINTS: dict[str, str] = {
     "ModelRegistryNotPoster": "Only the job's poster can do this.",
     "ModelRegistryWrongStatus": "The job is not in a state that allows this (see `datanet job show`).",
     "ModelRegistryDeadlinePassed": "The job's deadline has passed.",
-    "NodeStakingInsufficientActive": "Unbond at most the active stake (see `datanet node show`).",
+    "NodeStakingInsufficientActive": "Unbond at most the free stake: active minus the bonds of claimed jobs "
+    "(see `datanet node show`).",
     "NodeStakingNothingToWithdraw": "Nothing is unbonding; start with `datanet node unbond AMOUNT`.",
     "NodeStakingStillUnbonding": "The unbonding period has not passed; withdraw after the given time "
     "(see `datanet node show`).",
-    "NodeStakingLocked": "A claimed job is in flight; withdraw after it is submitted or expired.",
+    "NodeStakingInsufficientFree": "Each claimed job reserves a bond of at least the contributors' part of its "
+    "pool; this node's free stake does not cover it. Stake more (`datanet node stake AMOUNT`) or finish a job "
+    "first (`datanet node show` lists stake, reserved bonds and free stake).",
+    "ModelRegistryTrainingTimeNotOver": "The claiming node still has time to deliver; reopen after the given time.",
     "ModelRegistryDatanetNotTrainable": "The Datanet is restricted; ask its owner to allow you.",
     "ModelRegistryNodeNotTrusted": "The Datanet is private or restricted and does not trust this node with its "
     "data; its owner runs `datanet net trust-node DATANET_ID NODE_ADDRESS`.",

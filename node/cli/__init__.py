@@ -64,6 +64,7 @@ views.job_app.command("post")(poster.job_post)
 views.job_app.command("reveal-eval")(evalset.reveal_eval_cmd)
 views.job_app.command("cancel")(poster.job_cancel)
 views.job_app.command("expire")(poster.job_expire)
+views.job_app.command("reopen")(poster.job_reopen)
 views.job_app.command("sweep")(poster.job_sweep)
 
 # Training nodes: stake, run the daemon, see and retry this node's jobs (its local store).

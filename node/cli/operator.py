@@ -102,10 +102,12 @@ def node_unbond(
     """Start unbonding part of the active stake (restarts the unbonding clock for all of it)."""
     p = write_protocol(ctx)
     value = open_units(amount, "AMOUNT")
-    active = p.node_stake().active
-    if active < value:
+    st = p.node_stake()
+    if st.free < value:
         raise StakingError(
-            f"Node {p.address} has {fmt_open(active)} active, cannot unbond {fmt_open(value)}; see `datanet node show`."
+            f"Node {p.address} has {fmt_open(st.free)} free ({fmt_open(st.active)} active, {fmt_open(st.reserved)} "
+            f"reserved as the bonds of {st.jobs} claimed job(s)), cannot unbond {fmt_open(value)}; "
+            "see `datanet node show`."
         )
     p.request_unbond(value)
     tx = p.client.last_tx
@@ -122,7 +124,7 @@ def node_unbond(
 
 @node_app.command("withdraw")
 def node_withdraw(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Withdraw all unbonded stake once the unbonding period has passed and no job is in flight."""
+    """Withdraw all unbonded stake once the unbonding period has passed."""
     p = write_protocol(ctx)
     st, now = p.node_stake(), chain_now(p)
     if st.unbonding == 0:
@@ -131,11 +133,6 @@ def node_withdraw(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         raise StakingError(
             f"Node {p.address}'s {fmt_open(st.unbonding)} is still unbonding until "
             f"{fmt_when(st.unbondingEndsAt, now)}; run `datanet node withdraw` again after that."
-        )
-    if st.locks:
-        raise StakingError(
-            f"Node {p.address} has {st.locks} claimed job(s) in flight, which lock its stake until they end "
-            "(submitted or expired); withdraw after that (`datanet node jobs` shows them)."
         )
     p.withdraw_stake()
     tx = p.client.last_tx
@@ -151,19 +148,22 @@ def node_show(
     address: Annotated[str | None, typer.Argument(help="Node address (default: your wallet).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """A node's stake: active, locked, unbonding and when it can be withdrawn, eligibility."""
+    """A node's stake: active, reserved as claimed jobs' bonds, free, unbonding and when it can be
+    withdrawn, eligibility."""
     p = read_protocol(ctx)
     if address is not None and not Web3.is_address(address):
         raise StakingError(f"'{address}' is not an address (0x followed by 40 hex digits).")
     who = Web3.to_checksum_address(address or signer(settings(ctx), p.chain_id)[0].address)
     st, now, minimum = p.node_stake(who), chain_now(p), p.min_node_stake()
-    withdrawable = st.unbonding > 0 and now >= st.unbondingEndsAt and st.locks == 0
+    withdrawable = st.unbonding > 0 and now >= st.unbondingEndsAt
     balance, eligible = p.balance(who), p.is_eligible_node(who)
     info = {
         "node": who,
         "balance": balance,
         "active": st.active,
-        "locked_jobs": st.locks,
+        "reserved": st.reserved,
+        "free": st.free,
+        "jobs": st.jobs,
         "unbonding": st.unbonding,
         "unbonding_ends_at": st.unbondingEndsAt if st.unbonding else None,
         "withdrawable_now": withdrawable,
@@ -177,16 +177,14 @@ def node_show(
     console.print(f"[bold]node {who}[/] (wallet balance {fmt_open(balance)})")
     console.print(f"  active stake  {fmt_open(st.active)} (minimum {fmt_open(minimum)}): "
                   f"{'eligible' if eligible else 'not eligible'} to claim jobs")  # fmt: skip
-    locked = " (no withdrawal until they end)" if st.locks else ""
-    console.print(f"  locked        {st.locks} claimed job(s) in flight{locked}")
-    console.print(f"  unbonding     {_unbonding_line(st.unbonding, st.unbondingEndsAt, st.locks, now)}")
+    console.print(f"  reserved      {fmt_open(st.reserved)}: the bonds of {st.jobs} claimed job(s) in flight")
+    console.print(f"  free          {fmt_open(st.free)}: what new claims' bonds and unbonding can use")
+    console.print(f"  unbonding     {_unbonding_line(st.unbonding, st.unbondingEndsAt, now)}")
 
 
-def _unbonding_line(unbonding: int, ends_at: int, locks: int, now: int) -> str:
+def _unbonding_line(unbonding: int, ends_at: int, now: int) -> str:
     if not unbonding:
         return "none"
     if now < ends_at:
         return f"{fmt_open(unbonding)}, withdrawable after {fmt_when(ends_at, now)}"
-    if locks:
-        return f"{fmt_open(unbonding)}, period over, withdrawable once the locking job(s) end"
     return f"{fmt_open(unbonding)}, withdrawable now (`datanet node withdraw`)"

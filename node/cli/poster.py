@@ -200,6 +200,33 @@ def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
                   + (f", node {node} slashed {fmt_open(slashed)}" if node else ""))  # fmt: skip
 
 
+def job_reopen(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """Return a claimed job whose node overran the maximum training time to open, for another node
+    (anyone may): half of that node's bond goes to the poster."""
+    p = write_protocol(ctx)
+    if not 1 <= job_id <= p.job_count():
+        raise JobPostError(f"No job #{job_id} (`datanet job list`).")
+    job, now = p.job(job_id), chain_now(p)
+    if job.status != JobStatus.CLAIMED:
+        raise JobPostError(f"Job #{job_id} is {job.status.name.lower()}; only a claimed job can be reopened.")
+    if now >= job.deadline:
+        raise JobPostError(f"Job #{job_id}'s deadline has passed: expire it instead (`datanet job expire {job_id}`).")
+    reopens_at = job.claimedAt + p.max_training_time()
+    if now < reopens_at:
+        raise JobPostError(f"Node {job.node} claimed job #{job_id} and may train until {fmt_when(reopens_at, now)}; "
+                           f"it can be reopened after that (`datanet job reopen {job_id}`).")  # fmt: skip
+    receipt = p.reopen_job(job_id)
+    [event] = p.models.events.JobReopened().process_receipt(receipt, errors=DISCARD)
+    slashed = int(event["args"]["slashed"])
+    out = {"job_id": job_id, "status": "open", "node": job.node, "slashed": slashed, "poster": job.poster,
+           "tx": p.client.last_tx}  # fmt: skip
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"reopened job #{job_id} in tx {out['tx']}; node {job.node} overran its training time and lost "
+                  f"{fmt_open(slashed)} of its bond to the poster {job.poster}")  # fmt: skip
+
+
 def job_sweep(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
     """After a job's claim window, return its unclaimed rewards to the poster (anyone may)."""
     p = write_protocol(ctx)

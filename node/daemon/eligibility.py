@@ -92,11 +92,20 @@ def check_terms(protocol: Protocol, job: Job, settings: Settings) -> None:
                 f"not trusted: Datanet #{d} is private or restricted and does not trust node {protocol.address}; "
                 f"its owner runs `datanet net trust-node {d} {protocol.address}`, then `datanet node retry {job.id}`"
             )
-    stake, minimum = protocol.node_stake().active, protocol.min_node_stake()
-    if stake == 0 or stake < minimum:
+    st, minimum = protocol.node_stake(), protocol.min_node_stake()
+    if st.active == 0 or st.active < minimum:
         raise NotEligibleError(
-            f"insufficient stake: node {protocol.address} has {stake / OPEN:,.4f} OPEN active, the minimum is "
+            f"insufficient stake: node {protocol.address} has {st.active / OPEN:,.4f} OPEN active, the minimum is "
             f"{minimum / OPEN:,.4f} OPEN; stake more (`datanet node stake`), then `datanet node retry {job.id}`"
+        )
+    bond = protocol.bond_for(job.id)
+    if st.free < bond:
+        raise NotEligibleError(
+            f"insufficient stake: claiming job #{job.id} reserves a bond of {bond / OPEN:,.4f} OPEN (the contributors' "
+            f"part of its pool, at least the minimum stake) but node {protocol.address} has "
+            f"{st.free / OPEN:,.4f} OPEN free ({st.reserved / OPEN:,.4f} reserved by {st.jobs} claimed job(s)); "
+            f"stake {(bond - st.free) / OPEN:,.4f} OPEN more (`datanet node stake AMOUNT`), then "
+            f"`datanet node retry {job.id}`"
         )
 
 

@@ -95,6 +95,7 @@ class Daemon:
             "JobCancelled": lambda e: self._lose(e.args["jobId"], "cancelled by the poster"),
             "JobExpired": lambda e: self._lose(e.args["jobId"], "expired: the deadline passed without a result"),
             "ModelRegistered": lambda e: self._nudge(e.args["jobId"]),
+            "JobReopened": self._on_reopened,
         }
         if "KeyRegistry" in contracts:
             handlers["AccessGranted"] = self._on_access_granted
@@ -121,6 +122,15 @@ class Daemon:
             self._nudge(e.args["jobId"])
         else:  # only a job we have not claimed can be claimed by another node
             self._lose(e.args["jobId"], f"claimed by another node ({e.args['node']})", only=[JobState.SEEN])
+
+    def _on_reopened(self, e: ChainEvent) -> None:
+        job_id = int(e.args["jobId"])
+        if e.args["node"] == self.p.address:
+            self._lose(job_id, "reopened: the maximum training time passed before this node submitted, and half "
+                       "its bond went to the poster")  # fmt: skip
+        elif self.jobs.transition(job_id, JobState.SEEN, from_=[JobState.LOST], reason=None,
+                                  note="reopened: its node overran the training time"):  # fmt: skip
+            log.info("job #%d: reopened by the chain; claimable again", job_id)
 
     def _on_access_granted(self, e: ChainEvent) -> None:
         if e.args["grantee"] != self.p.address:

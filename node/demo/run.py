@@ -392,9 +392,10 @@ class Demo:
             f"eval set committed (sha256 {eval_sha[:18]}…, revealed after the claim)",
             poster,
         )  # fmt: skip
-        min_stake = node.min_node_stake()
-        node.stake(min_stake, node.permit(node.staking.address, min_stake, deadline))
-        self._record("stake", "node", f"node {node.address} staked {fmt_open(min_stake)}", node)
+        bond = node.bond_for(job_id)  # the contributors' part of the pool, at least the minimum stake
+        node.stake(bond, node.permit(node.staking.address, bond, deadline))
+        self._record("stake", "node", f"node {node.address} staked {fmt_open(bond)}, the bond job #{job_id} reserves "
+                     "when claimed", node)  # fmt: skip
         return job_id
 
     def _reveal(self, poster: Protocol, job_id: int) -> None:

@@ -29,6 +29,10 @@ MIN_STAKE = DEPLOYED.min_node_stake
 UNBONDING = DEPLOYED.unbonding_period
 CLAIM_WINDOW = DEPLOYED.claim_window
 POOL = 10_000 * OPEN
+JOB_STAKE = POOL
+"""What `stake_node` bonds by default: covers the bond of one job with the default pool (its
+contributors' part, at least MIN_STAKE)."""
+MAX_TRAINING_TIME = DEPLOYED.max_training_time
 BASE_HASH = b"\x11" * 32
 CONFIG_HASH = b"\x22" * 32
 REWARD_TYPES = ["uint256", "uint256", "address", "uint256"]
@@ -169,7 +173,7 @@ def post_job(poster: Protocol, params: JobParams) -> int:
     return poster.post_job(params)
 
 
-def stake_node(node: Protocol, amount: int = MIN_STAKE) -> TxReceipt:
+def stake_node(node: Protocol, amount: int = JOB_STAKE) -> TxReceipt:
     node.approve(node.staking.address, amount)
     return node.stake(amount)
 
@@ -190,11 +194,12 @@ def posted_job(world: World, *, datanets: int = 1, **kw: Any) -> JobSetup:
 
 
 def claimed_job(world: World, *, node: Protocol | None = None, **kw: Any) -> JobSetup:
-    """A posted job claimed by `node` (default `world.node`), staked first if needed."""
+    """A posted job claimed by `node` (default `world.node`), staked first for its bond if needed."""
     job = posted_job(world, **kw)
     node = node or world.node
-    if not view(node, node.staking.functions.isEligible(node.address)):
-        stake_node(node)
+    missing = node.bond_for(job.job_id) - node.node_stake().free
+    if missing > 0:
+        stake_node(node, missing)
     node.claim_job(job.job_id)
     return job
 

@@ -15,6 +15,8 @@ from tests.contracts.helpers_jobs import (
     CONFIG_HASH,
     DAY,
     EXPIRY_SLASH_BPS,
+    JOB_STAKE,
+    MAX_TRAINING_TIME,
     MIN_STAKE,
     POOL,
     UNBONDING,
@@ -93,6 +95,7 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
         "claimBlock": 0,
         "node": ZERO_ADDRESS,
         "claimedAt": 0,
+        "bond": 0,
         "baseModelHash": BASE_HASH,
         "configHash": CONFIG_HASH,
         "pool": POOL,
@@ -242,22 +245,46 @@ def test_post_job_with_a_bad_permit_falls_back_to_the_allowance(world: World) ->
 # ------------------------------------------------------------------------- claim
 
 
-def test_claim_job_locks_the_node_stake(world: World) -> None:
-    """A claim records the node and time, and adds a lock on the node's stake."""
+def test_claim_job_reserves_the_contributors_part_of_the_pool_as_a_bond(world: World) -> None:
+    """A claim records the node, time and block, and reserves a bond out of the node's free stake:
+    the contributors' part of the pool (what a forged result could divert), at least minStake."""
     node = world.node
     job = posted_job(world)
-    stake_node(node)
+    bond = contributors_share(job.params, 1)
+    assert bond > MIN_STAKE and node.bond_for(job.job_id) == bond
+    stake_node(node, bond + 1)
     receipt = node.claim_job(job.job_id)
-    assert events(node.models, receipt, "JobClaimed") == [{"jobId": job.job_id, "node": node.address}]
-    assert events(node.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 1}]
+    assert events(node.models, receipt, "JobClaimed") == [{"jobId": job.job_id, "node": node.address, "bond": bond}]
+    assert events(node.staking, receipt, "BondReserved") == [
+        {"node": node.address, "amount": bond, "reserved": bond, "jobs": 1}
+    ]
     claimed = node.job(job.job_id)
-    assert (claimed.status, claimed.node, claimed.claimedAt, claimed.claimBlock) == (
+    assert (claimed.status, claimed.node, claimed.claimedAt, claimed.claimBlock, claimed.bond) == (
         JobStatus.CLAIMED,
         node.address,
         world.now(),
         receipt["blockNumber"],
+        bond,
     )
-    assert node.node_stake().locks == 1
+    assert (node.node_stake().reserved, node.node_stake().free) == (bond, 1)
+    small = posted_job(world, pool=MIN_STAKE)  # the floor: a small pool still reserves minStake
+    assert node.bond_for(small.job_id) == MIN_STAKE
+
+
+def test_one_minimum_stake_cannot_claim_every_job(world: World) -> None:
+    """H-2: locks counted jobs, not amounts, so one minimum stake could claim (and freeze) every
+    open job. Each claim now reserves its own bond: a stake covering one job claims one."""
+    node = world.node
+    first, second = posted_job(world), posted_job(world)
+    bond = node.bond_for(first.job_id)
+    stake_node(node, bond)
+    node.claim_job(first.job_id)
+    with reverts("NodeStakingInsufficientFree", node=node.address, free=0, needed=bond):
+        node.claim_job(second.job_id)
+    assert node.job(second.job_id).status == JobStatus.OPEN
+    stake_node(node, bond)  # more stake, more jobs
+    node.claim_job(second.job_id)
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (2 * bond, 2)
 
 
 def test_claim_job_refuses_nodes_without_an_eligible_stake(world: World) -> None:
@@ -274,7 +301,7 @@ def test_claim_job_refuses_nodes_without_an_eligible_stake(world: World) -> None
     with reverts("ModelRegistryNodeNotStaked", node=node.address):
         node.claim_job(job.job_id)
     assert node.job(job.job_id).status == JobStatus.OPEN
-    assert node.node_stake().locks == 0
+    assert node.node_stake().jobs == 0
 
 
 def test_only_a_node_a_restricted_datanet_trusts_can_claim_its_job(world: World) -> None:
@@ -286,7 +313,7 @@ def test_only_a_node_a_restricted_datanet_trusts_can_claim_its_job(world: World)
     (public,), _ = create_datanets(owner, 1)
     owner.set_trainer(restricted, poster.address)
     job = post_job(poster, job_params(world.now(), [restricted, public]))
-    world.admin.transfer(other.address, MIN_STAKE)
+    world.admin.transfer(other.address, JOB_STAKE)
     for staked in (node, other):
         stake_node(staked)
     with reverts("ModelRegistryNodeNotTrusted", datanetId=restricted, node=node.address):
@@ -387,47 +414,110 @@ def test_expire_open_job_refunds_the_pool_at_the_deadline(world: World) -> None:
 
 
 def test_expire_claimed_job_slashes_the_node_to_the_poster(world: World) -> None:
-    """A claimed job left to expire refunds the pool and pays the poster half of minStake from
-    the node's bond; the lock is released so the node can leave afterwards."""
+    """A claimed job left to expire refunds the pool and pays the poster half of the job's bond;
+    the bond is released, so the rest of the stake is free to leave afterwards."""
     node, poster = world.node, world.poster
     job = claimed_job(world)
+    bond = node.job(job.job_id).bond
+    penalty = bond * EXPIRY_SLASH_BPS // 10_000
     world.advance(8 * DAY)
     receipt = world.outsider.expire_job(job.job_id)
     assert events(node.models, receipt, "JobExpired") == [
-        {"jobId": job.job_id, "node": node.address, "slashed": EXPIRY_PENALTY}
+        {"jobId": job.job_id, "node": node.address, "slashed": penalty}
     ]
     assert events(node.staking, receipt, "Slashed") == [
         {
             "node": node.address,
             "recipient": poster.address,
-            "amount": EXPIRY_PENALTY,
+            "amount": penalty,
             "reason": b"job-expired".ljust(32, b"\0"),
         }
     ]
-    assert events(node.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 0}]
-    assert poster.balance() == FUNDED + EXPIRY_PENALTY
+    assert events(node.staking, receipt, "BondReleased") == [
+        {"node": node.address, "amount": bond, "reserved": 0, "jobs": 0}
+    ]
+    assert poster.balance() == FUNDED + penalty
     stake = node.node_stake()
-    assert (stake.active, stake.locks) == (MIN_STAKE - EXPIRY_PENALTY, 0)
-    assert not view(node, node.staking.functions.isEligible(node.address))
+    assert (stake.active, stake.reserved, stake.jobs) == (bond - penalty, 0, 0)
     node.request_unbond(stake.active)
     world.advance(UNBONDING)
     node.withdraw_stake()
-    assert node.balance() == FUNDED - EXPIRY_PENALTY
+    assert node.balance() == FUNDED - penalty
     assert registry_balance(world) == 0
 
 
-def test_expire_slashes_unbonding_stake_and_caps_at_what_is_left(world: World) -> None:
-    """Unbonding cannot dodge the expiry penalty; a penalty above the bond takes all of it."""
-    node, poster, admin = world.node, world.poster, world.admin
+def test_unbonding_cannot_dodge_an_expiry_penalty(world: World) -> None:
+    """The bond is reserved, so it cannot be unbonded while the job is held: only the free rest
+    can leave, and the penalty is paid in full from the bond."""
+    node, poster = world.node, world.poster
     job = claimed_job(world)
-    node.request_unbond(MIN_STAKE)  # allowed while locked, but the stake stays slashable
-    send(admin, admin.staking.functions.setParameters(4 * MIN_STAKE, UNBONDING))
+    bond = node.job(job.job_id).bond
+    stake_node(node, MIN_STAKE)  # some free stake beside the bond
+    with reverts("NodeStakingInsufficientActive", node=node.address, active=MIN_STAKE, requested=MIN_STAKE + 1):
+        node.request_unbond(MIN_STAKE + 1)
+    node.request_unbond(MIN_STAKE)
     world.advance(8 * DAY)
     receipt = poster.expire_job(job.job_id)
-    assert events(node.models, receipt, "JobExpired")[0]["slashed"] == MIN_STAKE
+    assert events(node.models, receipt, "JobExpired")[0]["slashed"] == bond // 2
     stake = node.node_stake()
-    assert (stake.active, stake.unbonding, stake.locks) == (0, 0, 0)
-    assert poster.balance() == FUNDED + MIN_STAKE
+    assert (stake.active, stake.reserved, stake.unbonding) == (bond - bond // 2, 0, MIN_STAKE)
+    assert poster.balance() == FUNDED + bond // 2
+
+
+def test_a_node_that_overruns_the_training_time_loses_the_job_and_half_its_bond(world: World) -> None:
+    """H-2: a claimed job could not be taken back before its deadline, however long the node sat
+    on it. After maxTrainingTime anyone reopens it: half the bond to the poster, the job open
+    again for another node, its training-set block kept (the eval set may be public by now)."""
+    node, poster, other = world.node, world.poster, world.contributors[2]
+    job = claimed_job(world, deadline_in=30 * DAY)
+    first = node.job(job.job_id)
+    limit = node.max_training_time()
+    assert limit == MAX_TRAINING_TIME
+    with frozen_clock(world, first.claimedAt + limit - 1):
+        with reverts("ModelRegistryTrainingTimeNotOver", jobId=job.job_id, reopensAt=first.claimedAt + limit):
+            world.outsider.reopen_job(job.job_id)
+        set_time(world, first.claimedAt + limit)
+        receipt = world.outsider.reopen_job(job.job_id)
+    assert events(node.models, receipt, "JobReopened") == [
+        {"jobId": job.job_id, "node": node.address, "slashed": first.bond // 2}
+    ]
+    reopened = node.job(job.job_id)
+    assert (reopened.status, reopened.node, reopened.bond, reopened.claimBlock) == (
+        JobStatus.OPEN, ZERO_ADDRESS, 0, first.claimBlock
+    )
+    assert poster.balance() == FUNDED - POOL + first.bond // 2
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (0, 0)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.OPEN):
+        node.submit_result(job.job_id, result_params(b"\x01" * 32))  # too late for the old node
+    world.admin.transfer(other.address, JOB_STAKE)
+    stake_node(other)
+    other.claim_job(job.job_id)
+    assert (node.job(job.job_id).node, node.job(job.job_id).claimBlock) == (other.address, first.claimBlock)
+    other.submit_result(job.job_id, result_params(b"\x01" * 32))
+
+
+def test_reopen_refusals(world: World) -> None:
+    """Only a claimed job can be reopened, and only before its deadline (after it, expire)."""
+    job = posted_job(world)
+    with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.OPEN):
+        world.outsider.reopen_job(job.job_id)
+    claimed = claimed_job(world)
+    world.advance(8 * DAY)
+    deadline = claimed.params.deadline
+    with reverts("ModelRegistryDeadlinePassed", jobId=claimed.job_id, deadline=deadline):
+        world.outsider.reopen_job(claimed.job_id)
+
+
+def test_a_deadline_is_at_most_max_job_duration_away(world: World) -> None:
+    """No pool is escrowed (and no claim held) for longer than MAX_JOB_DURATION."""
+    ids, _ = create_datanets(world.curator, 1)
+    limit = view(world.admin, world.admin.models.functions.MAX_JOB_DURATION())
+    t = world.now() + 10
+    with frozen_clock(world, t):
+        with reverts("ModelRegistryInvalidParams", field="deadline"):
+            post_raw(world.poster, raw_job(job_params(t, ids), deadline=t + limit + 1))
+        post_raw(world.poster, raw_job(job_params(t, ids), deadline=t + limit))
+    assert world.poster.job_count() == 1
 
 
 def test_expire_job_refusals(world: World) -> None:
@@ -464,7 +554,7 @@ def test_expired_claimed_job_cannot_be_submitted(world: World) -> None:
 
 def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> None:
     """A result stores the model, pays the node fee and one fee per Datanet treasury, moves the
-    contributors' share to the distributor, opens the round and releases the node's lock."""
+    contributors' share to the distributor, opens the round and releases the node's bond."""
     node, admin = world.node, world.admin
     job = claimed_job(world, datanets=3, node_fee_bps=1_234, datanet_fee_bps=2_345, pool=POOL + 7)
     result = result_params(b"\x33" * 32)
@@ -498,8 +588,11 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
         (node.address, node_fee, True),
         *[(t, each, False) for t in job.treasuries],
     ]
-    assert events(admin.staking, receipt, "LockChanged") == [{"node": node.address, "locks": 0}]
-    assert node.balance() == FUNDED - MIN_STAKE + node_fee
+    bond = admin.job(job.job_id).bond
+    assert events(admin.staking, receipt, "BondReleased") == [
+        {"node": node.address, "amount": bond, "reserved": 0, "jobs": 0}
+    ]
+    assert node.balance() == FUNDED - bond + node_fee  # claimed_job staked exactly the bond
     assert [admin.balance(t) for t in job.treasuries] == [each] * 3
     assert admin.balance(admin.rewards.address) == share
     assert registry_balance(world) == 0
@@ -538,7 +631,7 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
         0,
         world.poster.address,
     )
-    assert node.node_stake().locks == 0
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (0, 0)
 
 
 def test_submit_result_only_by_the_claiming_node(world: World) -> None:
@@ -563,7 +656,7 @@ def test_submit_result_only_before_the_deadline(world: World) -> None:
         set_time(world, deadline)
         with reverts("ModelRegistryDeadlinePassed", jobId=late.job_id, deadline=deadline):
             world.node.submit_result(late.job_id, result_params(b"\x02" * 32))
-    assert world.node.node_stake().locks == 1
+    assert world.node.node_stake().jobs == 1
 
 
 def test_submit_result_refuses_empty_fields(world: World) -> None:
@@ -602,20 +695,20 @@ def test_submit_result_needs_a_claimed_job(world: World) -> None:
         node.submit_result(job.job_id, result_params(b"\x02" * 32))
 
 
-def test_a_node_may_run_several_jobs_and_each_holds_a_lock(world: World) -> None:
-    """Locks count jobs in flight; the stake stays locked until the last one ends."""
+def test_a_node_may_run_several_jobs_and_each_holds_a_bond(world: World) -> None:
+    """Each job in flight holds its own bond; a delivered job frees its bond, which may then
+    leave (while the other job's bond stays)."""
     node = world.node
     first, second = claimed_job(world), claimed_job(world, deadline_in=30 * DAY)
-    assert node.node_stake().locks == 2
+    bond = node.job(first.job_id).bond
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (2 * bond, 2)
     node.submit_result(first.job_id, result_params(b"\x01" * 32))
-    assert node.node_stake().locks == 1
-    node.request_unbond(MIN_STAKE)
+    assert (node.node_stake().reserved, node.node_stake().jobs, node.node_stake().free) == (bond, 1, bond)
+    node.request_unbond(bond)
     world.advance(UNBONDING)
-    with reverts("NodeStakingLocked", locks=1):
-        node.withdraw_stake()
-    node.submit_result(second.job_id, result_params(b"\x02" * 32, "b"))
     node.withdraw_stake()
-    assert node.node_stake().locks == 0
+    node.submit_result(second.job_id, result_params(b"\x02" * 32, "b"))
+    assert (node.node_stake().active, node.node_stake().jobs) == (bond, 0)
 
 
 def test_max_datanets_end_to_end(world: World) -> None:

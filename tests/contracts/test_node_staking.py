@@ -1,4 +1,4 @@
-"""NodeStaking: bonding, unbonding, withdrawal, job locks, slashing, parameters, eligibility."""
+"""NodeStaking: bonding, unbonding, withdrawal, job bonds (reserve, release, slash), parameters, eligibility."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ REASON = b"fault".ljust(32, b"\0")
 
 @pytest.fixture
 def manager(world: World) -> Protocol:
-    """The admin, granted JOB_MANAGER_ROLE (as the ModelRegistry is), to drive locks and slashes."""
+    """The admin, granted JOB_MANAGER_ROLE (as the ModelRegistry is), to drive bonds and slashes."""
     grant_role(world.admin, world.admin.staking, JOB_MANAGER_ROLE, world.admin.address)
     return world.admin
 
@@ -52,7 +52,7 @@ def test_stake_bonds_tokens_and_accumulates(world: World) -> None:
     receipt = node.stake(2 * MIN_STAKE)
     assert events(staking, receipt, "Staked")[0]["active"] == 3 * MIN_STAKE
     stake = node.node_stake()
-    assert (stake.active, stake.unbonding, stake.locks) == (3 * MIN_STAKE, 0, 0)
+    assert (stake.active, stake.reserved, stake.unbonding, stake.jobs) == (3 * MIN_STAKE, 0, 0, 0)
     assert node.balance() == FUNDED - 3 * MIN_STAKE
     assert staked_total(world) == 3 * MIN_STAKE
 
@@ -191,47 +191,68 @@ def test_withdraw_only_once_the_unbonding_period_is_over(world: World) -> None:
         node.withdraw_stake()
 
 
-def test_withdraw_is_blocked_while_a_job_lock_is_held(world: World, manager: Protocol) -> None:
-    """No withdrawal while any job is in flight, even after the period; allowed once unlocked."""
+def test_a_reserved_bond_can_be_neither_unbonded_nor_withdrawn(world: World, manager: Protocol) -> None:
+    """Unbonding takes only free stake (active minus bonds); what is free can leave while a job is
+    in flight, and the job's bond stays behind, still covering it."""
     node, staking = world.node, manager.staking
-    stake_node(node)
-    send(manager, staking.functions.lock(node.address))
-    node.request_unbond(MIN_STAKE)
+    stake_node(node, 2 * MIN_STAKE)
+    send(manager, staking.functions.reserve(node.address, 3 * MIN_STAKE // 2))
+    with reverts("NodeStakingInsufficientActive", node=node.address, active=MIN_STAKE // 2, requested=MIN_STAKE):
+        node.request_unbond(MIN_STAKE)
+    node.request_unbond(MIN_STAKE // 2)
     world.advance(UNBONDING + 1)
-    with reverts("NodeStakingLocked", node=node.address, locks=1):
-        node.withdraw_stake()
-    send(manager, staking.functions.unlock(node.address))
     node.withdraw_stake()
-    assert node.balance() == FUNDED
+    stake = node.node_stake()
+    assert (stake.active, stake.reserved, stake.unbonding, stake.free) == (3 * MIN_STAKE // 2, 3 * MIN_STAKE // 2, 0, 0)
+    assert node.balance() == FUNDED - 3 * MIN_STAKE // 2
 
 
-# ------------------------------------------------------------------ lock & unlock
+# ------------------------------------------------------------------ bonds
 
 
-def test_lock_and_unlock_count_jobs_in_flight(world: World, manager: Protocol) -> None:
-    """Each lock adds one, each unlock removes one, with a LockChanged event each time."""
+def test_one_stake_backs_only_as_many_jobs_as_it_covers(world: World, manager: Protocol) -> None:
+    """H-2: locks used to count jobs, not amounts, so one minimum stake could back every job. A
+    bond is now reserved out of free stake: a second bond the stake cannot cover is refused, and
+    a released bond can back the next job."""
     node, staking = world.node, manager.staking
-    counts = []
-    for fn in (staking.functions.lock, staking.functions.lock, staking.functions.unlock):
-        receipt = send(manager, fn(node.address))
-        counts.append(events(staking, receipt, "LockChanged")[0]["locks"])
-    assert counts == [1, 2, 1]
-    assert node.node_stake().locks == 1
-    send(manager, staking.functions.unlock(node.address))
-    with reverts("NodeStakingNotLocked", node=node.address):
-        send(manager, staking.functions.unlock(node.address))
+    stake_node(node, 3 * MIN_STAKE // 2)
+    receipt = send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+    assert events(staking, receipt, "BondReserved") == [
+        {"node": node.address, "amount": MIN_STAKE, "reserved": MIN_STAKE, "jobs": 1}
+    ]
+    assert view(manager, staking.functions.freeStake(node.address)) == MIN_STAKE // 2
+    with reverts("NodeStakingInsufficientFree", node=node.address, free=MIN_STAKE // 2, needed=MIN_STAKE):
+        send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+    receipt = send(manager, staking.functions.release(node.address, MIN_STAKE))
+    assert events(staking, receipt, "BondReleased") == [
+        {"node": node.address, "amount": MIN_STAKE, "reserved": 0, "jobs": 0}
+    ]
+    send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (MIN_STAKE, 1)
+    with reverts("NodeStakingNotReserved", node=node.address, reserved=MIN_STAKE, amount=MIN_STAKE + 1):
+        send(manager, staking.functions.release(node.address, MIN_STAKE + 1))
 
 
-@pytest.mark.parametrize("action", ["lock", "unlock", "slash"])
+def test_a_bond_needs_the_minimum_active_stake(world: World, manager: Protocol) -> None:
+    """Below minStake no bond can be reserved, however small."""
+    node, staking = world.node, manager.staking
+    stake_node(node, MIN_STAKE // 2)
+    with reverts("NodeStakingInsufficientFree", node=node.address, free=MIN_STAKE // 2, needed=1):
+        send(manager, staking.functions.reserve(node.address, 1))
+    with reverts("NodeStakingNotReserved", node=node.address, reserved=0, amount=0):
+        send(manager, staking.functions.release(node.address, 0))
+
+
+@pytest.mark.parametrize("action", ["reserve", "release", "slashBond"])
 def test_job_manager_functions_need_the_role(world: World, action: str) -> None:
-    """Only JOB_MANAGER_ROLE may lock, unlock or slash; not even the admin holds it by default."""
+    """Only JOB_MANAGER_ROLE may reserve, release or slash bonds; not even the admin holds it by default."""
     node = world.node.address
     for caller in (world.admin, world.node, world.outsider):
         fns = caller.staking.functions
         fn = {
-            "lock": fns.lock(node),
-            "unlock": fns.unlock(node),
-            "slash": fns.slash(node, 1, caller.address, REASON),
+            "reserve": fns.reserve(node, 1),
+            "release": fns.release(node, 1),
+            "slashBond": fns.slashBond(node, 1, 1, caller.address, REASON),
         }[action]
         with reverts("AccessControlUnauthorizedAccount", account=caller.address, neededRole=JOB_MANAGER_ROLE):
             send(caller, fn)
@@ -240,54 +261,50 @@ def test_job_manager_functions_need_the_role(world: World, action: str) -> None:
 # --------------------------------------------------------------------------- slash
 
 
-def test_slash_takes_active_first_then_unbonding(world: World, manager: Protocol) -> None:
-    """A slash drains the active stake before touching the unbonding one."""
+def test_slash_bond_releases_the_bond_and_takes_the_penalty(world: World, manager: Protocol) -> None:
+    """A fault releases the job's bond and moves `amount` of it to the recipient; the rest of
+    the stake stays the node's, free again."""
     node, staking = world.node, manager.staking
     to = treasury_address(900)
     stake_node(node, 3 * MIN_STAKE)
-    node.request_unbond(MIN_STAKE)
-    fn = staking.functions.slash(node.address, MIN_STAKE, to, REASON)
-    assert view(manager, fn) == MIN_STAKE
-    send(manager, fn)
-    stake = node.node_stake()
-    assert (stake.active, stake.unbonding) == (MIN_STAKE, MIN_STAKE)
-    receipt = send(manager, staking.functions.slash(node.address, 3 * MIN_STAKE // 2, to, REASON))
+    node.request_unbond(MIN_STAKE // 2)  # unbonding stake is never touched by a bond's slash
+    send(manager, staking.functions.reserve(node.address, 2 * MIN_STAKE))
+    receipt = send(manager, staking.functions.slashBond(node.address, 2 * MIN_STAKE, MIN_STAKE, to, REASON))
     assert events(staking, receipt, "Slashed") == [
-        {"node": node.address, "recipient": to, "amount": 3 * MIN_STAKE // 2, "reason": REASON}
+        {"node": node.address, "recipient": to, "amount": MIN_STAKE, "reason": REASON}
     ]
     stake = node.node_stake()
-    assert (stake.active, stake.unbonding) == (0, MIN_STAKE // 2)
-    assert world.admin.balance(to) == 5 * MIN_STAKE // 2
-    assert staked_total(world) == MIN_STAKE // 2
+    assert (stake.active, stake.reserved, stake.jobs, stake.unbonding) == (3 * MIN_STAKE // 2, 0, 0, MIN_STAKE // 2)
+    assert world.admin.balance(to) == MIN_STAKE
+    assert staked_total(world) == 2 * MIN_STAKE
 
 
-def test_slash_is_capped_at_the_whole_stake(world: World, manager: Protocol) -> None:
-    """Slashing more than a node has takes everything and reports what was taken."""
-    node, staking = world.node, manager.staking
-    to = treasury_address(901)
+def test_slash_bond_refuses_more_than_the_bond_or_an_unreserved_bond(world: World, manager: Protocol) -> None:
+    node, staking, to = world.node, manager.staking, treasury_address(901)
     stake_node(node, 2 * MIN_STAKE)
-    node.request_unbond(MIN_STAKE)
-    fn = staking.functions.slash(node.address, 10 * MIN_STAKE, to, REASON)
-    assert view(manager, fn) == 2 * MIN_STAKE
-    receipt = send(manager, fn)
-    assert events(staking, receipt, "Slashed")[0]["amount"] == 2 * MIN_STAKE
-    stake = node.node_stake()
-    assert (stake.active, stake.unbonding) == (0, 0)
-    assert world.admin.balance(to) == 2 * MIN_STAKE
-    assert staked_total(world) == 0
-    world.advance(UNBONDING + 1)
-    with reverts("NodeStakingNothingToWithdraw"):
-        node.withdraw_stake()
+    send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+    with reverts("NodeStakingSlashExceedsBond", amount=MIN_STAKE + 1, bond=MIN_STAKE):
+        send(manager, staking.functions.slashBond(node.address, MIN_STAKE, MIN_STAKE + 1, to, REASON))
+    with reverts("NodeStakingNotReserved", node=node.address, reserved=MIN_STAKE, amount=2 * MIN_STAKE):
+        send(manager, staking.functions.slashBond(node.address, 2 * MIN_STAKE, 1, to, REASON))
+    assert staked_total(world) == 2 * MIN_STAKE
 
 
-def test_slash_of_an_unstaked_node_moves_nothing(world: World, manager: Protocol) -> None:
-    """Slashing a node without stake reports zero and transfers nothing."""
-    staking, to = manager.staking, treasury_address(902)
-    stake_node(world.contributors[0])  # someone else's stake must stay untouched
-    receipt = send(manager, staking.functions.slash(world.outsider.address, MIN_STAKE, to, REASON))
-    assert events(staking, receipt, "Slashed")[0]["amount"] == 0
-    assert events(manager.token, receipt, "Transfer") == []
-    assert staked_total(world) == MIN_STAKE
+def test_every_fault_pays_its_full_penalty(world: World, manager: Protocol) -> None:
+    """H-2: the expiry penalty was half the minimum stake capped by what was left, so after two
+    expiries it was zero. A penalty now comes out of the job's reserved bond: every fault pays in
+    full, and a node whose stake no longer covers a bond cannot claim again."""
+    node, staking, to = world.node, manager.staking, treasury_address(902)
+    stake_node(node, 2 * MIN_STAKE)
+    for _ in range(2):
+        send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+        receipt = send(manager, staking.functions.slashBond(node.address, MIN_STAKE, MIN_STAKE // 2, to, REASON))
+        assert events(staking, receipt, "Slashed")[0]["amount"] == MIN_STAKE // 2
+    assert world.admin.balance(to) == MIN_STAKE and node.node_stake().active == MIN_STAKE
+    send(manager, staking.functions.reserve(node.address, MIN_STAKE))
+    send(manager, staking.functions.slashBond(node.address, MIN_STAKE, MIN_STAKE // 2, to, REASON))
+    with reverts("NodeStakingInsufficientFree", node=node.address, free=MIN_STAKE // 2, needed=MIN_STAKE):
+        send(manager, staking.functions.reserve(node.address, MIN_STAKE))
 
 
 # ------------------------------------------------------------------ parameters
@@ -309,7 +326,7 @@ def test_new_unbonding_period_applies_to_later_requests(world: World) -> None:
     """unbondingEndsAt uses the period in force when the request is made."""
     admin, node = world.admin, world.node
     send(admin, admin.staking.functions.setParameters(MIN_STAKE, 60))
-    stake_node(node)
+    stake_node(node, MIN_STAKE)
     node.request_unbond(MIN_STAKE)
     assert node.node_stake().unbondingEndsAt == world.now() + 60
     world.advance(61)
@@ -347,9 +364,10 @@ def test_stakes_of_several_nodes_are_kept_apart(world: World, manager: Protocol)
     stake_node(a, 2 * MIN_STAKE)
     stake_node(b, 3 * MIN_STAKE)
     b.request_unbond(MIN_STAKE)
-    send(manager, manager.staking.functions.slash(a.address, MIN_STAKE, treasury_address(903), REASON))
-    send(manager, manager.staking.functions.lock(b.address))
+    send(manager, manager.staking.functions.reserve(a.address, MIN_STAKE))
+    send(manager, manager.staking.functions.slashBond(a.address, MIN_STAKE, MIN_STAKE, treasury_address(903), REASON))
+    send(manager, manager.staking.functions.reserve(b.address, MIN_STAKE))
     sa, sb = a.node_stake(), b.node_stake()
-    assert (sa.active, sa.unbonding, sa.locks) == (MIN_STAKE, 0, 0)
-    assert (sb.active, sb.unbonding, sb.locks) == (2 * MIN_STAKE, MIN_STAKE, 1)
+    assert (sa.active, sa.reserved, sa.unbonding, sa.jobs) == (MIN_STAKE, 0, 0, 0)
+    assert (sb.active, sb.reserved, sb.unbonding, sb.jobs) == (2 * MIN_STAKE, MIN_STAKE, MIN_STAKE, 1)
     assert staked_total(world) == sa.active + sb.active + sb.unbonding

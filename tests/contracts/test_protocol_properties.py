@@ -183,11 +183,12 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
             w.admin.staking.address,
         ]
         before = {a: w.admin.balance(a) for a in ledger}
-        stake_node(w.node)
         params = job_params(
             w.now(), ids, pool=case.pool, node_fee_bps=case.node_bps, datanet_fee_bps=case.datanet_bps
         )
         job_id = post_job(w.poster, params)
+        bond = w.node.bond_for(job_id)
+        stake_node(w.node, bond)  # exactly the bond: it is all reserved while the job is held
         w.node.claim_job(job_id)
         tree = reward_tree(job_id, [(contributors[c], amount) for c, amount in case.leaves])
         w.node.submit_result(job_id, result_params(tree.root))
@@ -225,7 +226,7 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
 
         after = {a: w.admin.balance(a) for a in ledger}
         assert sum(after.values()) == sum(before.values()), "tokens created or destroyed"
-        assert after[w.node.address] - before[w.node.address] == node_fee - MIN_STAKE
+        assert after[w.node.address] - before[w.node.address] == node_fee - bond
         assert [after[t] - before[t] for t in treasuries] == [each] * case.datanets
         assert {c: after[c] - before[c] for c in contributors} == paid
         assert after[w.poster.address] - before[w.poster.address] == remainder - case.pool
@@ -265,24 +266,30 @@ def test_split_pool_always_adds_up(
 @dataclass
 class StakeModel:
     active: int = 0
+    reserved: int = 0
     unbonding: int = 0
     ends_at: int = 0
-    locks: int = 0
+    bonds: list[int] = field(default_factory=list)  # reserved bonds, the latest last
 
 
 STAKE_OPS = st.lists(
     st.one_of(
         st.tuples(st.just("stake"), st.integers(0, 1), st.integers(0, 3 * MIN_STAKE)),
         st.tuples(st.just("unbond"), st.integers(0, 1), st.integers(0, 3 * MIN_STAKE)),
-        st.tuples(st.just("slash"), st.integers(0, 1), st.integers(0, 4 * MIN_STAKE)),
         st.tuples(st.just("withdraw"), st.integers(0, 1), st.just(0)),
-        st.tuples(st.just("lock"), st.integers(0, 1), st.just(0)),
-        st.tuples(st.just("unlock"), st.integers(0, 1), st.just(0)),
+        st.tuples(st.just("reserve"), st.integers(0, 1), st.integers(0, 2 * MIN_STAKE)),
+        st.tuples(st.just("release"), st.integers(0, 1), st.integers(0, 2 * MIN_STAKE)),
+        st.tuples(st.just("slash"), st.integers(0, 1), st.integers(0, 2 * MIN_STAKE)),
         st.tuples(st.just("advance"), st.just(0), st.sampled_from([1, UNBONDING - 1, UNBONDING])),
     ),
     min_size=1,
     max_size=18,
 )
+
+
+def _bond(m: StakeModel, amount: int) -> int:
+    """The bond a release or slash names: the latest reserved one, or `amount` when none is."""
+    return m.bonds[-1] if m.bonds else amount
 
 
 def _expected_stake_op(op: str, m: StakeModel, amount: int, now: int) -> str:
@@ -292,7 +299,7 @@ def _expected_stake_op(op: str, m: StakeModel, amount: int, now: int) -> str:
     if op == "stake":
         m.active += amount
     elif op == "unbond":
-        if amount > m.active:
+        if amount > m.active - m.reserved:
             return "NodeStakingInsufficientActive"
         m.active, m.unbonding, m.ends_at = m.active - amount, m.unbonding + amount, now + UNBONDING
     elif op == "withdraw":
@@ -300,23 +307,26 @@ def _expected_stake_op(op: str, m: StakeModel, amount: int, now: int) -> str:
             return "NodeStakingNothingToWithdraw"
         if now < m.ends_at:
             return "NodeStakingStillUnbonding"
-        if m.locks:
-            return "NodeStakingLocked"
         m.unbonding = 0
-    elif op == "slash":
-        from_active = min(amount, m.active)
-        m.active -= from_active
-        m.unbonding -= min(amount - from_active, m.unbonding)
-    elif op == "lock":
-        m.locks += 1
-    elif op == "unlock":
-        if m.locks == 0:
-            return "NodeStakingNotLocked"
-        m.locks -= 1
+    elif op == "reserve":
+        if m.active < MIN_STAKE or m.active - m.reserved < amount:
+            return "NodeStakingInsufficientFree"
+        m.reserved += amount
+        m.bonds.append(amount)
+    elif op in ("release", "slash"):
+        bond = _bond(m, amount)
+        penalty = amount if op == "slash" else 0
+        if penalty > bond:
+            return "NodeStakingSlashExceedsBond"
+        if not m.bonds or m.reserved < bond:
+            return "NodeStakingNotReserved"
+        m.bonds.pop()
+        m.reserved -= bond
+        m.active -= penalty
     return "ok"
 
 
-def _send_stake_op(w: World, node: Protocol, op: str, amount: int, slashed_to: str) -> None:
+def _send_stake_op(w: World, node: Protocol, op: str, amount: int, bond: int, slashed_to: str) -> None:
     fns = w.admin.staking.functions
     if op == "stake":
         node.stake(amount)
@@ -324,43 +334,47 @@ def _send_stake_op(w: World, node: Protocol, op: str, amount: int, slashed_to: s
         node.request_unbond(amount)
     elif op == "withdraw":
         node.withdraw_stake()
-    elif op == "slash":
-        send(w.admin, fns.slash(node.address, amount, slashed_to, b"p".ljust(32, b"\0")))
-    else:  # lock / unlock, as the job manager
-        send(w.admin, getattr(fns, op)(node.address))
+    elif op == "reserve":
+        send(w.admin, fns.reserve(node.address, amount))
+    elif op == "release":
+        send(w.admin, fns.release(node.address, bond))
+    else:  # slash `amount` out of the bond, as the job manager
+        send(w.admin, fns.slashBond(node.address, bond, amount, slashed_to, b"p".ljust(32, b"\0")))
 
 
 @CHAIN_EXAMPLES
 @given(ops=STAKE_OPS)
-@example(  # a lock blocks a due withdrawal; withdrawal at exactly unbondingEndsAt; double unlock
+@example(  # a bond cannot be unbonded; withdrawal at exactly unbondingEndsAt; double release
     ops=[
         ("stake", 0, MIN_STAKE),
-        ("lock", 0, 0),
+        ("reserve", 0, MIN_STAKE // 2),
+        ("unbond", 0, MIN_STAKE // 2 + 1),
         ("unbond", 0, MIN_STAKE // 2),
         ("advance", 0, UNBONDING),
         ("withdraw", 0, 0),
-        ("unlock", 0, 0),
-        ("withdraw", 0, 0),
-        ("unlock", 0, 0),
+        ("release", 0, 0),
+        ("release", 0, 0),
+        ("reserve", 0, 1),
     ]
 )
-@example(  # a slash across active and unbonding; one second early; nothing left; bad amounts
+@example(  # a second bond the stake cannot cover; a slash above the bond; repeated full penalties
     ops=[
         ("stake", 1, 2 * MIN_STAKE),
-        ("unbond", 1, MIN_STAKE),
-        ("slash", 1, 3 * MIN_STAKE // 2),
-        ("advance", 0, UNBONDING - 1),
-        ("withdraw", 1, 0),
-        ("advance", 0, 1),
-        ("withdraw", 1, 0),
-        ("withdraw", 1, 0),
+        ("reserve", 1, MIN_STAKE),
+        ("reserve", 1, MIN_STAKE + 1),
+        ("slash", 1, MIN_STAKE + 1),
+        ("slash", 1, MIN_STAKE // 2),
+        ("reserve", 1, MIN_STAKE),
+        ("slash", 1, MIN_STAKE // 2),
+        ("reserve", 1, MIN_STAKE),
         ("stake", 0, 0),
         ("unbond", 1, MIN_STAKE),
     ]
 )
 def test_stake_ledger_matches_a_model(world: World, ops: list[tuple[str, int, int]]) -> None:
-    """Any sequence of stakes, unbonds, slashes, locks and withdrawals leaves every record as
-    the model predicts, and the contract holding exactly the sum of all stakes."""
+    """Any sequence of stakes, unbonds, withdrawals and job bonds (reserve, release, slash)
+    leaves every record as the model predicts: a bond never exceeds the free stake, a penalty
+    never exceeds its bond, and the contract holds exactly the sum of all stakes."""
     with isolated(world) as w:
         grant_role(w.admin, w.admin.staking, JOB_MANAGER_ROLE, w.admin.address)
         nodes = [w.node, w.contributors[0]]
@@ -377,14 +391,16 @@ def test_stake_ledger_matches_a_model(world: World, ops: list[tuple[str, int, in
                     set_time(w, now)
                     continue
                 node, m = nodes[who], models[who]
-                before = StakeModel(m.active, m.unbonding, m.ends_at, m.locks)
+                before, bond = m.active, _bond(m, amount)
                 expected = _expected_stake_op(op, m, amount, now)
-                answer = outcome(_send_stake_op, w, node, op, amount, slashed_to)
+                answer = outcome(_send_stake_op, w, node, op, amount, bond, slashed_to)
                 assert answer == expected, (op, who, amount)
-                if op == "slash":
-                    slashed_total += before.active + before.unbonding - m.active - m.unbonding
+                slashed_total += before - m.active if op == "slash" else 0
                 got = node.node_stake()
-                assert (got.active, got.unbonding, got.locks) == (m.active, m.unbonding, m.locks)
+                assert (got.active, got.reserved, got.unbonding, got.jobs) == (
+                    m.active, m.reserved, m.unbonding, len(m.bonds)
+                )
+                assert got.reserved <= got.active
                 if m.unbonding:
                     assert got.unbondingEndsAt == m.ends_at
         held = w.admin.balance(w.admin.staking.address)
@@ -400,14 +416,21 @@ def test_stake_ledger_matches_a_model(world: World, ops: list[tuple[str, int, in
 class JobModel:
     pool: int
     deadline: int
+    bond: int  # what a claim reserves: the contributors' part (80 % here), at least MIN_STAKE
     status: JobStatus = JobStatus.OPEN
     node: int = -1
+
+
+NODE_STAKE = 2 * MIN_STAKE
+"""Each node's stake in the escrow test: enough for the first job's bond and the second's, not
+for both at once, and never for the third's."""
 
 
 @dataclass
 class EscrowModel:
     jobs: list[JobModel]
-    active: list[int] = field(default_factory=lambda: [MIN_STAKE, MIN_STAKE])
+    active: list[int] = field(default_factory=lambda: [NODE_STAKE, NODE_STAKE])
+    reserved: list[int] = field(default_factory=lambda: [0, 0])
 
 
 JOB_OPS = st.lists(
@@ -416,12 +439,12 @@ JOB_OPS = st.lists(
         st.tuples(st.just("submit"), st.integers(0, 2), st.integers(0, 1)),
         st.tuples(st.just("cancel"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("expire"), st.integers(0, 2), st.just(0)),
+        st.tuples(st.just("reopen"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("advance"), st.sampled_from([DAY - 1, 1, DAY]), st.just(0)),
     ),
     min_size=1,
     max_size=16,
 )
-PENALTY = MIN_STAKE * EXPIRY_SLASH_BPS // 10_000
 
 
 def _expected_job_op(op: str, j: JobModel, who: int, m: EscrowModel, now: int) -> str:
@@ -433,7 +456,10 @@ def _expected_job_op(op: str, j: JobModel, who: int, m: EscrowModel, now: int) -
             return "ModelRegistryDeadlinePassed"
         if m.active[who] < MIN_STAKE:
             return "ModelRegistryNodeNotStaked"
+        if m.active[who] - m.reserved[who] < j.bond:
+            return "NodeStakingInsufficientFree"
         j.status, j.node = JobStatus.CLAIMED, who
+        m.reserved[who] += j.bond
     elif op == "submit":
         if j.status != JobStatus.CLAIMED:
             return "ModelRegistryWrongStatus"
@@ -442,6 +468,7 @@ def _expected_job_op(op: str, j: JobModel, who: int, m: EscrowModel, now: int) -
         if now >= j.deadline:
             return "ModelRegistryDeadlinePassed"
         j.status = JobStatus.COMPLETED
+        m.reserved[who] -= j.bond
     elif op == "cancel":
         if j.status != JobStatus.OPEN:
             return "ModelRegistryWrongStatus"
@@ -452,8 +479,15 @@ def _expected_job_op(op: str, j: JobModel, who: int, m: EscrowModel, now: int) -
         if now < j.deadline:
             return "ModelRegistryDeadlineNotPassed"
         if j.status == JobStatus.CLAIMED:
-            m.active[j.node] -= min(PENALTY, m.active[j.node])
+            m.active[j.node] -= j.bond * EXPIRY_SLASH_BPS // 10_000
+            m.reserved[j.node] -= j.bond
         j.status = JobStatus.EXPIRED
+    elif op == "reopen":  # deadlines here are within maxTrainingTime: it is never over in time
+        if j.status != JobStatus.CLAIMED:
+            return "ModelRegistryWrongStatus"
+        if now >= j.deadline:
+            return "ModelRegistryDeadlinePassed"
+        return "ModelRegistryTrainingTimeNotOver"
     return "ok"
 
 
@@ -464,13 +498,15 @@ def _send_job_op(w: World, node: Protocol, op: str, job_id: int) -> None:
         node.submit_result(job_id, result_params(b"\x01" * 32))
     elif op == "cancel":
         w.poster.cancel_job(job_id)
+    elif op == "reopen":
+        w.outsider.reopen_job(job_id)
     else:
         w.outsider.expire_job(job_id)
 
 
 @CHAIN_EXAMPLES
 @given(ops=JOB_OPS, deadlines=st.lists(st.sampled_from([DAY, 2 * DAY]), min_size=3, max_size=3))
-@example(  # an expiry slashes node 0 below minStake, so it can no longer claim
+@example(  # an expiry takes half of node 0's bond; node 1 cannot cover a second bond
     ops=[
         ("claim", 0, 0),
         ("claim", 1, 1),
@@ -501,13 +537,14 @@ def _send_job_op(w: World, node: Protocol, op: str, job_id: int) -> None:
 def test_job_escrow_holds_exactly_the_live_pools(
     world: World, ops: list[tuple[str, int, int]], deadlines: list[int]
 ) -> None:
-    """Under any interleaving of claims, results, cancellations, expiries and time: statuses
-    follow the model, the registry holds exactly the pools of open and claimed jobs, each node
-    holds one lock per claimed job, and no token is created or lost."""
+    """Under any interleaving of claims, results, cancellations, expiries, reopen attempts and
+    time: statuses follow the model, the registry holds exactly the pools of open and claimed jobs,
+    each node has exactly the bonds of its claimed jobs reserved (never more than its stake), and
+    no token is created or lost."""
     with isolated(world) as w:
         nodes = [w.node, w.contributors[3]]
         for n in nodes:
-            stake_node(n)
+            stake_node(n, NODE_STAKE)
         ids, treasuries = create_datanets(w.curator, 1)
         ledger = [
             w.poster.address,
@@ -523,8 +560,9 @@ def test_job_escrow_holds_exactly_the_live_pools(
             m = EscrowModel(jobs=[])
             for k, dl in enumerate(deadlines):
                 pool = (k + 1) * 1_000 * OPEN + k
-                post_job(w.poster, job_params(now, ids, pool=pool, deadline_in=dl))
-                m.jobs.append(JobModel(pool, now + dl))
+                job_id = post_job(w.poster, job_params(now, ids, pool=pool, deadline_in=dl))
+                m.jobs.append(JobModel(pool, now + dl, bond=max(MIN_STAKE, pool - 2 * (pool // 10))))
+                assert w.admin.bond_for(job_id) == m.jobs[-1].bond
             for op, arg, who in ops:
                 if op == "advance":
                     now += arg
@@ -540,5 +578,5 @@ def test_job_escrow_holds_exactly_the_live_pools(
                 for i, n in enumerate(nodes):
                     stake = n.node_stake()
                     claimed = sum(x.status == JobStatus.CLAIMED and x.node == i for x in m.jobs)
-                    assert (stake.active, stake.locks) == (m.active[i], claimed)
+                    assert (stake.active, stake.reserved, stake.jobs) == (m.active[i], m.reserved[i], claimed)
         assert sum(w.admin.balance(a) for a in ledger) == total
