@@ -606,7 +606,7 @@ class SetupReport(BaseModel):
 
 
 def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 class Variant(BaseModel):
@@ -835,15 +835,35 @@ def ideal_tracin_seconds(r: SetupReport) -> float:
     return per_gradient * (r.epochs * r.examples + r.steps * r.queries)
 
 
+LEARNED = 0.9
+"""A seed is judged only if training on every contributor brought the eval loss to at most this
+fraction of the untrained model's: where the model did not learn what the eval asks, no method
+(and no retraining ground truth) can tell helpful data from harmful, as the issue warns."""
+
+
+def judged_seeds(r: SetupReport) -> list[int]:
+    """Positions (into the per-seed lists) of the seeds whose training learned the eval."""
+    return [k for k, x in enumerate(r.trained_eval_loss) if x <= LEARNED * r.base_eval_loss]
+
+
+def _judged(r: SetupReport) -> tuple[dict[str, float], dict[str, float], list[float]]:
+    """Our mean shares, the mean leave-one-out values and the AUCs over the judged seeds only."""
+    ks = judged_seeds(r)
+    ours = {c: _mean([r.ours[k][c] for k in ks]) for c in LABELS}
+    loo = {c: _mean([r.loo[c][k] for k in ks]) for c in LABELS}
+    return ours, loo, [r.auc[k] for k in ks]
+
+
 def _shares_row(name: str, shares: dict[str, float], extra: str = "") -> str:
     return f"| {name} | " + " | ".join(f"{shares[c]:.3f}" for c in LABELS) + f" |{extra}"
 
 
 def _section(r: SetupReport) -> list[str]:
-    ours = {c: _mean([o[c] for o in r.ours]) for c in LABELS}
-    loo = {c: _mean(r.loo[c]) for c in LABELS}
-    sp_loo = [spearman([o[c] for c in LABELS], [r.loo[c][k] for c in LABELS]) for k, o in enumerate(r.ours)]
-    sp_loo_mean = spearman([ours[c] for c in LABELS], [loo[c] for c in LABELS])
+    ks = judged_seeds(r)
+    ours, loo, aucs = _judged(r)
+    sp_loo = [spearman([r.ours[k][c] for c in LABELS], [r.loo[c][k] for c in LABELS]) for k in ks]
+    sp_loo_mean = spearman([ours[c] for c in LABELS], [loo[c] for c in LABELS]) if ks else float("nan")
+    skipped = [r.seeds[k] for k in range(len(r.seeds)) if k not in ks]
     train_s, attr_s = _mean(r.train_seconds), _mean(r.attribution_seconds)
     every_total, ideal_total = every_step_seconds(r), ideal_tracin_seconds(r)
     head = "| | " + " | ".join(LABELS) + " |"
@@ -856,9 +876,11 @@ def _section(r: SetupReport) -> list[str]:
         f"{r.base_eval_loss:.3f} before training, " + ", ".join(f"{x:.3f}" for x in r.trained_eval_loss)
         + " after training on every contributor"
         + (f", {r.clean_only_eval_loss:.3f} on the two clean contributors alone" if r.clean_only_eval_loss else "")
-        + ".",
+        + "." + (f" **Not judged: seed(s) {skipped}**, whose training did not bring the eval loss below "
+                 f"{LEARNED:.0%} of the untrained model's (the model did not learn what the eval asks); every "
+                 "figure below is over the other seeds." if skipped else ""),
         "", head, "|---|" + "---:|" * len(LABELS),
-        _shares_row("ours: payout share (mean over seeds)", ours),
+        _shares_row("ours: payout share (mean over judged seeds)", ours),
         _shares_row("leave-one-out: eval-loss drop (mean)", loo),
     ]  # fmt: skip
     if r.shapley:
@@ -869,7 +891,7 @@ def _section(r: SetupReport) -> list[str]:
               + " > ".join(sorted(LABELS, key=lambda c: -loo[c])) + ".", ""]  # fmt: skip
     lines += [
         "| metric | measured | target |", "|---|---:|---:|",
-        f"| Spearman, ours vs leave-one-out (per seed) | {', '.join(f'{x:.2f}' for x in sp_loo)} | >= 0.8 |",
+        f"| Spearman, ours vs leave-one-out (per judged seed) | {', '.join(f'{x:.2f}' for x in sp_loo)} | >= 0.8 |",
         f"| Spearman, ours vs leave-one-out (seed means) | {sp_loo_mean:.2f} | >= 0.8 |",
     ]  # fmt: skip
     if r.shapley:
@@ -877,8 +899,8 @@ def _section(r: SetupReport) -> list[str]:
         lines.append(f"| Spearman, ours vs exact Shapley (seed means) | "
                      f"{spearman([ours[c] for c in LABELS], [shap[c] for c in LABELS]):.2f} | |")  # fmt: skip
     lines += [
-        "| AUC, wrong answers vs correct ones (examples whose facts the eval asks; per seed) | "
-        + ", ".join(f"{x:.3f}" for x in r.auc) + " | >= 0.95 |",
+        "| AUC, wrong answers vs correct ones (examples whose facts the eval asks; per judged seed) | "
+        + ", ".join(f"{x:.3f}" for x in aucs) + " | >= 0.95 |",
         f"| attribution / training time | {attr_s:.1f} s / {train_s:.1f} s = **{attr_s / train_s:.0%}** "
         f"(compute alone {_mean(r.attribution_compute_seconds) / train_s:.0%}) | <= 25% |",
     ]  # fmt: skip
@@ -964,13 +986,15 @@ def render(reports: Sequence[SetupReport], device: str, seconds: float | None, m
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
-        ours = [_mean([o[c] for o in r.ours]) for c in LABELS]
-        sp = spearman(ours, [_mean(r.loo[c]) for c in LABELS])
+        mean_ours, mean_loo, aucs = _judged(r)
+        sp = spearman([mean_ours[c] for c in LABELS], [mean_loo[c] for c in LABELS]) if aucs else float("nan")
         ratio = _mean(r.attribution_seconds) / _mean(r.train_seconds)
         speeds = [every_step_seconds(r) / _mean(r.attribution_seconds), ideal_tracin_seconds(r) / _mean(
             r.attribution_seconds)]  # fmt: skip
         dtype = "float32" if "dtype=float32" in r.method_id else "float64"
-        lines.append(f"| {r.name} | {r.world} | {r.snapshots}, {dtype} | {sp:.2f} | {_mean(r.auc):.3f} | {ratio:.0%} | "
+        judged = f" ({len(aucs)} of {len(r.seeds)} seeds judged)" if len(aucs) < len(r.seeds) else ""
+        lines.append(f"| {r.name} | {r.world}{judged} | {r.snapshots}, {dtype} | {sp:.2f} | {_mean(aucs):.3f} | "
+                     f"{ratio:.0%} | "
                      + " | ".join("—" if math.isnan(x) else f"{x:.1f}x" for x in speeds) + " |")  # fmt: skip
     lines += ["", "Targets: Spearman >= 0.8, AUC >= 0.95, attribution <= 25% of training, >= 20x faster than exact "
               "TracIn at every step.", ""]  # fmt: skip
