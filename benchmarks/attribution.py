@@ -884,9 +884,9 @@ def _section(r: SetupReport) -> list[str]:
         _shares_row("leave-one-out: eval-loss drop (mean)", loo),
     ]  # fmt: skip
     if r.shapley:
-        lines.append(_shares_row("exact Shapley (mean)", {c: _mean(r.shapley[c]) for c in LABELS}))
-        lines.append(_shares_row("exact Shapley, clipped share", clipped_shares(
-            {c: _mean(r.shapley[c]) for c in LABELS})))  # fmt: skip
+        shapley = {c: _mean([r.shapley[c][k] for k in ks]) for c in LABELS}
+        lines.append(_shares_row("exact Shapley (mean over judged seeds)", shapley))
+        lines.append(_shares_row("exact Shapley, clipped share", clipped_shares(shapley)))
     lines += ["", "Ranking (ours): " + " > ".join(sorted(LABELS, key=lambda c: -ours[c])) + "; leave-one-out: "
               + " > ".join(sorted(LABELS, key=lambda c: -loo[c])) + ".", ""]  # fmt: skip
     lines += [
@@ -895,7 +895,7 @@ def _section(r: SetupReport) -> list[str]:
         f"| Spearman, ours vs leave-one-out (seed means) | {sp_loo_mean:.2f} | >= 0.8 |",
     ]  # fmt: skip
     if r.shapley:
-        shap = {c: _mean(r.shapley[c]) for c in LABELS}
+        shap = {c: _mean([r.shapley[c][k] for k in ks]) for c in LABELS}
         lines.append(f"| Spearman, ours vs exact Shapley (seed means) | "
                      f"{spearman([ours[c] for c in LABELS], [shap[c] for c in LABELS]):.2f} | |")  # fmt: skip
     lines += [
