@@ -16,6 +16,9 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///
 /// Funding is by construction: `openRound` pulls the pool from the funder in the same call, and a
 /// round never pays out more than its own `total`, so the balance always covers every open round.
+/// Rounds are keyed by (funder, jobId): a funder names job ids in its own namespace only, so no
+/// other funder can take a job id first and make the registry's `openRound` revert (which would
+/// block the honest node's result until its job expired).
 /// The hot `claim` path touches three slots: the root, one packed (total, claimed, deadline)
 /// word, and one bitmap word.
 contract RewardDistributor is AccessControl {
@@ -45,11 +48,12 @@ contract RewardDistributor is AccessControl {
     /// @notice Seconds contributors have to claim before the remainder may be swept.
     uint64 public immutable claimWindow;
 
-    mapping(uint256 jobId => Round) private _rounds;
-    mapping(uint256 jobId => mapping(uint256 word => uint256 bits)) private _claimedBitmap;
+    mapping(address funder => mapping(uint256 jobId => Round)) private _rounds;
+    mapping(address funder => mapping(uint256 jobId => mapping(uint256 word => uint256 bits))) private _claimedBitmap;
 
-    error RewardRoundExists(uint256 jobId);
-    error RewardUnknownRound(uint256 jobId);
+    error RewardRoundExists(address funder, uint256 jobId);
+    error RewardUnknownRound(address funder, uint256 jobId);
+    error RewardZeroPool();
     error RewardZeroRoot();
     error RewardInvalidFees(uint256 nodeFeeBps, uint256 datanetFeeBps);
     error RewardNoDatanets();
@@ -63,6 +67,7 @@ contract RewardDistributor is AccessControl {
 
     /// @notice Emitted when a job's pool is funded and its fees paid.
     event RoundOpened(
+        address indexed funder,
         uint256 indexed jobId,
         bytes32 indexed root,
         uint256 contributorsTotal,
@@ -71,11 +76,13 @@ contract RewardDistributor is AccessControl {
         uint64 claimDeadline
     );
     /// @notice Emitted for each fee paid when a round opens.
-    event FeePaid(uint256 indexed jobId, address indexed recipient, uint256 amount, bool toNode);
-    /// @notice Emitted when `account` claims `amount` for leaf `index` of `jobId`.
-    event Claimed(uint256 indexed jobId, uint256 index, address indexed account, uint256 amount);
+    event FeePaid(address indexed funder, uint256 indexed jobId, address indexed recipient, uint256 amount, bool toNode);
+    /// @notice Emitted when `account` claims `amount` for leaf `index` of `funder`'s round `jobId`.
+    event Claimed(
+        address indexed funder, uint256 indexed jobId, uint256 index, address indexed account, uint256 amount
+    );
     /// @notice Emitted when the unclaimed remainder of a round goes back to the poster.
-    event Swept(uint256 indexed jobId, address indexed refundTo, uint256 amount);
+    event Swept(address indexed funder, uint256 indexed jobId, address indexed refundTo, uint256 amount);
 
     /// @param token_ The OPEN token.
     /// @param admin Holds DEFAULT_ADMIN_ROLE (grants FUNDER_ROLE).
@@ -86,8 +93,8 @@ contract RewardDistributor is AccessControl {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
-    /// @notice Opens the reward round of `jobId`, pulling `pool` OPEN from the caller (which must
-    /// have approved this contract). Pays the node fee and one equal Datanet fee per treasury; the
+    /// @notice Opens the caller's reward round of `jobId`, pulling `pool` OPEN from the caller
+    /// (which must have approved this contract). Pays the node fee and one equal Datanet fee per treasury; the
     /// rest becomes claimable under `root`. Emits {RoundOpened} and one {FeePaid} per fee.
     function openRound(
         uint256 jobId,
@@ -100,8 +107,9 @@ contract RewardDistributor is AccessControl {
         address refundTo
     ) external onlyRole(FUNDER_ROLE) {
         // Checks
-        if (_rounds[jobId].root != bytes32(0)) revert RewardRoundExists(jobId);
+        if (_rounds[msg.sender][jobId].root != bytes32(0)) revert RewardRoundExists(msg.sender, jobId);
         if (root == bytes32(0)) revert RewardZeroRoot();
+        if (pool == 0) revert RewardZeroPool();
         if (uint256(nodeFeeBps) + datanetFeeBps > MAX_BPS) revert RewardInvalidFees(nodeFeeBps, datanetFeeBps);
         if (datanetTreasuries.length == 0) revert RewardNoDatanets();
         if (pool > type(uint96).max) revert RewardPoolTooLarge(pool);
@@ -109,7 +117,7 @@ contract RewardDistributor is AccessControl {
         uint256 fees = pool - split.contributors;
         // Effects
         uint64 deadline = uint64(block.timestamp) + claimWindow;
-        _rounds[jobId] = Round({
+        _rounds[msg.sender][jobId] = Round({
             root: root,
             total: uint96(split.contributors), // safe: <= pool <= type(uint96).max
             claimed: 0,
@@ -117,7 +125,7 @@ contract RewardDistributor is AccessControl {
             refundTo: refundTo,
             swept: false
         });
-        emit RoundOpened(jobId, root, split.contributors, split.nodeFee, fees - split.nodeFee, deadline);
+        emit RoundOpened(msg.sender, jobId, root, split.contributors, split.nodeFee, fees - split.nodeFee, deadline);
         // Interactions: fund first (reverts without allowance/balance), then pay the fees out of it.
         token.safeTransferFrom(msg.sender, address(this), pool);
         _payFee(jobId, node, split.nodeFee, true);
@@ -126,16 +134,21 @@ contract RewardDistributor is AccessControl {
         }
     }
 
-    /// @notice Claims `amount` for `account` (anyone may send it; the tokens go to `account`).
-    /// Emits {Claimed}.
-    function claim(uint256 jobId, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
-        external
-    {
-        Round storage r = _rounds[jobId];
+    /// @notice Claims `amount` for `account` from `funder`'s round of `jobId` (anyone may send it;
+    /// the tokens go to `account`). Emits {Claimed}.
+    function claim(
+        address funder,
+        uint256 jobId,
+        uint256 index,
+        address account,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) external {
+        Round storage r = _rounds[funder][jobId];
         // Checks
-        if (r.root == bytes32(0)) revert RewardUnknownRound(jobId);
+        if (r.root == bytes32(0)) revert RewardUnknownRound(funder, jobId);
         if (block.timestamp > r.claimDeadline) revert RewardClaimWindowClosed(jobId, r.claimDeadline);
-        if (isClaimed(jobId, index)) revert RewardAlreadyClaimed(jobId, index);
+        if (isClaimed(funder, jobId, index)) revert RewardAlreadyClaimed(jobId, index);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(jobId, index, account, amount))));
         if (!MerkleProof.verifyCalldata(proof, r.root, leaf)) {
             revert RewardInvalidProof(jobId, index, account, amount);
@@ -143,37 +156,37 @@ contract RewardDistributor is AccessControl {
         uint256 claimedAfter = uint256(r.claimed) + amount;
         if (claimedAfter > r.total) revert RewardExceedsPool(jobId, r.claimed, amount, r.total);
         // Effects
-        _claimedBitmap[jobId][index >> 8] |= (1 << (index & 0xff));
+        _claimedBitmap[funder][jobId][index >> 8] |= (1 << (index & 0xff));
         r.claimed = uint96(claimedAfter); // safe: claimedAfter <= total, a uint96
-        emit Claimed(jobId, index, account, amount);
+        emit Claimed(funder, jobId, index, account, amount);
         // Interactions
         token.safeTransfer(account, amount);
     }
 
-    /// @notice After the claim window, returns what was not claimed to the job's poster.
-    /// Emits {Swept}.
-    function sweep(uint256 jobId) external {
-        Round storage r = _rounds[jobId];
+    /// @notice After the claim window, returns what was not claimed of `funder`'s round `jobId` to
+    /// the job's poster. Emits {Swept}.
+    function sweep(address funder, uint256 jobId) external {
+        Round storage r = _rounds[funder][jobId];
         // Checks
-        if (r.root == bytes32(0)) revert RewardUnknownRound(jobId);
+        if (r.root == bytes32(0)) revert RewardUnknownRound(funder, jobId);
         if (block.timestamp <= r.claimDeadline) revert RewardClaimWindowOpen(jobId, r.claimDeadline);
         if (r.swept) revert RewardAlreadySwept(jobId);
         // Effects
         uint256 remainder = uint256(r.total) - r.claimed;
         r.swept = true;
-        emit Swept(jobId, r.refundTo, remainder);
+        emit Swept(funder, jobId, r.refundTo, remainder);
         // Interactions
         if (remainder != 0) token.safeTransfer(r.refundTo, remainder);
     }
 
-    /// @notice Whether leaf `index` of `jobId` has been claimed.
-    function isClaimed(uint256 jobId, uint256 index) public view returns (bool) {
-        return (_claimedBitmap[jobId][index >> 8] >> (index & 0xff)) & 1 == 1;
+    /// @notice Whether leaf `index` of `funder`'s round `jobId` has been claimed.
+    function isClaimed(address funder, uint256 jobId, uint256 index) public view returns (bool) {
+        return (_claimedBitmap[funder][jobId][index >> 8] >> (index & 0xff)) & 1 == 1;
     }
 
-    /// @notice The reward round of `jobId` (root zero if none).
-    function getRound(uint256 jobId) external view returns (Round memory) {
-        return _rounds[jobId];
+    /// @notice `funder`'s reward round of `jobId` (root zero if none).
+    function getRound(address funder, uint256 jobId) external view returns (Round memory) {
+        return _rounds[funder][jobId];
     }
 
     /// @notice How `pool` splits for the given fees and number of Datanets. Rounding dust stays
@@ -190,7 +203,7 @@ contract RewardDistributor is AccessControl {
 
     function _payFee(uint256 jobId, address to, uint256 amount, bool toNode) private {
         if (amount == 0) return;
-        emit FeePaid(jobId, to, amount, toNode);
+        emit FeePaid(msg.sender, jobId, to, amount, toNode);
         token.safeTransfer(to, amount);
     }
 }

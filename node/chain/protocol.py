@@ -321,18 +321,29 @@ class Protocol:
 
     # ----------------------------------------------------------------- rewards
 
-    def claim_reward(self, job_id: int, index: int, account: str, amount: int, proof: list[bytes]) -> TxReceipt:
-        fn = self.rewards.functions.claim(job_id, index, Web3.to_checksum_address(account), amount, proof)
+    # Reward rounds are keyed by (funder, job id); the ModelRegistry funds every job's round, so it
+    # is the default funder. Another funder (granted FUNDER_ROLE) has its own namespace of job ids.
+
+    def _funder(self, funder: str | None) -> ChecksumAddress:
+        return Web3.to_checksum_address(funder) if funder else self.models.address
+
+    def claim_reward(
+        self, job_id: int, index: int, account: str, amount: int, proof: list[bytes], funder: str | None = None
+    ) -> TxReceipt:
+        fn = self.rewards.functions.claim(
+            self._funder(funder), job_id, index, Web3.to_checksum_address(account), amount, proof
+        )
         return self.client.transact(fn)
 
-    def sweep(self, job_id: int) -> TxReceipt:
-        return self.client.transact(self.rewards.functions.sweep(job_id))
+    def sweep(self, job_id: int, funder: str | None = None) -> TxReceipt:
+        return self.client.transact(self.rewards.functions.sweep(self._funder(funder), job_id))
 
-    def is_claimed(self, job_id: int, index: int) -> bool:
-        return bool(self.client.call(self.rewards.functions.isClaimed(job_id, index)))
+    def is_claimed(self, job_id: int, index: int, funder: str | None = None) -> bool:
+        return bool(self.client.call(self.rewards.functions.isClaimed(self._funder(funder), job_id, index)))
 
-    def reward_round(self, job_id: int) -> Round:
-        return Round(**_as_dict(self.client.call(self.rewards.functions.getRound(job_id))))
+    def reward_round(self, job_id: int, funder: str | None = None) -> Round:
+        raw = self.client.call(self.rewards.functions.getRound(self._funder(funder), job_id))
+        return Round(**_as_dict(raw))
 
     # ------------------------------------------------------ keys (private Datanets)
 

@@ -93,8 +93,8 @@ def total_owed(proto: Protocol) -> int:
     from the chain (rounds found through their RoundOpened logs)."""
     logs = proto.rewards.events.RoundOpened.get_logs(from_block=0)
     owed = 0
-    for job_id in {int(log["args"]["jobId"]) for log in logs}:
-        r = proto.reward_round(job_id)
+    for funder, job_id in {(log["args"]["funder"], int(log["args"]["jobId"])) for log in logs}:
+        r = proto.reward_round(job_id, funder=funder)
         if not r.swept:
             owed += r.total - r.claimed
     return owed

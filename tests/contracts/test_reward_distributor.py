@@ -61,6 +61,11 @@ def open_round(world: World, amounts: list[int] | None = None) -> Opened:
     return Opened(job, tree, share, amounts)
 
 
+def rewards_funder(world: World) -> str:
+    """Every job's round is the ModelRegistry's: rounds are keyed by (funder, job id)."""
+    return world.admin.models.address
+
+
 def distributor_balance(world: World) -> int:
     return world.admin.balance(world.admin.rewards.address)
 
@@ -107,7 +112,8 @@ def test_every_contributor_claims_with_a_real_proof(world: World) -> None:
     for k, contributor in enumerate(world.contributors):
         receipt = claim_leaf(contributor, r.tree, k)
         assert events(rewards, receipt, "Claimed") == [
-            {"jobId": r.job_id, "index": k, "account": contributor.address, "amount": r.amounts[k]}
+            {"funder": rewards_funder(world), "jobId": r.job_id, "index": k, "account": contributor.address,
+             "amount": r.amounts[k]}
         ]
         paid += r.amounts[k]
         assert contributor.balance() == FUNDED + r.amounts[k]
@@ -235,7 +241,7 @@ def test_sweep_returns_the_remainder_to_the_poster_once(world: World) -> None:
     receipt = world.outsider.sweep(r.job_id)
     remainder = r.amounts[1] + r.amounts[3]
     assert events(world.admin.rewards, receipt, "Swept") == [
-        {"jobId": r.job_id, "refundTo": world.poster.address, "amount": remainder}
+        {"funder": rewards_funder(world), "jobId": r.job_id, "refundTo": world.poster.address, "amount": remainder}
     ]
     assert world.poster.balance() == poster_before + remainder
     rnd = world.admin.reward_round(r.job_id)
@@ -319,6 +325,7 @@ def test_open_round_pays_fees_and_records_the_round(world: World, funder: Protoc
     rewards = funder.rewards
     assert events(rewards, receipt, "RoundOpened") == [
         {
+            "funder": funder.address,
             "jobId": 1_000,
             "root": ROOT,
             "contributorsTotal": share,
@@ -331,7 +338,7 @@ def test_open_round_pays_fees_and_records_the_round(world: World, funder: Protoc
         (treasury_address(500), node_fee, True),
         *[(treasury_address(501 + i), each, False) for i in range(3)],
     ]
-    rnd = funder.reward_round(1_000)
+    rnd = funder.reward_round(1_000, funder=funder.address)
     assert rnd.model_dump() == {
         "root": ROOT,
         "total": share,
@@ -352,12 +359,14 @@ def test_open_round_with_zero_fees_pays_no_fee_events(world: World, funder: Prot
     assert events(funder.token, receipt, "Transfer") == [
         {"from": funder.address, "to": funder.rewards.address, "value": 7}
     ]
-    assert funder.reward_round(1_001).total == 7
+    assert funder.reward_round(1_001, funder=funder.address).total == 7
 
 
 def test_open_round_validation(world: World, funder: Protocol) -> None:
-    """Existing rounds, a zero root, fees above 100% and no treasuries are refused."""
+    """Existing rounds, a zero root, an empty pool, fees above 100% and no treasuries are refused."""
     funder.approve(funder.rewards.address, 3 * OPEN)
+    with reverts("RewardZeroPool"):
+        open_direct(funder, 1_000, 0)
     with reverts("RewardZeroRoot"):
         open_direct(funder, 1_000, OPEN, root=bytes(32))
     with reverts("RewardInvalidFees", nodeFeeBps=6_000, datanetFeeBps=4_001):
@@ -365,9 +374,26 @@ def test_open_round_validation(world: World, funder: Protocol) -> None:
     with reverts("RewardNoDatanets"):
         open_direct(funder, 1_000, OPEN, treasuries=0)
     open_direct(funder, 1_000, OPEN, node_bps=6_000, datanet_bps=4_000)  # 100% is allowed
-    assert funder.reward_round(1_000).total == 0
-    with reverts("RewardRoundExists", jobId=1_000):
+    assert funder.reward_round(1_000, funder=funder.address).total == 0
+    with reverts("RewardRoundExists", funder=funder.address, jobId=1_000):
         open_direct(funder, 1_000, OPEN)
+
+
+def test_another_funder_cannot_take_a_job_id_of_the_registry(world: World, funder: Protocol) -> None:
+    """M-5: rounds were keyed by job id alone, so any other funder could open round N for a
+    future job first (a pool of 0 was accepted), and the registry's submitResult for job N then
+    reverted RewardRoundExists until the honest node was slashed at expiry. Rounds are now keyed
+    by (funder, job id): the squatter's round lives in its own namespace and the job completes."""
+    job = claimed_job(world)
+    funder.approve(funder.rewards.address, 1)
+    open_direct(funder, job.job_id, 1)  # the squatter's round for the registry's next result
+    assert funder.reward_round(job.job_id, funder=funder.address).total > 0
+    assert funder.reward_round(job.job_id).root == bytes(32)  # the registry's is still free
+    _, tree = complete_job(world, job, [(world.contributors[0].address, contributors_share(job.params, 1))])
+    assert world.admin.reward_round(job.job_id).root == tree.root
+    claim_leaf(world.relayer, tree, 0)  # pays from the registry's round, not the squatter's
+    assert world.contributors[0].balance() == FUNDED + contributors_share(job.params, 1)
+    assert funder.reward_round(job.job_id, funder=funder.address).claimed == 0
 
 
 SPLITS = [
