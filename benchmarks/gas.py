@@ -110,10 +110,10 @@ CALLS: list[tuple[str, str, str]] = [
     ("withdraw (stake)", "NodeStaking", "after the unbonding period"),
     ("postJob", "ModelRegistry", "escrows the pool"),
     ("postJobWithPermit", "ModelRegistry", ""),
-    ("claimJob", "ModelRegistry", "locks the node's stake"),
+    ("claimJob", "ModelRegistry", "reserves the job's bond out of the node's free stake"),
     ("cancelJob", "ModelRegistry", "refunds the pool"),
-    ("expireJob", "ModelRegistry", "refund + slashes the node"),
-    ("submitResult", "ModelRegistry", "registers the model, opens the reward round, pays fees"),
+    ("expireJob", "ModelRegistry", "refund + half the job's bond to the poster"),
+    ("submitResult", "ModelRegistry", "registers the model, releases the bond, opens the reward round, pays fees"),
     ("claim", "RewardDistributor", "3-leaf tree"),
     ("sweep", "RewardDistributor", "after the claim window"),
 ]
