@@ -11,8 +11,9 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// bond out of the node's active stake (the job registry sizes it from the job's pool), so a node
 /// holds only as many jobs as its stake covers, and a reserved bond can neither be unbonded nor
 /// back a second job. A proven fault (a claimed job left to expire or to overrun its training
-/// time) is slashed from that job's bond. Unbonding takes `unbondingPeriod`, so a fault found
-/// shortly after cannot be escaped by withdrawing first.
+/// time) is slashed from that job's bond, which stays reserved until the job ends, so no fault can
+/// be escaped by unbonding first. Unbonding free stake takes `unbondingPeriod` (at most
+/// MAX_UNBONDING_PERIOD).
 contract NodeStaking is AccessControl {
     using SafeERC20 for IERC20;
 
@@ -26,6 +27,11 @@ contract NodeStaking is AccessControl {
         uint64 unbondingEndsAt; // when `unbonding` may be withdrawn
         uint32 jobs; // claimed jobs whose bonds are reserved
     }
+
+    /// @notice The longest unbonding period the admin may set: a stake is never bonded forever, and
+    /// `block.timestamp + unbondingPeriod` can never overflow (a huge period made requestUnbond
+    /// revert with a panic, so no node could ever leave).
+    uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
 
     IERC20 public immutable token;
     /// @notice Minimum active stake to claim a job.
@@ -42,6 +48,7 @@ contract NodeStaking is AccessControl {
     error NodeStakingInsufficientFree(address node, uint256 free, uint256 needed);
     error NodeStakingNotReserved(address node, uint256 reserved, uint256 amount);
     error NodeStakingSlashExceedsBond(uint256 amount, uint256 bond);
+    error NodeStakingInvalidParameter(string parameter);
 
     /// @notice Emitted when `node` adds `amount` to its active stake.
     event Staked(address indexed node, uint256 amount, uint256 active);
@@ -63,6 +70,7 @@ contract NodeStaking is AccessControl {
     /// @param minStake_ Minimum active stake to claim a job.
     /// @param unbondingPeriod_ Seconds a stake stays slashable after `requestUnbond`.
     constructor(IERC20 token_, address admin, uint256 minStake_, uint64 unbondingPeriod_) {
+        if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) revert NodeStakingInvalidParameter("unbondingPeriod");
         token = token_;
         minStake = minStake_;
         unbondingPeriod = unbondingPeriod_;
@@ -145,6 +153,7 @@ contract NodeStaking is AccessControl {
 
     /// @notice Sets the minimum stake and the unbonding period. Emits {ParametersSet}.
     function setParameters(uint256 minStake_, uint64 unbondingPeriod_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) revert NodeStakingInvalidParameter("unbondingPeriod");
         minStake = minStake_;
         unbondingPeriod = unbondingPeriod_;
         emit ParametersSet(minStake_, unbondingPeriod_);

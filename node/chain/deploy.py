@@ -31,7 +31,9 @@ class DeployConfig(BaseModel):
 
     initial_supply: int = Field(1_000_000_000 * OPEN, description="OPEN minted to the deployer.")
     min_node_stake: int = Field(1_000 * OPEN, description="Active stake a node needs to claim jobs.")
-    unbonding_period: int = Field(7 * 24 * 3600, description="Seconds a node's unbonding stays slashable.")
+    unbonding_period: int = Field(
+        7 * 24 * 3600, ge=0, le=365 * 24 * 3600, description="Seconds before a node's unbonded stake can leave."
+    )
     claim_window: int = Field(90 * 24 * 3600, description="Seconds contributors have to claim rewards.")
     max_training_time: int = Field(
         3 * 24 * 3600, ge=3600, le=60 * 24 * 3600,

@@ -322,6 +322,21 @@ def test_set_parameters_is_admin_only(world: World) -> None:
             send(who, who.staking.functions.setParameters(0, 0))
 
 
+def test_the_unbonding_period_is_bounded(world: World) -> None:
+    """M-4: the admin could set an unbonding period near 2**64, after which every requestUnbond
+    overflowed (a panic) and no node could ever leave. It is now at most MAX_UNBONDING_PERIOD."""
+    admin, node = world.admin, world.node
+    limit = view(admin, admin.staking.functions.MAX_UNBONDING_PERIOD())
+    assert limit == 365 * 86_400
+    for bad in (limit + 1, 2**64 - 1):
+        with reverts("NodeStakingInvalidParameter", parameter="unbondingPeriod"):
+            send(admin, admin.staking.functions.setParameters(MIN_STAKE, bad))
+    send(admin, admin.staking.functions.setParameters(MIN_STAKE, limit))
+    stake_node(node, MIN_STAKE)
+    node.request_unbond(MIN_STAKE)  # the longest period still leaves a way out
+    assert node.node_stake().unbondingEndsAt == world.now() + limit
+
+
 def test_new_unbonding_period_applies_to_later_requests(world: World) -> None:
     """unbondingEndsAt uses the period in force when the request is made."""
     admin, node = world.admin, world.node
