@@ -181,6 +181,7 @@ def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
     trust = [*base, "--wallet", "curator", "net", "trust-node", str(d), world.node.address, "--json"]
     trusted = json.loads(_run(trust))
     assert (trusted["trusted"], trusted["checked"]) == (True, True) and world.node.can_claim(d)
+    assert json.loads(_run([*base, "net", "show", str(d), "--json"]))["trusted_nodes"] == [world.node.address]
     world.node.claim_job(job)
     keys = json.loads(_run([*base, "--wallet", "node", "keys", "publish", "--json"]))
     assert keys["account"] == world.node.address
@@ -190,6 +191,9 @@ def test_private_datanet_via_cli(cli_env: World, tmp_path: Path) -> None:
     assert len(got.examples) == 5 and not got.excluded
     refused = runner.invoke(app, [*base, "--wallet", "alice", "grant", "--job", str(job)])
     assert refused.exit_code != 0
+    _run([*base, "--wallet", "curator", "net", "trust-node", str(d), world.node.address, "--revoke"])
+    assert json.loads(_run([*base, "net", "show", str(d), "--json"]))["trusted_nodes"] == []
+    assert not world.node.can_claim(d)
 
 
 def test_a_lock_period_out_of_bounds_is_refused_before_sending(cli_env: World) -> None:

@@ -138,6 +138,18 @@ class Protocol:
         fn = self.datanets.functions.setTrustedNode(datanet_id, Web3.to_checksum_address(node), trusted)
         return self.client.transact(fn)
 
+    def trusted_nodes(self, datanet_id: int) -> list[ChecksumAddress]:
+        """The nodes `datanet_id` trusts now, from its TrustedNodeSet logs (the last word per node
+        counts), each confirmed against the registry's current state."""
+        event = self.datanets.events.TrustedNodeSet
+        logs = self.client.rpc(
+            lambda: event.get_logs(from_block=self.deployment.deploy_block, argument_filters={"datanetId": datanet_id}),
+            "get TrustedNodeSet logs",
+        )
+        named = {Web3.to_checksum_address(log["args"]["node"]) for log in logs}
+        fn = self.datanets.functions.isTrustedNode
+        return sorted(n for n in named if self.client.call(fn(datanet_id, n)))
+
     def can_claim(self, datanet_id: int, node: str | None = None) -> bool:
         """Whether `node` (default: this account) may claim jobs that train on `datanet_id`."""
         who = Web3.to_checksum_address(node) if node else self.address

@@ -115,10 +115,12 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
     p = read_protocol(ctx)
     d = p.datanet(datanet_id)
     contribs = [p.contribution(i) for i in submitted_ids(p, datanetId=datanet_id)]
+    trusted = p.trusted_nodes(datanet_id)
     if json_out:
         print_json(
             {
                 "datanet": d.model_dump(mode="json"),
+                "trusted_nodes": trusted,
                 "contributions": [c.model_dump(mode="json") for c in contribs],
             }
         )
@@ -130,6 +132,9 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
         f"min stake {fmt_open(d.minStake)}, slash {d.slashBps / 100:g}%, lock {d.lockPeriod / 86400:g} days, "
         f"metadata {d.metadataCID}"
     )
+    if d.isPrivate or d.restricted:
+        nodes = ", ".join(trusted) or "none yet (`datanet net trust-node`)"
+        console.print(f"nodes it trusts to claim its jobs: {nodes}")
     t = Table("#", "contributor", "CID", "records", "stake", "status")
     for c in contribs:
         t.add_row(str(c.id), c.contributor, c.cid, str(c.recordCount), fmt_open(c.stake), c.status.name.lower())
