@@ -12,6 +12,10 @@ store's `block/get` reads go), which split the gap to js-ipfs into client, reque
 costs; and a copy between two files on this disk (the fastest a local read could be). Ratios are
 throughput / baseline throughput. Every store read re-hashes every block against its CID, which
 is what the node does before training on it.
+
+Failure detection, too: how long a store takes to give up with a clear error (an API nobody
+listens on; a CID the live node does not have), against the floor its retry settings allow (the
+backoff sum; the timeouts it must wait out). The tests only guard these against hangs (30 s).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gas_report import write_section
+from node.chain.devchain import free_port
+from node.errors import NodeError
 from node.storage import unixfs
 from node.storage.embedded import EmbeddedStore
 from node.storage.jsipfs import JsIpfsNode
@@ -52,6 +58,44 @@ class Row(BaseModel):
     mib_per_s: float
     vs_loopback: float | None = None  # throughput / the plain loopback HTTP copy's
     vs_disk: float | None = None  # throughput / the disk file copy's
+
+
+class FailRow(BaseModel):
+    what: str
+    seconds: float
+    floor: float  # what the retry settings make the least possible time to give up
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.floor
+
+
+def _time_to_fail(fn: Callable[[], object]) -> float:
+    """Seconds until `fn` raises the store's clear error (anything else is a bug: it propagates)."""
+    t = time.perf_counter()
+    try:
+        fn()
+    except NodeError:
+        return time.perf_counter() - t
+    raise AssertionError("expected the store to give up with a NodeError")
+
+
+def failure_rows(api_url: str) -> list[FailRow]:
+    """Time to a clear error on an API nobody listens on and on a CID the live node lacks."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    retries, backoff = 3, 0.05
+    unreachable = _time_to_fail(lambda: KuboStore(dead, timeout=5, retries=retries, backoff=backoff).cat(MISSING))
+    timeout = 1.0
+    missing = _time_to_fail(lambda: KuboStore(api_url, timeout=timeout, backoff=0.01).cat(MISSING))
+    return [
+        FailRow(what=f"unreachable API: {retries} retries, backoff {backoff} s doubling", seconds=unreachable,
+                floor=sum(backoff * 2**k for k in range(retries))),
+        FailRow(what=f"CID the live node lacks: timeout {timeout} s, one timeout retry", seconds=missing,
+                floor=2 * timeout),
+    ]  # fmt: skip
+
+
+MISSING = unixfs.build_file(b"a block no node here has ever stored").cid
 
 
 def _best(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -113,7 +157,7 @@ def _loopback(data: bytes) -> tuple[float, float, float]:
         return _best(plain), _best(whole), _best(per_block)
 
 
-def run(mib: int) -> list[Row]:
+def run(mib: int) -> tuple[list[Row], list[FailRow]]:
     data = os.urandom(mib * 2**20)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -129,6 +173,7 @@ def run(mib: int) -> list[Row]:
             kubo = KuboStore(node.api_url, timeout=120)
             assert kubo.add_bytes(data) == cid
             ipfs = _best(lambda: kubo.cat(cid), repeat=2)
+            failures = failure_rows(node.api_url)
 
     def row(what: str, seconds: float, ratios: bool = True) -> Row:
         rate = mib / seconds
@@ -144,10 +189,10 @@ def run(mib: int) -> list[Row]:
         row("embedded store: fetch + verify", emb),
         row("js-ipfs node (RPC API on loopback): fetch + verify", ipfs),
         row("CID computation (UnixFS DAG build)", cid_time, ratios=False),
-    ]
+    ], failures
 
 
-def markdown(rows: list[Row], mib: int, load: float) -> str:
+def markdown(rows: list[Row], failures: list[FailRow], mib: int, load: float) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         BEGIN,
@@ -167,6 +212,12 @@ def markdown(rows: list[Row], mib: int, load: float) -> str:
         loop = f"{r.vs_loopback:.3f}" if r.vs_loopback is not None else "n/a"
         disk = f"{r.vs_disk:.3f}" if r.vs_disk is not None else "n/a"
         lines.append(f"| {r.what} | {r.seconds:.3f} | {r.mib_per_s:,.0f} | {loop} | {disk} |")
+    lines += [
+        "", "Failure detection: seconds until the store gives up with a clear error, against the least its retry "
+        "settings allow (ratio 1.0 = no time lost beyond the configured waits).", "",
+        "| Failure | Seconds | Floor (s) | Ratio |", "|---|---:|---:|---:|",
+    ]  # fmt: skip
+    lines += [f"| {f.what} | {f.seconds:.3f} | {f.floor:.3f} | {f.ratio:.2f} |" for f in failures]
     return "\n".join([*lines, END])
 
 
@@ -176,7 +227,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     load = os.getloadavg()[0]  # other work on the machine slows every row; say how much there was
-    md = markdown(run(args.mib), args.mib, load)
+    rows, failures = run(args.mib)
+    md = markdown(rows, failures, args.mib, load)
     print(md)
     if not args.no_write:
         print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
