@@ -17,8 +17,6 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 contract NodeStaking is AccessControl {
     using SafeERC20 for IERC20;
 
-    /// @notice May lock/unlock stakes and slash them (granted to the ModelRegistry).
-    bytes32 public constant JOB_MANAGER_ROLE = keccak256("JOB_MANAGER_ROLE");
 
     struct Stake {
         uint256 active; // bonded; counts towards eligibility and bonds
@@ -34,6 +32,10 @@ contract NodeStaking is AccessControl {
     uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
 
     IERC20 public immutable token;
+    /// @notice The one contract that may reserve, release and slash bonds: the ModelRegistry, wired
+    /// once at deployment ({setJobManager}) and never changed. A role the admin could grant (as
+    /// before) would let the admin make itself job manager and slash every bond to itself.
+    address public jobManager;
     /// @notice Minimum active stake to claim a job.
     uint256 public minStake;
     /// @notice Seconds between `requestUnbond` and `withdraw`.
@@ -49,6 +51,8 @@ contract NodeStaking is AccessControl {
     error NodeStakingNotReserved(address node, uint256 reserved, uint256 amount);
     error NodeStakingSlashExceedsBond(uint256 amount, uint256 bond);
     error NodeStakingInvalidParameter(string parameter);
+    error NodeStakingNotJobManager(address caller);
+    error NodeStakingJobManagerSet(address jobManager);
 
     /// @notice Emitted when `node` adds `amount` to its active stake.
     event Staked(address indexed node, uint256 amount, uint256 active);
@@ -62,11 +66,13 @@ contract NodeStaking is AccessControl {
     event BondReserved(address indexed node, uint256 amount, uint256 reserved, uint32 jobs);
     /// @notice Emitted when a job's bond is released back to `node`'s free stake.
     event BondReleased(address indexed node, uint256 amount, uint256 reserved, uint32 jobs);
+    /// @notice Emitted once, when the deployment wires the job manager.
+    event JobManagerSet(address indexed jobManager);
     /// @notice Emitted when the admin changes the staking parameters.
     event ParametersSet(uint256 minStake, uint64 unbondingPeriod);
 
     /// @param token_ The OPEN token.
-    /// @param admin Holds DEFAULT_ADMIN_ROLE (grants JOB_MANAGER_ROLE, sets parameters).
+    /// @param admin Holds DEFAULT_ADMIN_ROLE: wires the job manager once, sets the (bounded) parameters.
     /// @param minStake_ Minimum active stake to claim a job.
     /// @param unbondingPeriod_ Seconds a stake stays slashable after `requestUnbond`.
     constructor(IERC20 token_, address admin, uint256 minStake_, uint64 unbondingPeriod_) {
@@ -76,6 +82,19 @@ contract NodeStaking is AccessControl {
         unbondingPeriod = unbondingPeriod_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         emit ParametersSet(minStake_, unbondingPeriod_);
+    }
+
+    modifier onlyJobManager() {
+        if (msg.sender != jobManager || msg.sender == address(0)) revert NodeStakingNotJobManager(msg.sender);
+        _;
+    }
+
+    /// @notice Wires the job manager (the ModelRegistry): admin only, once. Emits {JobManagerSet}.
+    function setJobManager(address jobManager_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (jobManager != address(0)) revert NodeStakingJobManagerSet(jobManager);
+        if (jobManager_ == address(0)) revert NodeStakingInvalidParameter("jobManager");
+        jobManager = jobManager_;
+        emit JobManagerSet(jobManager_);
     }
 
     /// @notice Bonds `amount` OPEN (needs an allowance). Emits {Staked}.
@@ -121,7 +140,7 @@ contract NodeStaking is AccessControl {
 
     /// @notice Reserves `amount` of `node`'s free stake as the bond of one claimed job. Reverts
     /// unless the node has at least `minStake` active and `amount` free. Emits {BondReserved}.
-    function reserve(address node, uint256 amount) external onlyRole(JOB_MANAGER_ROLE) {
+    function reserve(address node, uint256 amount) external onlyJobManager {
         Stake storage s = _stakes[node];
         uint256 free = s.active - s.reserved;
         if (s.active < minStake || s.active == 0 || free < amount) {
@@ -133,7 +152,7 @@ contract NodeStaking is AccessControl {
     }
 
     /// @notice Releases one job's bond `amount` back to `node`'s free stake. Emits {BondReleased}.
-    function release(address node, uint256 amount) external onlyRole(JOB_MANAGER_ROLE) {
+    function release(address node, uint256 amount) external onlyJobManager {
         _release(node, amount);
     }
 
@@ -142,7 +161,7 @@ contract NodeStaking is AccessControl {
     /// there: a penalty does not shrink with earlier faults. Emits {BondReleased} and {Slashed}.
     function slashBond(address node, uint256 bond, uint256 amount, address recipient, bytes32 reason)
         external
-        onlyRole(JOB_MANAGER_ROLE)
+        onlyJobManager
     {
         if (amount > bond) revert NodeStakingSlashExceedsBond(amount, bond);
         _release(node, bond);

@@ -20,9 +20,7 @@ def test_deployment_is_wired(world: World) -> None:
     assert world.curator.balance() == FUNDED
     assert world.admin.min_node_stake() == 1_000 * OPEN
     staking = world.admin.staking
-    assert staking.functions.hasRole(
-        staking.functions.JOB_MANAGER_ROLE().call(), world.admin.models.address
-    ).call()
+    assert staking.functions.jobManager().call() == world.admin.models.address
     rewards = world.admin.rewards
     assert rewards.functions.hasRole(
         rewards.functions.FUNDER_ROLE().call(), world.admin.models.address

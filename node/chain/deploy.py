@@ -84,7 +84,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     # The ModelRegistry reserves/slashes node bonds and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
-    client.transact(staking_c.functions.grantRole(staking_c.functions.JOB_MANAGER_ROLE().call(), models))
+    client.transact(staking_c.functions.setJobManager(models))  # once: no role anyone could grant later
     client.transact(rewards_c.functions.grantRole(rewards_c.functions.FUNDER_ROLE().call(), models))
     token_c = client.contract("OpenToken", token)
     for address, amount in dev_funding(cfg).items():

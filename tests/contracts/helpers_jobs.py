@@ -36,7 +36,6 @@ MAX_TRAINING_TIME = DEPLOYED.max_training_time
 BASE_HASH = b"\x11" * 32
 CONFIG_HASH = b"\x22" * 32
 REWARD_TYPES = ["uint256", "uint256", "address", "uint256"]
-JOB_MANAGER_ROLE = keccak(text="JOB_MANAGER_ROLE")
 FUNDER_ROLE = keccak(text="FUNDER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -245,3 +244,14 @@ def claim_leaf(proto: Protocol, tree: StandardMerkleTree, k: int) -> TxReceipt:
     """Claims the `k`-th leaf of `tree` (input order) with its real proof, sent by `proto`."""
     job_id, index, account, amount = tree.values()[k]
     return proto.claim_reward(job_id, index, account, amount, tree.proof(k))
+
+
+def own_staking(admin: Protocol, *others: Protocol) -> Protocol:
+    """Points `admin` and `others` at a NodeStaking of their own (the deployed parameters), whose
+    job manager is `admin`: the deployed one's is the ModelRegistry, wired once at deployment and
+    never changeable, so unit tests that drive bonds directly need their own instance."""
+    address = admin.client.deploy("NodeStaking", admin.token.address, admin.address, MIN_STAKE, UNBONDING)
+    for p in (admin, *others):
+        p.staking = p.client.contract("NodeStaking", address)
+    send(admin, admin.staking.functions.setJobManager(admin.address))
+    return admin

@@ -10,12 +10,11 @@ from node.chain.protocol import Protocol
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_jobs import (
     DEFAULT_ADMIN_ROLE,
-    JOB_MANAGER_ROLE,
     MIN_STAKE,
     UNBONDING,
     events,
     frozen_clock,
-    grant_role,
+    own_staking,
     reverts,
     send,
     set_time,
@@ -29,9 +28,9 @@ REASON = b"fault".ljust(32, b"\0")
 
 @pytest.fixture
 def manager(world: World) -> Protocol:
-    """The admin, granted JOB_MANAGER_ROLE (as the ModelRegistry is), to drive bonds and slashes."""
-    grant_role(world.admin, world.admin.staking, JOB_MANAGER_ROLE, world.admin.address)
-    return world.admin
+    """The admin as job manager (as the ModelRegistry is) of a NodeStaking of the test's own, to
+    drive bonds and slashes; every account of `world` uses that one."""
+    return own_staking(world.admin, world.node, world.outsider, world.poster, world.curator, *world.contributors)
 
 
 def staked_total(world: World) -> int:
@@ -244,9 +243,10 @@ def test_a_bond_needs_the_minimum_active_stake(world: World, manager: Protocol) 
 
 
 @pytest.mark.parametrize("action", ["reserve", "release", "slashBond"])
-def test_job_manager_functions_need_the_role(world: World, action: str) -> None:
-    """Only JOB_MANAGER_ROLE may reserve, release or slash bonds; not even the admin holds it by default."""
+def test_only_the_job_manager_touches_bonds(world: World, action: str) -> None:
+    """Only the ModelRegistry may reserve, release or slash bonds: not the admin, not a node."""
     node = world.node.address
+    assert view(world.admin, world.admin.staking.functions.jobManager()) == world.admin.models.address
     for caller in (world.admin, world.node, world.outsider):
         fns = caller.staking.functions
         fn = {
@@ -254,8 +254,21 @@ def test_job_manager_functions_need_the_role(world: World, action: str) -> None:
             "release": fns.release(node, 1),
             "slashBond": fns.slashBond(node, 1, 1, caller.address, REASON),
         }[action]
-        with reverts("AccessControlUnauthorizedAccount", account=caller.address, neededRole=JOB_MANAGER_ROLE):
+        with reverts("NodeStakingNotJobManager", caller=caller.address):
             send(caller, fn)
+
+
+def test_the_admin_cannot_make_itself_job_manager(world: World) -> None:
+    """M-4: the admin held DEFAULT_ADMIN_ROLE over a grantable job-manager role, so it could grant
+    itself the role and slash every bond to itself. The job manager is wired once at deployment
+    (the ModelRegistry) and can never be changed, by the admin or anyone."""
+    admin, models = world.admin, world.admin.models.address
+    for who in (admin, world.outsider):
+        with reverts("NodeStakingJobManagerSet", jobManager=models) if who is admin else reverts(
+            "AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE
+        ):
+            send(who, who.staking.functions.setJobManager(who.address))
+    assert view(admin, admin.staking.functions.jobManager()) == models
 
 
 # --------------------------------------------------------------------------- slash

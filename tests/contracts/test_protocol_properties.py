@@ -36,14 +36,13 @@ from tests.contracts.helpers_jobs import (
     CLAIM_WINDOW,
     DAY,
     EXPIRY_SLASH_BPS,
-    JOB_MANAGER_ROLE,
     MIN_STAKE,
     UNBONDING,
     claim_leaf,
     create_datanets,
     frozen_clock,
-    grant_role,
     job_params,
+    own_staking,
     post_job,
     result_params,
     reward_tree,
@@ -376,8 +375,8 @@ def test_stake_ledger_matches_a_model(world: World, ops: list[tuple[str, int, in
     leaves every record as the model predicts: a bond never exceeds the free stake, a penalty
     never exceeds its bond, and the contract holds exactly the sum of all stakes."""
     with isolated(world) as w:
-        grant_role(w.admin, w.admin.staking, JOB_MANAGER_ROLE, w.admin.address)
         nodes = [w.node, w.contributors[0]]
+        own_staking(w.admin, *nodes)
         for n in nodes:
             n.approve(n.staking.address, MAX_UINT)
         models = [StakeModel(), StakeModel()]
