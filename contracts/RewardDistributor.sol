@@ -3,7 +3,6 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /// @title RewardDistributor
@@ -21,11 +20,9 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// block the honest node's result until its job expired).
 /// The hot `claim` path touches three slots: the root, one packed (total, claimed, deadline)
 /// word, and one bitmap word.
-contract RewardDistributor is AccessControl {
+contract RewardDistributor {
     using SafeERC20 for IERC20;
 
-    /// @notice May open reward rounds (granted to the ModelRegistry).
-    bytes32 public constant FUNDER_ROLE = keccak256("FUNDER_ROLE");
     uint16 public constant MAX_BPS = 10_000;
 
     struct Round {
@@ -45,12 +42,21 @@ contract RewardDistributor is AccessControl {
     }
 
     IERC20 public immutable token;
+    /// @notice The account that wires {funder}, once, at deployment.
+    address public immutable deployer;
+    /// @notice The one contract that opens rounds: the ModelRegistry, wired once ({setFunder}) and
+    /// never changed. A role an admin could grant and revoke (as before) let the admin revoke the
+    /// registry's and so make every result revert, freezing claimed pools until their deadlines.
+    address public funder;
     /// @notice Seconds contributors have to claim before the remainder may be swept.
     uint64 public immutable claimWindow;
 
     mapping(address funder => mapping(uint256 jobId => Round)) private _rounds;
     mapping(address funder => mapping(uint256 jobId => mapping(uint256 word => uint256 bits))) private _claimedBitmap;
 
+    error RewardNotFunder(address caller);
+    error RewardFunderSet(address funder);
+    error RewardZeroFunder();
     error RewardRoundExists(address funder, uint256 jobId);
     error RewardUnknownRound(address funder, uint256 jobId);
     error RewardZeroPool();
@@ -65,6 +71,8 @@ contract RewardDistributor is AccessControl {
     error RewardClaimWindowOpen(uint256 jobId, uint64 claimDeadline);
     error RewardAlreadySwept(uint256 jobId);
 
+    /// @notice Emitted once, when the deployment wires the funder.
+    event FunderSet(address indexed funder);
     /// @notice Emitted when a job's pool is funded and its fees paid.
     event RoundOpened(
         address indexed funder,
@@ -85,12 +93,21 @@ contract RewardDistributor is AccessControl {
     event Swept(address indexed funder, uint256 indexed jobId, address indexed refundTo, uint256 amount);
 
     /// @param token_ The OPEN token.
-    /// @param admin Holds DEFAULT_ADMIN_ROLE (grants FUNDER_ROLE).
+    /// @param deployer_ May wire the funder, once ({setFunder}); it has no other power.
     /// @param claimWindow_ Seconds from funding until unclaimed rewards may be swept.
-    constructor(IERC20 token_, address admin, uint64 claimWindow_) {
+    constructor(IERC20 token_, address deployer_, uint64 claimWindow_) {
         token = token_;
+        deployer = deployer_;
         claimWindow = claimWindow_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /// @notice Wires the funder (the ModelRegistry): the deployer only, once. Emits {FunderSet}.
+    function setFunder(address funder_) external {
+        if (msg.sender != deployer) revert RewardNotFunder(msg.sender);
+        if (funder != address(0)) revert RewardFunderSet(funder);
+        if (funder_ == address(0)) revert RewardZeroFunder();
+        funder = funder_;
+        emit FunderSet(funder_);
     }
 
     /// @notice Opens the caller's reward round of `jobId`, pulling `pool` OPEN from the caller
@@ -105,8 +122,9 @@ contract RewardDistributor is AccessControl {
         address[] calldata datanetTreasuries,
         uint16 datanetFeeBps,
         address refundTo
-    ) external onlyRole(FUNDER_ROLE) {
+    ) external {
         // Checks
+        if (msg.sender != funder || msg.sender == address(0)) revert RewardNotFunder(msg.sender);
         if (_rounds[msg.sender][jobId].root != bytes32(0)) revert RewardRoundExists(msg.sender, jobId);
         if (root == bytes32(0)) revert RewardZeroRoot();
         if (pool == 0) revert RewardZeroPool();

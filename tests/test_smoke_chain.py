@@ -22,9 +22,7 @@ def test_deployment_is_wired(world: World) -> None:
     staking = world.admin.staking
     assert staking.functions.jobManager().call() == world.admin.models.address
     rewards = world.admin.rewards
-    assert rewards.functions.hasRole(
-        rewards.functions.FUNDER_ROLE().call(), world.admin.models.address
-    ).call()
+    assert rewards.functions.funder().call() == world.admin.models.address
 
 
 def test_snapshot_isolation_first(world: World) -> None:

@@ -85,7 +85,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
     client.transact(staking_c.functions.setJobManager(models))  # once: no role anyone could grant later
-    client.transact(rewards_c.functions.grantRole(rewards_c.functions.FUNDER_ROLE().call(), models))
+    client.transact(rewards_c.functions.setFunder(models))  # once: no role an admin could revoke later
     token_c = client.contract("OpenToken", token)
     for address, amount in dev_funding(cfg).items():
         client.transact(token_c.functions.transfer(address, amount))

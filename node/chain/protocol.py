@@ -333,8 +333,8 @@ class Protocol:
 
     # ----------------------------------------------------------------- rewards
 
-    # Reward rounds are keyed by (funder, job id); the ModelRegistry funds every job's round, so it
-    # is the default funder. Another funder (granted FUNDER_ROLE) has its own namespace of job ids.
+    # Reward rounds are keyed by (funder, job id); the ModelRegistry, wired once as the distributor's
+    # only funder, funds every job's round, so it is the default.
 
     def _funder(self, funder: str | None) -> ChecksumAddress:
         return Web3.to_checksum_address(funder) if funder else self.models.address

@@ -36,7 +36,6 @@ MAX_TRAINING_TIME = DEPLOYED.max_training_time
 BASE_HASH = b"\x11" * 32
 CONFIG_HASH = b"\x22" * 32
 REWARD_TYPES = ["uint256", "uint256", "address", "uint256"]
-FUNDER_ROLE = keccak(text="FUNDER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 EXPIRY_SLASH_BPS = 5_000
@@ -81,10 +80,6 @@ def view(proto: Protocol, fn: Any) -> Any:
 def send(proto: Protocol, fn: Any) -> TxReceipt:
     """Sends a raw contract call from `proto`'s account (for functions without a binding)."""
     return proto.client.transact(fn)
-
-
-def grant_role(admin: Protocol, contract: Contract, role: bytes, account: str) -> None:
-    send(admin, contract.functions.grantRole(role, Web3.to_checksum_address(account)))
 
 
 def total_owed(proto: Protocol) -> int:
@@ -254,4 +249,14 @@ def own_staking(admin: Protocol, *others: Protocol) -> Protocol:
     for p in (admin, *others):
         p.staking = p.client.contract("NodeStaking", address)
     send(admin, admin.staking.functions.setJobManager(admin.address))
+    return admin
+
+
+def own_distributor(admin: Protocol, *others: Protocol) -> Protocol:
+    """Points `admin` and `others` at a RewardDistributor of their own (the deployed claim window)
+    whose funder is `admin`: the deployed one's is the ModelRegistry, wired once at deployment."""
+    address = admin.client.deploy("RewardDistributor", admin.token.address, admin.address, CLAIM_WINDOW)
+    for p in (admin, *others):
+        p.rewards = p.client.contract("RewardDistributor", address)
+    send(admin, admin.rewards.functions.setFunder(admin.address))
     return admin

@@ -13,7 +13,6 @@ from node.rewards.merkle import StandardMerkleTree
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_jobs import (
     CLAIM_WINDOW,
-    FUNDER_ROLE,
     REWARD_TYPES,
     JobSetup,
     claim_leaf,
@@ -22,7 +21,7 @@ from tests.contracts.helpers_jobs import (
     contributors_share,
     events,
     frozen_clock,
-    grant_role,
+    own_distributor,
     result_params,
     reverts,
     send,
@@ -72,9 +71,9 @@ def distributor_balance(world: World) -> int:
 
 @pytest.fixture
 def funder(world: World) -> Protocol:
-    """The admin, granted FUNDER_ROLE (as the ModelRegistry is), to open rounds directly."""
-    grant_role(world.admin, world.admin.rewards, FUNDER_ROLE, world.admin.address)
-    return world.admin
+    """The admin as the funder (as the ModelRegistry is) of a RewardDistributor of the test's own,
+    to open rounds directly; every account of `world` uses that one."""
+    return own_distributor(world.admin, world.node, world.outsider, world.relayer, world.poster, *world.contributors)
 
 
 def open_direct(
@@ -283,17 +282,26 @@ def test_rounds_are_isolated(world: World) -> None:
 # ----------------------------------------------------------------------- funding
 
 
-def test_open_round_needs_the_funder_role(world: World) -> None:
-    """Only FUNDER_ROLE opens rounds; the admin does not hold it by default."""
+def test_only_the_registry_opens_rounds(world: World) -> None:
+    """The funder is the ModelRegistry, wired once at deployment: the deployer, a node or anyone
+    else can neither open a round nor re-wire the funder."""
+    models = world.admin.models.address
+    assert view(world.admin, world.admin.rewards.functions.funder()) == models
     for who in (world.admin, world.outsider, world.node):
-        with reverts("AccessControlUnauthorizedAccount", account=who.address, neededRole=FUNDER_ROLE):
+        with reverts("RewardNotFunder", caller=who.address):
             open_direct(who, 1_000, OPEN)
+    with reverts("RewardFunderSet", funder=models):
+        send(world.admin, world.admin.rewards.functions.setFunder(world.admin.address))
+    with reverts("RewardNotFunder", caller=world.outsider.address):
+        send(world.outsider, world.outsider.rewards.functions.setFunder(world.outsider.address))
 
 
 def test_open_round_pulls_its_pool_from_the_funder(world: World, funder: Protocol) -> None:
     """A round is funded by construction: openRound pulls exactly the pool from the funder, so
     neither tokens owed to earlier rounds nor tokens sent to the contract directly can fund it."""
-    r = open_round(world)
+    funder.approve(funder.rewards.address, 10 * OPEN)
+    open_direct(funder, 999, 10 * OPEN)  # an earlier round: its 8 OPEN are owed, not spare
+    earlier = funder.reward_round(999, funder=funder.address).total
     with reverts("ERC20InsufficientAllowance", spender=funder.rewards.address, allowance=0, needed=5 * OPEN):
         open_direct(funder, 1_000, 5 * OPEN)
     funder.transfer(funder.rewards.address, 5 * OPEN)  # a stray transfer is not funding
@@ -304,7 +312,7 @@ def test_open_round_pulls_its_pool_from_the_funder(world: World, funder: Protoco
     before = funder.balance()
     open_direct(funder, 1_000, 5 * OPEN)
     assert funder.balance() == before - 5 * OPEN  # fees went to other addresses
-    assert total_owed(funder) == r.share + 4 * OPEN
+    assert total_owed(funder) == earlier + 4 * OPEN
     assert distributor_balance(world) == total_owed(funder) + 5 * OPEN  # + the stray transfer
 
 
@@ -379,21 +387,21 @@ def test_open_round_validation(world: World, funder: Protocol) -> None:
         open_direct(funder, 1_000, OPEN)
 
 
-def test_another_funder_cannot_take_a_job_id_of_the_registry(world: World, funder: Protocol) -> None:
-    """M-5: rounds were keyed by job id alone, so any other funder could open round N for a
-    future job first (a pool of 0 was accepted), and the registry's submitResult for job N then
-    reverted RewardRoundExists until the honest node was slashed at expiry. Rounds are now keyed
-    by (funder, job id): the squatter's round lives in its own namespace and the job completes."""
+def test_no_one_can_take_a_job_id_of_the_registry(world: World) -> None:
+    """M-5: rounds were keyed by job id alone, so any other funder (the admin could grant the
+    role) could open round N for a future job first (a pool of 0 was accepted), and the
+    registry's submitResult for job N then reverted RewardRoundExists until the honest node was
+    slashed at expiry. Now the registry is the only funder, wired once, rounds are keyed by
+    (funder, job id) and an empty pool is refused: the squat fails and the job completes."""
     job = claimed_job(world)
-    funder.approve(funder.rewards.address, 1)
-    open_direct(funder, job.job_id, 1)  # the squatter's round for the registry's next result
-    assert funder.reward_round(job.job_id, funder=funder.address).total > 0
-    assert funder.reward_round(job.job_id).root == bytes(32)  # the registry's is still free
+    for squatter in (world.admin, world.outsider):
+        squatter.approve(squatter.rewards.address, 1)
+        with reverts("RewardNotFunder", caller=squatter.address):
+            open_direct(squatter, job.job_id, 1)
     _, tree = complete_job(world, job, [(world.contributors[0].address, contributors_share(job.params, 1))])
     assert world.admin.reward_round(job.job_id).root == tree.root
-    claim_leaf(world.relayer, tree, 0)  # pays from the registry's round, not the squatter's
+    claim_leaf(world.relayer, tree, 0)
     assert world.contributors[0].balance() == FUNDED + contributors_share(job.params, 1)
-    assert funder.reward_round(job.job_id, funder=funder.address).claimed == 0
 
 
 SPLITS = [
