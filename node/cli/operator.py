@@ -1,9 +1,9 @@
 """`datanet node stake|unbond|withdraw|show`: a training node's bond in NodeStaking.
 
-A node needs an active stake of at least `NodeStaking.minStake` to claim jobs (`datanet daemon`
-checks it before every claim). Unbonding moves stake out of `active` at once but keeps it
-slashable for the unbonding period; `withdraw` then pays it out, unless a claimed job is still in
-flight (the stake is locked until the job ends).
+A node needs an active stake of at least `NodeStaking.minStake` to claim jobs, and each claim
+reserves a bond out of its free stake (the contributors' part of the job's pool, at least the
+minimum) until the job ends; `datanet daemon` checks both before every claim. Unbonding takes only
+free stake out of `active` at once; `withdraw` pays it out after the unbonding period.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Whether this node can and will run a job, decided before it claims (a claim locks stake and
+"""Whether this node can and will run a job, decided before it claims (a claim reserves a bond and
 starts a deadline that expiry slashes, so every check that can fail later is made first).
 
 Checks, in order of cost: the method is one the operator accepts (and QLoRA's bitsandbytes is
-installed); the pool is at least `min_pool`; the node's active stake meets the minimum; the job's
+installed); the pool is at least `min_pool`; every private or restricted Datanet of the job trusts
+this node; the node's active stake meets the minimum and its free stake covers the job's bond; the job's
 config document is in the store, hashes to the on-chain `configHash` and parses, and agrees with
 the job on method and base model; a job for commercial use has a Datanet licensed for it; the base
 model is present locally (or, with `allow_downloads`, fetched from the hub) and its weights hash to
