@@ -105,10 +105,19 @@ def as_text(data: bytes | str, source: str, max_bytes: int = MAX_BYTES) -> str:
         ) from None
 
 
+def too_deep(text: str, max_depth: int = MAX_DEPTH) -> int | None:
+    """`text`'s nesting depth if it is over `max_depth`, else None. Text with at most `max_depth`
+    opening brackets cannot be deeper, so the common case costs two counts, no scan."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return None
+    depth = nesting_depth(text)
+    return depth if depth > max_depth else None
+
+
 def check_text(text: str, source: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise unless `text` nests at most `max_depth` levels."""
-    depth = nesting_depth(text)
-    if depth > max_depth:
+    depth = too_deep(text, max_depth)
+    if depth is not None:
         raise UntrustedJsonError(
             f"{source}: JSON nested {depth:,} levels deep, over the limit of {max_depth}; "
             "no document of this protocol nests that deep"
@@ -150,5 +159,5 @@ def _first_errors(e: ValidationError, n: int = 3) -> str:
 
 __all__ = [
     "DECODER", "MAX_BYTES", "MAX_DEPTH", "SMALL_BYTES", "UntrustedJsonError", "as_text", "check_text", "load_model",
-    "loads", "nesting_depth",
+    "loads", "nesting_depth", "too_deep",
 ]  # fmt: skip

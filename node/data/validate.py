@@ -324,10 +324,11 @@ _FLATTEN = "Records are flat objects (alpaca, sharegpt, openai or text): remove 
 
 def _too_deep(text: str, wrapper: int = 0) -> str | None:
     """An error if a record nests deeper than the limit (`wrapper`: levels around the records)."""
-    depth = safe_json.nesting_depth(text) - wrapper
-    if depth <= _RECORD_DEPTH:
+    depth = safe_json.too_deep(text, _RECORD_DEPTH + wrapper)
+    if depth is None:
         return None
-    return f"nests {depth:,} levels deep, over the limit of {_RECORD_DEPTH} (no training record nests that deep)"
+    return (f"nests {depth - wrapper:,} levels deep, over the limit of {_RECORD_DEPTH} (no training record nests "
+            "that deep)")  # fmt: skip
 
 
 def _json_records(text: str) -> Iterator[tuple[int, Any]]:
