@@ -85,7 +85,7 @@ contract NodeStaking is AccessControl {
     }
 
     modifier onlyJobManager() {
-        if (msg.sender != jobManager || msg.sender == address(0)) revert NodeStakingNotJobManager(msg.sender);
+        if (msg.sender != jobManager) revert NodeStakingNotJobManager(msg.sender); // unset (0): no caller matches
         _;
     }
 

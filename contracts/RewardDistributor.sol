@@ -124,7 +124,7 @@ contract RewardDistributor {
         address refundTo
     ) external {
         // Checks
-        if (msg.sender != funder || msg.sender == address(0)) revert RewardNotFunder(msg.sender);
+        if (msg.sender != funder) revert RewardNotFunder(msg.sender); // unset (0): no caller matches
         if (_rounds[msg.sender][jobId].root != bytes32(0)) revert RewardRoundExists(msg.sender, jobId);
         if (root == bytes32(0)) revert RewardZeroRoot();
         if (pool == 0) revert RewardZeroPool();
@@ -152,21 +152,21 @@ contract RewardDistributor {
         }
     }
 
-    /// @notice Claims `amount` for `account` from `funder`'s round of `jobId` (anyone may send it;
+    /// @notice Claims `amount` for `account` from `roundFunder`'s round of `jobId` (anyone may send it;
     /// the tokens go to `account`). Emits {Claimed}.
     function claim(
-        address funder,
+        address roundFunder,
         uint256 jobId,
         uint256 index,
         address account,
         uint256 amount,
         bytes32[] calldata proof
     ) external {
-        Round storage r = _rounds[funder][jobId];
+        Round storage r = _rounds[roundFunder][jobId];
         // Checks
-        if (r.root == bytes32(0)) revert RewardUnknownRound(funder, jobId);
+        if (r.root == bytes32(0)) revert RewardUnknownRound(roundFunder, jobId);
         if (block.timestamp > r.claimDeadline) revert RewardClaimWindowClosed(jobId, r.claimDeadline);
-        if (isClaimed(funder, jobId, index)) revert RewardAlreadyClaimed(jobId, index);
+        if (isClaimed(roundFunder, jobId, index)) revert RewardAlreadyClaimed(jobId, index);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(jobId, index, account, amount))));
         if (!MerkleProof.verifyCalldata(proof, r.root, leaf)) {
             revert RewardInvalidProof(jobId, index, account, amount);
@@ -174,37 +174,37 @@ contract RewardDistributor {
         uint256 claimedAfter = uint256(r.claimed) + amount;
         if (claimedAfter > r.total) revert RewardExceedsPool(jobId, r.claimed, amount, r.total);
         // Effects
-        _claimedBitmap[funder][jobId][index >> 8] |= (1 << (index & 0xff));
+        _claimedBitmap[roundFunder][jobId][index >> 8] |= (1 << (index & 0xff));
         r.claimed = uint96(claimedAfter); // safe: claimedAfter <= total, a uint96
-        emit Claimed(funder, jobId, index, account, amount);
+        emit Claimed(roundFunder, jobId, index, account, amount);
         // Interactions
         token.safeTransfer(account, amount);
     }
 
-    /// @notice After the claim window, returns what was not claimed of `funder`'s round `jobId` to
+    /// @notice After the claim window, returns what was not claimed of `roundFunder`'s round `jobId` to
     /// the job's poster. Emits {Swept}.
-    function sweep(address funder, uint256 jobId) external {
-        Round storage r = _rounds[funder][jobId];
+    function sweep(address roundFunder, uint256 jobId) external {
+        Round storage r = _rounds[roundFunder][jobId];
         // Checks
-        if (r.root == bytes32(0)) revert RewardUnknownRound(funder, jobId);
+        if (r.root == bytes32(0)) revert RewardUnknownRound(roundFunder, jobId);
         if (block.timestamp <= r.claimDeadline) revert RewardClaimWindowOpen(jobId, r.claimDeadline);
         if (r.swept) revert RewardAlreadySwept(jobId);
         // Effects
         uint256 remainder = uint256(r.total) - r.claimed;
         r.swept = true;
-        emit Swept(funder, jobId, r.refundTo, remainder);
+        emit Swept(roundFunder, jobId, r.refundTo, remainder);
         // Interactions
         if (remainder != 0) token.safeTransfer(r.refundTo, remainder);
     }
 
-    /// @notice Whether leaf `index` of `funder`'s round `jobId` has been claimed.
-    function isClaimed(address funder, uint256 jobId, uint256 index) public view returns (bool) {
-        return (_claimedBitmap[funder][jobId][index >> 8] >> (index & 0xff)) & 1 == 1;
+    /// @notice Whether leaf `index` of `roundFunder`'s round `jobId` has been claimed.
+    function isClaimed(address roundFunder, uint256 jobId, uint256 index) public view returns (bool) {
+        return (_claimedBitmap[roundFunder][jobId][index >> 8] >> (index & 0xff)) & 1 == 1;
     }
 
-    /// @notice `funder`'s reward round of `jobId` (root zero if none).
-    function getRound(address funder, uint256 jobId) external view returns (Round memory) {
-        return _rounds[funder][jobId];
+    /// @notice `roundFunder`'s reward round of `jobId` (root zero if none).
+    function getRound(address roundFunder, uint256 jobId) external view returns (Round memory) {
+        return _rounds[roundFunder][jobId];
     }
 
     /// @notice How `pool` splits for the given fees and number of Datanets. Rounding dust stays

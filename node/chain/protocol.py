@@ -172,7 +172,7 @@ class Protocol:
     def sign_contribution(self, contribution: ContributionInput, deadline: int) -> bytes:
         """This account's EIP-712 signature of `contribution`, for a relayer to submit."""
         assert self.client.account is not None
-        nonce = int(self.client.call(self.datanets.functions.nonces(self.address)))
+        nonce = self.contribution_nonce()
         return signing.sign_contribution(
             self.client.account, self.datanets.address, self.chain_id, contribution, nonce, deadline
         )

@@ -156,12 +156,12 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
             return _report(job_id, job.modelId, doc, checks, None, t0)
         try:  # the node's file, fetched by CID: outside JSON like any other
             train_split = safe_json.load_model(_Split, (adapter / "split.json").read_bytes(),
-                                               f"{model.adapterCID}/split.json").model_dump()  # fmt: skip
+                                               f"{model.adapterCID}/split.json")  # fmt: skip
         except (OSError, safe_json.UntrustedJsonError) as e:
             checks.add("adapter split", False, f"the adapter's split.json (which examples trained): {e}")
             return _report(job_id, job.modelId, doc, checks, None, t0)
         if query is None and doc.query.source == "held-out" and doc.method.id != EXAMPLE_COUNT_METHOD:
-            query = held_out_queries(manifest, examples, train_split["eval"])
+            query = held_out_queries(manifest, examples, train_split.eval)
         if doc.method.id == EXAMPLE_COUNT_METHOD:
             recomputed = count_document(job, manifest, doc.query, split, **where)
         else:
@@ -189,7 +189,7 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
             inputs = RunInputs(
                 job=job, manifest=manifest, examples=examples, config=config.train_config(), base_dir=base_dir,
                 snapshots_dir=snapshots, snapshot_cids=[s.cid for s in doc.snapshots],
-                train_indices=train_split["train"], query=query, split=split, **where,
+                train_indices=train_split.train, query=query, split=split, **where,
             )  # fmt: skip
             recomputed = attribute_run(
                 inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads()
