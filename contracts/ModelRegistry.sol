@@ -8,12 +8,23 @@ import {DatanetRegistry} from "./DatanetRegistry.sol";
 import {NodeStaking} from "./NodeStaking.sol";
 import {RewardDistributor} from "./RewardDistributor.sol";
 
+/// @notice What the registry asks of its challenge contract.
+interface IResultChallenges {
+    /// @notice The challenge window's length for `modelId` and how many of its challenges are open.
+    function windowOf(uint256 modelId) external view returns (uint256 period, uint256 open);
+}
+
 /// @title ModelRegistry
 /// @notice Fine-tuning jobs and the models they produce. A poster escrows an OPEN pool for a job
 /// (base model, Datanets, method, hyperparameters in a config on IPFS). A staked node claims it
 /// and submits the result: adapter CID and sha256, metrics CID, the data root (what exactly was
-/// trained on) and the attribution root (who gets paid). Submission registers the model with its
-/// lineage and hands the pool to the RewardDistributor. A claim reserves a bond from the node's
+/// trained on) and the attribution root (who gets paid). Submission registers the model as
+/// *pending* and holds everything else: the node's bond stays reserved and the pool in escrow.
+/// Once the challenge window ({ResultChallenges}) has passed with no challenge open, anyone may
+/// {finalize} the job: the model becomes final, the bond is released and the pool goes to the
+/// RewardDistributor (fees paid, contributors' claims open). An upheld challenge voids the model,
+/// slashes the whole bond (to the challenger, burned, and to the job's pool) and reopens the job
+/// for another node. A claim reserves a bond from the node's
 /// stake, at least the contributors' part of the pool (so stealing the pool never pays more than
 /// the bond costs). A claimed job not delivered within `maxTrainingTime` can be reopened by anyone
 /// for another node, and one left past its deadline expired: either way the pool is safe and the
@@ -32,7 +43,17 @@ contract ModelRegistry {
         Claimed,
         Completed,
         Cancelled,
-        Expired
+        Expired,
+        Submitted // a result is registered and in its challenge window ({finalize} completes it)
+    }
+
+    /// @notice A registered model's standing: pending in its challenge window, finalized (its
+    /// rewards are claimable and it may be a parent), or voided by an upheld challenge.
+    enum ModelStatus {
+        None,
+        Pending,
+        Finalized,
+        Voided
     }
 
     /// @notice What a poster chooses for a job.
@@ -90,6 +111,7 @@ contract ModelRegistry {
         uint256 parentModelId;
         address node;
         Method method;
+        ModelStatus status;
         uint64 registeredAt;
         bytes32 baseModelHash;
         bytes32 adapterHash;
@@ -105,6 +127,22 @@ contract ModelRegistry {
         string attributionCID;
         string configCID;
         uint256[] datanetIds;
+    }
+
+    /// @notice What a challenge checks a result against: its commitments, with the job's
+    /// contributors' total and dust recipient (so {ResultChallenges} needs no second call).
+    struct ResultCommitment {
+        uint256 jobId;
+        address node;
+        ModelStatus status;
+        uint64 registeredAt;
+        uint64 exampleCount;
+        uint128 totalWeight;
+        bytes32 scoresRoot;
+        bytes32 dataRoot;
+        bytes32 attributionRoot;
+        uint256 contributorsTotal;
+        address dustRecipient;
     }
 
     /// @notice A poster's revealed query (evaluation) set: its CID, committed by sha256 in the job
@@ -125,6 +163,14 @@ contract ModelRegistry {
     /// @notice Bounds of `maxTrainingTime`.
     uint64 public constant MIN_TRAINING_TIME = 1 hours;
     uint64 public constant MAX_TRAINING_TIME = 60 days;
+    /// @notice How a voided result's bond is divided: this share to the challenger who proved the
+    /// fault, `BURN_BPS` burned (so a node challenging itself through another identity still loses
+    /// it), and the rest added to the job's pool, for its contributors and the next node.
+    uint16 public constant CHALLENGER_BPS = 4_000;
+    uint16 public constant BURN_BPS = 2_000;
+    /// @notice Where burned OPEN goes: the token has no burn, and OpenZeppelin's ERC-20 refuses
+    /// transfers to address(0); no one holds this address's key.
+    address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
 
     IERC20 public immutable token;
     DatanetRegistry public immutable datanets;
@@ -132,6 +178,11 @@ contract ModelRegistry {
     RewardDistributor public immutable rewards;
     /// @notice Seconds a node may hold a claimed job; after that anyone may reopen it.
     uint64 public immutable maxTrainingTime;
+    /// @notice The account that wires {challenges}, once, at deployment; it has no other power.
+    address public immutable deployer;
+    /// @notice The contract that decides challenges and may void pending results, wired once
+    /// ({setChallenges}) and never changed; no result can be finalized before it is set.
+    address public challenges;
 
     /// @dev What a result adds to its job; everything else of a `Model` is read from the job, so
     /// a submission writes no copies (about 170k gas less per result).
@@ -142,6 +193,9 @@ contract ModelRegistry {
         uint64 registeredAt;
         uint64 exampleCount;
         uint128 totalWeight;
+        // One slot: who produced it (kept when a voided job reopens for another node) and its standing.
+        address node;
+        ModelStatus status;
         bytes32 scoresRoot;
         bytes32 adapterHash;
         bytes32 dataRoot;
@@ -176,6 +230,13 @@ contract ModelRegistry {
     error ModelRegistryEvalTooEarly(uint256 jobId, uint64 claimBlock);
     error ModelRegistryEmptyEvalCID(uint256 jobId);
     error ModelRegistryScoresOutOfRange(uint256 exampleCount, uint256 totalWeight);
+    error ModelRegistryNotDeployer(address caller);
+    error ModelRegistryChallengesSet(address challenges);
+    error ModelRegistryNotChallenges(address caller);
+    error ModelRegistryModelNotPending(uint256 modelId, ModelStatus status);
+    error ModelRegistryParentNotFinal(uint256 modelId, ModelStatus status);
+    error ModelRegistryChallengeWindowOpen(uint256 jobId, uint256 finalizableAt);
+    error ModelRegistryChallengesOpen(uint256 jobId, uint256 openChallenges);
 
     /// @notice Emitted when a job's poster reveals the query set committed in its config.
     event EvalRevealed(uint256 indexed jobId, string evalCID);
@@ -201,6 +262,25 @@ contract ModelRegistry {
     /// @notice Emitted when a claim's training time ran out and the job is open again; `slashed` of
     /// the node's bond went to the poster.
     event JobReopened(uint256 indexed jobId, address indexed node, uint256 slashed);
+    /// @notice Emitted when a pending result passes its challenge window: the model is final, the
+    /// bond released, the pool funded to the RewardDistributor.
+    event ModelFinalized(uint256 indexed modelId, uint256 indexed jobId, address indexed node);
+    /// @notice Emitted when an upheld challenge voids a pending result: the node's whole `bond` is
+    /// slashed, `toChallenger` paid, `burned` burned and `toPool` added to the job's pool, and the
+    /// job is open again until `newDeadline`.
+    event ModelVoided(
+        uint256 indexed modelId,
+        uint256 indexed jobId,
+        address indexed node,
+        address challenger,
+        uint256 bond,
+        uint256 toChallenger,
+        uint256 burned,
+        uint256 toPool,
+        uint64 newDeadline
+    );
+    /// @notice Emitted once, when the deployment wires the challenge contract.
+    event ChallengesSet(address indexed challenges);
     /// @notice Emitted when the poster cancels an unclaimed job and gets the pool back.
     event JobCancelled(uint256 indexed jobId);
     /// @notice Emitted when a job passes its deadline without a result; `slashed` went to the poster.
@@ -240,6 +320,17 @@ contract ModelRegistry {
         staking = staking_;
         rewards = rewards_;
         maxTrainingTime = maxTrainingTime_;
+        deployer = msg.sender;
+    }
+
+    /// @notice Wires the challenge contract: the deployer only, once (it references this registry,
+    /// so it is deployed after it). Emits {ChallengesSet}.
+    function setChallenges(address challenges_) external {
+        if (msg.sender != deployer) revert ModelRegistryNotDeployer(msg.sender);
+        if (challenges != address(0)) revert ModelRegistryChallengesSet(challenges);
+        if (challenges_ == address(0)) revert ModelRegistryInvalidParams("challenges");
+        challenges = challenges_;
+        emit ChallengesSet(challenges_);
     }
 
     // ---------------------------------------------------------------------- Jobs
@@ -376,8 +467,9 @@ contract ModelRegistry {
         token.safeTransfer(poster, pool);
     }
 
-    /// @notice Submits the result of a job the caller claimed: registers the model and opens the
-    /// reward round with the pool. Emits {ModelRegistered} (and the distributor's events).
+    /// @notice Submits the result of a job the caller claimed: registers the model as pending and
+    /// starts its challenge window. The bond stays reserved and the pool in escrow until
+    /// {finalize}. Emits {ModelRegistered}.
     function submitResult(uint256 jobId, ResultParams calldata r) external returns (uint256 modelId) {
         Job storage j = _job(jobId);
         // Checks
@@ -398,7 +490,7 @@ contract ModelRegistry {
         }
         // Effects
         modelId = ++_modelCount;
-        j.status = JobStatus.Completed;
+        j.status = JobStatus.Submitted;
         j.modelId = modelId;
         _storeModel(modelId, jobId, j, r);
         emit ModelRegistered(
@@ -417,9 +509,68 @@ contract ModelRegistry {
             r.totalWeight,
             r.exampleCount
         );
+    }
+
+    /// @notice Completes a submitted job whose challenge window has passed with no challenge left
+    /// open: the model becomes final, the node's bond is released, and the pool opens the reward
+    /// round (fees paid, contributors' claims valid from this block). Anyone may call.
+    /// Emits {ModelFinalized} (and the distributor's events).
+    function finalize(uint256 jobId) external {
+        Job storage j = _job(jobId);
+        // Checks
+        if (j.status != JobStatus.Submitted) revert ModelRegistryWrongStatus(jobId, j.status);
+        uint256 modelId = j.modelId;
+        StoredModel storage m = _models[modelId];
+        (uint256 at, uint256 open) = _window(modelId, m.registeredAt);
+        if (block.timestamp < at) revert ModelRegistryChallengeWindowOpen(jobId, at);
+        if (open != 0) revert ModelRegistryChallengesOpen(jobId, open);
+        // Effects
+        j.status = JobStatus.Completed;
+        m.status = ModelStatus.Finalized;
+        emit ModelFinalized(modelId, jobId, j.node);
         // Interactions (trusted protocol contracts)
-        staking.release(msg.sender, j.bond);
-        _fundRewards(jobId, j, r.attributionRoot);
+        staking.release(j.node, j.bond);
+        _fundRewards(jobId, j, m.attributionRoot);
+    }
+
+    /// @notice Voids a pending result after an upheld challenge (the challenge contract only): the
+    /// node's whole bond is slashed, `CHALLENGER_BPS` of it to `challenger`, `BURN_BPS` burned,
+    /// the rest to the job's pool; the job reopens for any node until a fresh deadline.
+    /// Emits {ModelVoided}.
+    function voidResult(uint256 modelId, address challenger) external {
+        if (msg.sender != challenges) revert ModelRegistryNotChallenges(msg.sender); // unset: no caller matches
+        StoredModel storage m = _models[modelId];
+        if (m.status != ModelStatus.Pending) revert ModelRegistryModelNotPending(modelId, m.status);
+        uint256 jobId = m.jobId;
+        Job storage j = _jobs[jobId];
+        // Effects
+        address node = j.node;
+        uint256 bond = j.bond;
+        uint256 toChallenger = (bond * CHALLENGER_BPS) / 10_000;
+        uint256 burned = (bond * BURN_BPS) / 10_000;
+        uint256 toPool = bond - toChallenger - burned;
+        // The distributor holds a round in a uint96: what would lift the pool above it is burned.
+        uint256 room = type(uint96).max - j.pool; // pool <= uint96 max: checked at posting, kept here
+        if (toPool > room) {
+            burned += toPool - room;
+            toPool = room;
+        }
+        m.status = ModelStatus.Voided;
+        j.status = JobStatus.Open;
+        j.node = address(0);
+        j.claimedAt = 0;
+        j.bond = 0;
+        j.modelId = 0;
+        j.pool += toPool;
+        // The next node gets at least a full training time (the claim block, and so the training
+        // set, stays as it was).
+        uint64 fresh = uint64(block.timestamp) + maxTrainingTime;
+        if (fresh > j.deadline) j.deadline = fresh;
+        emit ModelVoided(modelId, jobId, node, challenger, bond, toChallenger, burned, toPool, j.deadline);
+        // Interactions: the whole bond comes here (trusted protocol contract), then is divided.
+        staking.slashBond(node, bond, bond, address(this), bytes32("result-voided"));
+        if (toChallenger != 0) token.safeTransfer(challenger, toChallenger);
+        if (burned != 0) token.safeTransfer(BURN_ADDRESS, burned);
     }
 
     // --------------------------------------------------------------------- Views
@@ -455,8 +606,9 @@ contract ModelRegistry {
         return Model({
             jobId: m.jobId,
             parentModelId: j.parentModelId,
-            node: j.node,
+            node: m.node,
             method: j.method,
+            status: m.status,
             registeredAt: m.registeredAt,
             baseModelHash: j.baseModelHash,
             adapterHash: m.adapterHash,
@@ -473,6 +625,37 @@ contract ModelRegistry {
             configCID: j.configCID,
             datanetIds: j.datanetIds
         });
+    }
+
+    /// @notice What challenges check the result `modelId` against. Reverts for an unknown id.
+    function resultCommitment(uint256 modelId) external view returns (ResultCommitment memory c) {
+        StoredModel storage m = _models[modelId];
+        if (m.jobId == 0) revert ModelRegistryUnknownModel(modelId);
+        Job storage j = _jobs[m.jobId];
+        // The dust goes to the first Datanet's treasury; its owner is deliberately not read.
+        // slither-disable-next-line unused-return
+        (, address dust) = datanets.ownerAndTreasury(j.datanetIds[0]);
+        c = ResultCommitment({
+            jobId: m.jobId,
+            node: m.node,
+            status: m.status,
+            registeredAt: m.registeredAt,
+            exampleCount: m.exampleCount,
+            totalWeight: m.totalWeight,
+            scoresRoot: m.scoresRoot,
+            dataRoot: m.dataRoot,
+            attributionRoot: m.attributionRoot,
+            contributorsTotal: rewards.splitPool(j.pool, j.nodeFeeBps, j.datanetFeeBps, j.datanetIds.length).contributors,
+            dustRecipient: dust
+        });
+    }
+
+    /// @notice When the result `modelId` may be finalized (its challenge window's end; the maximum
+    /// uint256 while no challenge contract is wired), and how many of its challenges are open.
+    function finalizableAt(uint256 modelId) external view returns (uint256 at, uint256 openChallenges) {
+        StoredModel storage m = _models[modelId];
+        if (m.jobId == 0) revert ModelRegistryUnknownModel(modelId);
+        return _window(modelId, m.registeredAt);
     }
 
     /// @notice Model ids trained on `datanetId`, oldest first, paginated.
@@ -576,10 +759,15 @@ contract ModelRegistry {
             if (i != 0 && id <= p.datanetIds[i - 1]) revert ModelRegistryInvalidParams("datanetIds");
             if (!datanets.canTrain(id, msg.sender)) revert ModelRegistryDatanetNotTrainable(id, msg.sender);
         }
-        // Existence, as in `lineage`: jobId 0 means no such model.
-        // slither-disable-next-line incorrect-equality
-        if (p.parentModelId != 0 && _models[p.parentModelId].jobId == 0) {
-            revert ModelRegistryUnknownModel(p.parentModelId);
+        if (p.parentModelId != 0) {
+            StoredModel storage parent = _models[p.parentModelId];
+            // Existence, as in `lineage`: jobId 0 means no such model.
+            // slither-disable-next-line incorrect-equality
+            if (parent.jobId == 0) revert ModelRegistryUnknownModel(p.parentModelId);
+            // Only a final model can be built on: a pending one may yet be voided.
+            if (parent.status != ModelStatus.Finalized) {
+                revert ModelRegistryParentNotFinal(p.parentModelId, parent.status);
+            }
         }
     }
 
@@ -587,6 +775,8 @@ contract ModelRegistry {
         StoredModel storage m = _models[modelId];
         m.jobId = jobId;
         m.registeredAt = uint64(block.timestamp);
+        m.node = j.node;
+        m.status = ModelStatus.Pending;
         m.adapterHash = r.adapterHash;
         m.dataRoot = r.dataRoot;
         m.attributionRoot = r.attributionRoot;
@@ -602,6 +792,13 @@ contract ModelRegistry {
         }
         _modelsByBase[j.baseModelHash].push(modelId);
         _modelsByNode[j.node].push(modelId);
+    }
+
+    function _window(uint256 modelId, uint64 registeredAt) private view returns (uint256 at, uint256 open) {
+        // Without a challenge contract no window is known, so no result can be finalized.
+        if (challenges == address(0)) return (type(uint256).max, 0);
+        (uint256 period, uint256 openNow) = IResultChallenges(challenges).windowOf(modelId);
+        return (uint256(registeredAt) + period, openNow);
     }
 
     function _parentOf(uint256 modelId) private view returns (uint256) {

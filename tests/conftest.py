@@ -22,6 +22,9 @@ DEPLOYER, CURATOR, NODE, POSTER, RELAYER = 0, 1, 2, 3, 4
 CONTRIBUTORS = (5, 6, 7, 8)
 OUTSIDER = 9
 FUNDED = 1_000_000 * OPEN
+TEST_DEPLOY = DeployConfig(commit_period=2, reveal_period=2, answer_period=2)
+"""What the session deploys: the defaults, with the shortest challenge window the contract allows
+(6 s), so daemons finalize their results within the test; challenge tests freeze the clock."""
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +37,7 @@ def devchain() -> Iterator[DevChain]:
 def deployment(devchain: DevChain) -> Deployment:
     """Deploys once and gives every role account OPEN to work with."""
     admin = ChainClient(devchain.rpc_url, dev_account(DEPLOYER))
-    dep = deploy(admin, "test", DeployConfig())
+    dep = deploy(admin, "test", TEST_DEPLOY)
     proto = Protocol(admin, dep)
     for i in (CURATOR, NODE, POSTER, RELAYER, *CONTRIBUTORS):
         proto.transfer(dev_account(i).address, FUNDED)

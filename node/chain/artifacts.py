@@ -14,7 +14,15 @@ from pydantic import BaseModel
 from node.config import REPO_ROOT
 from node.errors import ArtifactError
 
-CONTRACTS = ("OpenToken", "DatanetRegistry", "NodeStaking", "RewardDistributor", "ModelRegistry", "KeyRegistry")
+CONTRACTS = (
+    "OpenToken",
+    "DatanetRegistry",
+    "NodeStaking",
+    "RewardDistributor",
+    "ModelRegistry",
+    "ResultChallenges",
+    "KeyRegistry",
+)
 
 
 class Artifact(BaseModel):

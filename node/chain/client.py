@@ -154,11 +154,13 @@ class ChainClient:
 
     # ------------------------------------------------------------------ writing
 
-    def transact(self, fn: ContractFunction, value: int = 0) -> TxReceipt:
-        """Estimates, signs, sends and waits for `fn`; returns the successful receipt."""
+    def transact(self, fn: ContractFunction, value: int = 0, *, estimate_at: str = "latest") -> TxReceipt:
+        """Estimates, signs, sends and waits for `fn`; returns the successful receipt.
+        `estimate_at="pending"` estimates in the block the transaction will be mined in, for calls
+        that must not run in the latest block (a challenge reveal after its commit)."""
         tx: TxParams = {"from": self.address, "value": Wei(value)}
         try:
-            gas = self.rpc(lambda: fn.estimate_gas(tx), f"estimate {fn.fn_name}")
+            gas = self.rpc(lambda: fn.estimate_gas(tx, block_identifier=estimate_at), f"estimate {fn.fn_name}")
         except ContractLogicError as e:
             raise decode_revert(e.data if isinstance(e.data, str) else None) from None
         tx["gas"] = int(gas * self.gas_multiplier)

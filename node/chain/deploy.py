@@ -18,6 +18,12 @@ from node.chain.models import Deployment
 from node.errors import DeploymentError
 
 OPEN = 10**18
+DAY = 86_400
+MIN_CHALLENGE_PERIOD = 2  # ResultChallenges.MIN_PERIOD
+MAX_CHALLENGE_PERIOD = 30 * DAY  # ResultChallenges.MAX_PERIOD
+DEV_CHALLENGE_PERIODS = {"commit_period": 10, "reveal_period": 5, "answer_period": 5}
+"""The dev chain's challenge window (20 s): long enough for a verifier on the same machine to
+commit and reveal, short enough that the demo's contributors claim a minute after training."""
 
 
 def fmt_open(amount: int) -> str:
@@ -39,10 +45,37 @@ class DeployConfig(BaseModel):
         3 * 24 * 3600, ge=3600, le=60 * 24 * 3600,
         description="Seconds a node may hold a claimed job before anyone may reopen it (its bond pays the delay).",
     )  # fmt: skip
+    challenge_bond: int = Field(
+        100 * OPEN, gt=0, description="OPEN a challenger escrows per challenge (pays the node if the challenge fails)."
+    )
+    commit_period: int = Field(
+        2 * DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
+        description="Seconds after a result's registration in which challenges may be committed.",
+    )  # fmt: skip
+    reveal_period: int = Field(
+        DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
+        description="Seconds after the commits close in which committed challenges may be revealed.",
+    )  # fmt: skip
+    answer_period: int = Field(
+        DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
+        description="Seconds a node has to answer a revealed reward-leaf challenge.",
+    )  # fmt: skip
     fund_dev_accounts: bool = Field(
         False, description="Transfer `dev_account_funding` OPEN to dev accounts 1..9 (dev chain 31337 only)."
     )
     dev_account_funding: int = Field(100_000 * OPEN, ge=0, description="OPEN each funded dev account gets.")
+
+    @property
+    def challenge_window(self) -> int:
+        """Seconds from a result's registration until it may be finalized."""
+        return self.commit_period + self.reveal_period + self.answer_period
+
+    @classmethod
+    def for_chain(cls, chain_id: int, **overrides: object) -> DeployConfig:
+        """The defaults for `chain_id`: on the local dev chain a challenge window of seconds
+        (`DEV_CHALLENGE_PERIODS`), so a demo's rewards open within a minute; days elsewhere."""
+        dev = DEV_CHALLENGE_PERIODS if chain_id == DEV_CHAIN_ID else {}
+        return cls.model_validate({**dev, **overrides})
 
     @model_validator(mode="after")
     def _funding_fits(self) -> DeployConfig:
@@ -63,10 +96,10 @@ def dev_funding(config: DeployConfig) -> dict[ChecksumAddress, int]:
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all six contracts from `client`'s account and wires their roles; on the dev chain
+    """Deploys all seven contracts from `client`'s account and wires their roles; on the dev chain
     with `fund_dev_accounts`, then gives dev accounts 1..9 OPEN (`dev_funding`)."""
-    cfg = config or DeployConfig()
     chain_id = client.chain_id
+    cfg = config or DeployConfig.for_chain(chain_id)
     if cfg.fund_dev_accounts and chain_id != DEV_CHAIN_ID:
         raise DeploymentError(
             f"fund_dev_accounts is for the local dev chain (id {DEV_CHAIN_ID}) only, but {client.rpc_url} is "
@@ -80,12 +113,17 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     staking = client.deploy("NodeStaking", token, admin, cfg.min_node_stake, cfg.unbonding_period)
     rewards = client.deploy("RewardDistributor", token, admin, cfg.claim_window)
     models = client.deploy("ModelRegistry", token, datanets, staking, rewards, cfg.max_training_time)
+    challenges = client.deploy(
+        "ResultChallenges", token, models, cfg.challenge_bond, cfg.commit_period, cfg.reveal_period, cfg.answer_period
+    )
     keys = client.deploy("KeyRegistry", datanets)  # private Datanets' public keys and grants
     # The ModelRegistry reserves/slashes node bonds and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
     client.transact(staking_c.functions.setJobManager(models))  # once: no role anyone could grant later
     client.transact(rewards_c.functions.setFunder(models))  # once: no role an admin could revoke later
+    # Once: results are finalized only after this contract's window; it alone may void them.
+    client.transact(client.contract("ModelRegistry", models).functions.setChallenges(challenges))
     token_c = client.contract("OpenToken", token)
     for address, amount in dev_funding(cfg).items():
         client.transact(token_c.functions.transfer(address, amount))
@@ -103,6 +141,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
             "NodeStaking": staking,
             "RewardDistributor": rewards,
             "ModelRegistry": models,
+            "ResultChallenges": challenges,
             "KeyRegistry": keys,
         },
     )

@@ -38,6 +38,37 @@ class JobStatus(IntEnum):
     COMPLETED = 3
     CANCELLED = 4
     EXPIRED = 5
+    SUBMITTED = 6  # a result is registered and in its challenge window (finalize completes it)
+
+
+class ModelStatus(IntEnum):
+    """A registered model's standing (ModelRegistry.ModelStatus)."""
+
+    NONE = 0
+    PENDING = 1  # in its challenge window: no rewards yet, not a valid parent
+    FINALIZED = 2  # the window passed: rewards claimable, may be built on
+    VOIDED = 3  # an upheld challenge voided it: the job reopened
+
+
+class ChallengeKind(IntEnum):
+    """What an on-chain arithmetic challenge proves (ResultChallenges.Kind)."""
+
+    RUNNING_TOTAL = 0
+    INDEX_OUT_OF_RANGE = 1
+    DUPLICATE_INDEX = 2
+    BROKEN_CONTRIBUTION = 3
+    DATA_MISMATCH = 4
+    REWARD_LEAF = 5
+
+
+class ChallengeStatus(IntEnum):
+    NONE = 0
+    COMMITTED = 1
+    ANSWERABLE = 2
+    UPHELD = 3
+    REJECTED = 4
+    FORFEITED = 5
+    MOOT = 6
 
 
 class Method(IntEnum):
@@ -191,6 +222,7 @@ class Model(BaseModel):
     parentModelId: int
     node: ChecksumAddress
     method: Method
+    status: ModelStatus = ModelStatus.NONE
     registeredAt: int
     baseModelHash: HexBytes
     adapterHash: HexBytes
@@ -206,6 +238,37 @@ class Model(BaseModel):
     attributionCID: str
     configCID: str
     datanetIds: list[int]
+
+
+class ResultCommitment(BaseModel):
+    """What a challenge checks a result against (ModelRegistry.resultCommitment)."""
+
+    jobId: int
+    node: ChecksumAddress
+    status: ModelStatus
+    registeredAt: int
+    exampleCount: int
+    totalWeight: int
+    scoresRoot: HexBytes
+    dataRoot: HexBytes
+    attributionRoot: HexBytes
+    contributorsTotal: int
+    dustRecipient: ChecksumAddress
+
+
+class Challenge(BaseModel):
+    """One challenge (ResultChallenges.getChallenge); `kind` is meaningful once revealed."""
+
+    id: int
+    modelId: int
+    challenger: ChecksumAddress
+    status: ChallengeStatus
+    kind: ChallengeKind
+    committedBlock: int
+    answerDeadline: int
+    commitment: HexBytes
+    account: ChecksumAddress
+    amount: int
 
 
 class EvalReveal(BaseModel):

@@ -19,6 +19,8 @@ from node.chain import signing
 from node.chain.client import ChainClient
 from node.chain.models import (
     AccessGrant,
+    Challenge,
+    ChallengeKind,
     Contribution,
     ContributionInput,
     Datanet,
@@ -31,6 +33,7 @@ from node.chain.models import (
     Model,
     NodeStake,
     Permit,
+    ResultCommitment,
     ResultParams,
     Round,
 )
@@ -76,6 +79,9 @@ class Protocol:
         self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])
         self.rewards: Contract = client.contract("RewardDistributor", c["RewardDistributor"])
         self.models: Contract = client.contract("ModelRegistry", c["ModelRegistry"])
+        self._challenges: Contract | None = (
+            client.contract("ResultChallenges", c["ResultChallenges"]) if "ResultChallenges" in c else None
+        )
         # Optional so that deployment files written before KeyRegistry existed still load.
         self._keys: Contract | None = client.contract("KeyRegistry", c["KeyRegistry"]) if "KeyRegistry" in c else None
 
@@ -305,6 +311,81 @@ class Protocol:
     def submit_result(self, job_id: int, result: ResultParams) -> int:
         receipt = self.client.transact(self.models.functions.submitResult(job_id, _args(result)))
         return int(self._event_arg(receipt, self.models, "ModelRegistered", "modelId"))
+
+    def finalize(self, job_id: int) -> TxReceipt:
+        """Completes a submitted job after its challenge window (anyone): the model becomes final,
+        the bond is released and the reward round opens."""
+        return self.client.transact(self.models.functions.finalize(job_id))
+
+    def finalizable_at(self, model_id: int) -> tuple[int, int]:
+        """(chain time from which `model_id` may be finalized, challenges still open against it)."""
+        at, open_ = self.client.call(self.models.functions.finalizableAt(model_id))
+        return int(at), int(open_)
+
+    def result_commitment(self, model_id: int) -> ResultCommitment:
+        """What a challenge checks the result `model_id` against."""
+        return ResultCommitment(**_as_dict(self.client.call(self.models.functions.resultCommitment(model_id))))
+
+    # ------------------------------------------------------------- challenges
+
+    @property
+    def challenges(self) -> Contract:
+        if self._challenges is None:
+            raise DeploymentError(
+                f"The deployment file for network '{self.deployment.network}' has no ResultChallenges contract "
+                "(it predates challenge windows). Redeploy with `datanet deploy`."
+            )
+        return self._challenges
+
+    def challenge_bond(self) -> int:
+        return int(self.client.call(self.challenges.functions.challengeBond()))
+
+    def challenge_periods(self) -> tuple[int, int, int]:
+        """(commit, reveal, answer) periods in seconds, counted from a result's registration."""
+        f = self.challenges.functions
+        return (
+            int(self.client.call(f.commitPeriod())),
+            int(self.client.call(f.revealPeriod())),
+            int(self.client.call(f.answerPeriod())),
+        )
+
+    def commit_challenge(self, model_id: int, commitment: bytes) -> int:
+        """Commits a challenge against `model_id` (approve the bond first); returns its id."""
+        receipt = self.client.transact(self.challenges.functions.commit(model_id, commitment))
+        return int(self._event_arg(receipt, self.challenges, "ChallengeCommitted", "id"))
+
+    def reveal_challenge(self, challenge_id: int, kind: ChallengeKind, evidence: bytes, salt: bytes) -> TxReceipt:
+        """Reveals a committed challenge: valid from the block after its commit, so it is
+        estimated in the pending block (on a dev chain that mines per transaction, the next one)."""
+        fn = self.challenges.functions.reveal(challenge_id, int(kind), evidence, salt)
+        return self.client.transact(fn, estimate_at="pending")
+
+    def answer_challenge(self, challenge_id: int, evidence: bytes) -> TxReceipt:
+        return self.client.transact(self.challenges.functions.answer(challenge_id, evidence))
+
+    def settle_challenge(self, challenge_id: int) -> TxReceipt:
+        return self.client.transact(self.challenges.functions.settle(challenge_id))
+
+    def forfeit_challenge(self, challenge_id: int) -> TxReceipt:
+        return self.client.transact(self.challenges.functions.forfeit(challenge_id))
+
+    def challenge(self, challenge_id: int) -> Challenge:
+        raw = _as_dict(self.client.call(self.challenges.functions.getChallenge(challenge_id)))
+        return Challenge(id=challenge_id, **raw)
+
+    def challenge_count(self) -> int:
+        return int(self.client.call(self.challenges.functions.challengeCount()))
+
+    def challenges_of(self, model_id: int) -> list[Challenge]:
+        """Every challenge committed against `model_id`, oldest first (from ChallengeCommitted logs)."""
+        event = self.challenges.events.ChallengeCommitted
+        logs = self.client.rpc(
+            lambda: event.get_logs(
+                from_block=self.deployment.deploy_block, argument_filters={"modelId": model_id}
+            ),
+            "get ChallengeCommitted logs",
+        )
+        return [self.challenge(int(log["args"]["id"])) for log in logs]
 
     def job(self, job_id: int) -> Job:
         return Job(id=job_id, **_as_dict(self.client.call(self.models.functions.getJob(job_id))))

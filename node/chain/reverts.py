@@ -41,6 +41,20 @@ HINTS: dict[str, str] = {
     "ModelRegistryDatanetNotTrainable": "The Datanet is restricted; ask its owner to allow you.",
     "ModelRegistryNodeNotTrusted": "The Datanet is private or restricted and does not trust this node with its "
     "data; its owner runs `datanet net trust-node DATANET_ID NODE_ADDRESS`.",
+    "ModelRegistryChallengeWindowOpen": "The result is in its challenge window; finalize after the given time "
+    "(`datanet job show` says when).",
+    "ModelRegistryChallengesOpen": "A reward-leaf challenge against the result waits for the node's answer; after "
+    "its deadline, `datanet challenge settle ID` decides it, then finalize.",
+    "ModelRegistryParentNotFinal": "Only a finalized model can be built on; wait until its challenge window passes "
+    "and it is finalized (`datanet finalize JOB`).",
+    "ChallengeCommitsClosed": "The result's commit period is over; challenges are committed early in its window.",
+    "ChallengeRevealsClosed": "The reveal period is over; an unrevealed challenge's bond goes to the node.",
+    "ChallengeRevealTooEarly": "Reveal in a later block than the commit (so it cannot be copied from the mempool).",
+    "ChallengeWrongCommitment": "The kind, evidence and salt do not hash to the commitment; reveal exactly what "
+    "was committed.",
+    "ChallengeNotPending": "The result is no longer pending (finalized or voided): nothing to challenge or answer.",
+    "ChallengeBadAnswer": "The answer does not justify the reward leaf from the committed scores; fix it before "
+    "the deadline, or the result is voided.",
     "ERC20InsufficientBalance": "The account does not hold enough OPEN.",
     "ERC20InsufficientAllowance": "Approve the contract first, or use the permit variant.",
     "RewardInvalidProof": "The proof does not match the job's reward root; fetch the "

@@ -96,7 +96,8 @@ def deploy_cmd(
     account, source = signer(s, chain_id)
     err_console.print(f"deploying from {account.address} ({source}) to {s.rpc_url}")
     client = ChainClient.from_settings(s, account)
-    config = DeployConfig(
+    config = DeployConfig.for_chain(
+        chain_id,
         min_node_stake=int(min_node_stake * 10**18),
         fund_dev_accounts=chain_id == DEV_CHAIN_ID if fund_dev_accounts is None else fund_dev_accounts,
     )

@@ -96,6 +96,8 @@ class Daemon:
             "JobExpired": lambda e: self._lose(e.args["jobId"], "expired: the deadline passed without a result"),
             "ModelRegistered": lambda e: self._nudge(e.args["jobId"]),
             "JobReopened": self._on_reopened,
+            "ModelFinalized": lambda e: self._nudge(e.args["jobId"]),
+            "ModelVoided": self._on_voided,
         }
         if "KeyRegistry" in contracts:
             handlers["AccessGranted"] = self._on_access_granted
@@ -131,6 +133,14 @@ class Daemon:
         elif self.jobs.transition(job_id, JobState.SEEN, from_=[JobState.LOST], reason=None,
                                   note="reopened: its node overran the training time"):  # fmt: skip
             log.info("job #%d: reopened by the chain; claimable again", job_id)
+
+    def _on_voided(self, e: ChainEvent) -> None:
+        job_id = int(e.args["jobId"])
+        if e.args["node"] == self.p.address:
+            self._lose(job_id, f"model #{e.args['modelId']} voided by an upheld challenge: the whole bond was slashed")
+        elif self.jobs.transition(job_id, JobState.SEEN, from_=[JobState.LOST], reason=None,
+                                  note="reopened: its result was voided by a challenge"):  # fmt: skip
+            log.info("job #%d: its result was voided; claimable again", job_id)
 
     def _on_access_granted(self, e: ChainEvent) -> None:
         if e.args["grantee"] != self.p.address:

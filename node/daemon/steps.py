@@ -27,7 +27,7 @@ from typing import Any
 
 from web3.types import TxReceipt
 
-from node.chain.models import Job, JobStatus, ResultParams
+from node.chain.models import ChallengeStatus, Job, JobStatus, ModelStatus, ResultParams
 from node.chain.protocol import Protocol
 from node.config import Settings
 from node.daemon.attribute import attribute_job
@@ -163,7 +163,7 @@ class JobSteps:
 
     def _recover_claim(self, r: JobRecord, job: Job, cause: Exception | None = None) -> None:
         """The job is not open: ours (a claim mined before a crash: record it), or lost."""
-        if job.status in (JobStatus.CLAIMED, JobStatus.COMPLETED) and job.node == self.p.address:
+        if job.status in (JobStatus.CLAIMED, JobStatus.SUBMITTED, JobStatus.COMPLETED) and job.node == self.p.address:
             tx, block = self._claim_log(job.id)
             self.jobs.transition(
                 r.job_id,
@@ -461,7 +461,7 @@ class JobSteps:
         raises LostJob if the job is no longer ours; False if the result is still to be sent."""
         if job.status == JobStatus.CLAIMED and job.node == self.p.address:
             return False
-        if job.status == JobStatus.COMPLETED and job.node == self.p.address and job.modelId:
+        if job.status in (JobStatus.SUBMITTED, JobStatus.COMPLETED) and job.node == self.p.address and job.modelId:
             tx, block = self._registered_log(job.id)
             self.jobs.transition(
                 r.job_id,
@@ -489,9 +489,16 @@ class JobSteps:
         return "0x" + bytes(logs[-1]["transactionHash"]).hex(), int(logs[-1]["blockNumber"])
 
     def settle(self, r: JobRecord) -> None:
-        """Settled once the registration is `confirmations` blocks deep; a reorg that dropped it
-        sends the job back to `uploaded`, so the result is submitted again (once)."""
+        """Settled once the registration is `confirmations` blocks deep and the result finalized:
+        through its challenge window, answering every reward-leaf challenge against it from the
+        attribution document, then `finalize` (or seeing that someone else did). A reorg that
+        dropped the registration sends the job back to `uploaded`, so the result is submitted
+        again (once); a result voided by an upheld challenge loses the job."""
         job = self.p.job(r.job_id)
+        if r.model_id is not None and job.modelId != r.model_id:
+            model = self.p.model(r.model_id) if r.model_id <= self.p.model_count() else None
+            if model is not None and model.status == ModelStatus.VOIDED:
+                raise LostJob(f"model #{r.model_id} was voided by an upheld challenge; the bond was slashed")
         if job.modelId != r.model_id or job.node != self.p.address:
             if job.status == JobStatus.CLAIMED and job.node == self.p.address:
                 self.jobs.transition(
@@ -512,8 +519,45 @@ class JobSteps:
         depth = self.p.client.block_number() - r.submit_block
         if depth < self.settings.confirmations:
             raise WaitJob(f"{depth}/{self.settings.confirmations} confirmations", delay=self.settings.poll_interval)
+        if job.status == JobStatus.SUBMITTED:
+            self._through_window(r, job)
         self.jobs.transition(r.job_id, JobState.SETTLED, from_=[JobState.SUBMITTED])
-        log.info("job #%d: settled (model #%d, %d confirmations)", r.job_id, job.modelId, depth)
+        log.info("job #%d: settled (model #%d finalized, %d confirmations)", r.job_id, job.modelId, depth)
+
+    def _through_window(self, r: JobRecord, job: Job) -> None:
+        """Answers the open reward-leaf challenges, waits out the window, then finalizes."""
+        from node.attribution.disputes import DisputeError, answer_from_document
+        from node.attribution.document import AttributionDocument
+
+        model_id = job.modelId
+        now = self._chain_time()
+        for c in self.p.challenges_of(model_id):
+            if c.status != ChallengeStatus.ANSWERABLE or now > c.answerDeadline:
+                continue
+            doc = AttributionDocument.from_json((self.work_dir(r.job_id) / "attribution.json").read_bytes())
+            try:
+                evidence = answer_from_document(doc, self.p.result_commitment(model_id), c.account, c.amount)
+            except DisputeError as e:
+                log.error("job #%d: cannot answer challenge #%d: %s", r.job_id, c.id, e)
+                continue
+            self.p.answer_challenge(c.id, evidence)
+            log.info("job #%d: answered challenge #%d (reward leaf of %s)", r.job_id, c.id, c.account)
+        at, open_ = self.p.finalizable_at(model_id)
+        if now < at:
+            raise WaitJob(f"challenge window: finalizable in {at - now} s", delay=min(max(at - now, 1), 30))
+        for c in self.p.challenges_of(model_id) if open_ else []:
+            if c.status == ChallengeStatus.ANSWERABLE and now > c.answerDeadline:
+                self.p.settle_challenge(c.id)  # unanswered in time: upheld, and our result is voided
+        try:
+            self.p.finalize(r.job_id)
+        except ContractRevertError:
+            after = self.p.job(r.job_id)
+            if after.status == JobStatus.COMPLETED and after.modelId == model_id:
+                return  # someone else finalized it first
+            if self.p.model(model_id).status == ModelStatus.VOIDED:
+                raise LostJob(f"model #{model_id} was voided by an upheld challenge; the bond was slashed") from None
+            raise
+        log.info("job #%d: model #%d finalized: bond released, reward round open", r.job_id, model_id)
 
     # ------------------------------------------------------------------ helpers
 
@@ -542,7 +586,7 @@ def _why_not_ours(job: Job, me: str) -> str:
         return "cancelled by the poster"
     if job.status == JobStatus.EXPIRED:
         return "expired: the deadline passed without a result"
-    if job.node != me and job.status in (JobStatus.CLAIMED, JobStatus.COMPLETED):
+    if job.node != me and job.status in (JobStatus.CLAIMED, JobStatus.SUBMITTED, JobStatus.COMPLETED):
         return f"claimed by another node ({job.node})"
     return f"job #{job.id} is {job.status.name.lower()} on-chain"
 

@@ -83,7 +83,7 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
     """Recomputes job `job_id`'s attribution and compares it with what was committed."""
     t0 = time.perf_counter()
     job = p.job(job_id)
-    if job.status != JobStatus.COMPLETED or not job.modelId:
+    if job.status not in (JobStatus.SUBMITTED, JobStatus.COMPLETED) or not job.modelId:
         raise VerifyError(
             f"job #{job_id} has no registered result to verify (it is {job.status.name.lower()}); "
             "`datanet job show` shows its state"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from web3 import Web3
 
 from node import safe_json
-from node.chain.models import JobStatus, Model, Round
+from node.chain.models import Model, ModelStatus, Round
 from node.chain.protocol import Protocol
 from node.errors import NodeError
 from node.rewards.merkle import MerkleTreeError, StandardMerkleTree
@@ -84,10 +84,10 @@ class JobReward(BaseModel):
 
 
 def rewarded_models(p: Protocol) -> Iterator[Model]:
-    """Registered models whose job completed (each opened a reward round)."""
+    """Finalized models (each opened a reward round; pending ones have none yet, voided never)."""
     for model_id in range(1, p.model_count() + 1):
         m = p.model(model_id)
-        if m.jobId and p.job(m.jobId).status == JobStatus.COMPLETED:
+        if m.status == ModelStatus.FINALIZED:
             yield m
 
 

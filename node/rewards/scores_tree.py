@@ -87,11 +87,13 @@ def score_leaves(
 class ScoresTree:
     """The tree over `leaves` in index order; `root`, `proof(k)`, `verify`, `dump()`."""
 
-    def __init__(self, leaves: Sequence[ScoreLeaf]):
+    def __init__(self, leaves: Sequence[ScoreLeaf], *, check_order: bool = True):
+        """`check_order=False` builds the tree of leaves as listed, whatever their `index` says:
+        how a challenger rebuilds a forged document's tree to prove its faults."""
         if not leaves:
             raise MerkleTreeError("A scores tree needs at least one example; got none.")
         for k, leaf in enumerate(leaves):
-            if leaf.index != k:
+            if check_order and leaf.index != k:
                 raise MerkleTreeError(f"Score leaf {k} has index {leaf.index}; leaves must be in index order 0..n-1.")
         n = len(leaves)
         tree: list[bytes] = [b""] * (2 * n - 1)

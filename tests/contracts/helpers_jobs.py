@@ -16,15 +16,16 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from node.chain.deploy import OPEN, DeployConfig
+from node.chain.deploy import OPEN
 from node.chain.models import DatanetParams, JobParams, Method, ResultParams
 from node.chain.protocol import Protocol
 from node.errors import ContractRevertError
 from node.rewards.merkle import StandardMerkleTree
-from tests.conftest import World
+from tests.conftest import TEST_DEPLOY, World
 
 DAY = 86_400
-DEPLOYED = DeployConfig()  # the parameters tests/conftest.py deploys with
+DEPLOYED = TEST_DEPLOY  # the parameters tests/conftest.py deploys with
+CHALLENGE_WINDOW = DEPLOYED.challenge_window
 MIN_STAKE = DEPLOYED.min_node_stake
 UNBONDING = DEPLOYED.unbonding_period
 CLAIM_WINDOW = DEPLOYED.claim_window
@@ -226,13 +227,28 @@ def contributors_share(params: JobParams, datanets: int) -> int:
 
 
 def complete_job(
-    world: World, job: JobSetup, shares: Sequence[tuple[str, int]], *, node: Protocol | None = None
+    world: World,
+    job: JobSetup,
+    shares: Sequence[tuple[str, int]],
+    *,
+    node: Protocol | None = None,
+    finalize: bool = True,
 ) -> tuple[int, StandardMerkleTree]:
-    """Submits the result of a claimed job with a reward tree over `shares`; returns
-    (model id, tree)."""
+    """Submits the result of a claimed job with a reward tree over `shares` and (by default)
+    finalizes it after its challenge window, which opens the reward round; returns (model id, tree)."""
     tree = reward_tree(job.job_id, shares)
     model_id = (node or world.node).submit_result(job.job_id, result_params(tree.root, str(job.job_id)))
+    if finalize:
+        finalize_job(world, job.job_id)
     return model_id, tree
+
+
+def finalize_job(world: World, job_id: int) -> TxReceipt:
+    """Moves chain time past the job's challenge window and finalizes it (as an outsider: anyone may)."""
+    at, _ = world.admin.finalizable_at(world.admin.job(job_id).modelId)
+    if world.now() < at:
+        set_time(world, at)  # evm_mine at a timestamp: works with the clock frozen too
+    return world.outsider.finalize(job_id)
 
 
 def claim_leaf(proto: Protocol, tree: StandardMerkleTree, k: int) -> TxReceipt:
