@@ -143,9 +143,7 @@ def allowance(proto: Protocol, owner: str, spender: str) -> int:
 # ------------------------------------------------------------------------ EIP-712
 
 
-def contribution_message(
-    inp: ContributionInput, contributor: str, nonce: int, deadline: int
-) -> dict[str, Any]:
+def contribution_message(inp: ContributionInput, contributor: str, nonce: int, deadline: int) -> dict[str, Any]:
     return {
         "contributor": Web3.to_checksum_address(contributor),
         "datanetId": inp.datanetId,
@@ -163,9 +161,7 @@ def registry_domain(chain_id: int, registry: str) -> dict[str, Any]:
     return {"name": "DatanetRegistry", "version": "1", "chainId": chain_id, "verifyingContract": registry}
 
 
-def contribution_digest(
-    proto: Protocol, inp: ContributionInput, contributor: str, nonce: int, deadline: int
-) -> bytes:
+def contribution_digest(proto: Protocol, inp: ContributionInput, contributor: str, nonce: int, deadline: int) -> bytes:
     """The EIP-712 digest computed off-chain (eth_account), independent of the contract."""
     domain = registry_domain(proto.chain_id, proto.datanets.address)
     signable = encode_typed_data(
@@ -174,9 +170,7 @@ def contribution_digest(
     return keccak(b"\x19\x01" + signable.header + signable.body)
 
 
-def sign_with_nonce(
-    proto: Protocol, signer: LocalAccount, inp: ContributionInput, nonce: int, deadline: int
-) -> bytes:
+def sign_with_nonce(proto: Protocol, signer: LocalAccount, inp: ContributionInput, nonce: int, deadline: int) -> bytes:
     """`signer`'s `Contribute` signature over `inp` for an explicit nonce."""
     return signing.sign_contribution(signer, proto.datanets.address, proto.chain_id, inp, nonce, deadline)
 

@@ -64,7 +64,10 @@ def test_decisions_conserve_tokens_exactly(
     with isolated(world) as w:
         min_stake = stake * min_part // 100
         datanet_id, treasury = new_datanet(
-            w.curator, curators=[w.curator.address], slash_bps=slash_bps, min_stake=min_stake,
+            w.curator,
+            curators=[w.curator.address],
+            slash_bps=slash_bps,
+            min_stake=min_stake,
             lock_period=MIN_LOCK_PERIOD,
         )
         c, other = w.poster, w.node  # fewer distinct clients keep examples fast
@@ -110,9 +113,7 @@ def relay_plans(draw: st.DrawFn) -> tuple[list[Signed], list[tuple[int, int]]]:
     index, relayer index) in any order, with repeats."""
     counts = [draw(st.integers(0, 3)), draw(st.integers(1, 3))]
     signed = [Signed(o, n, f"s{o}-{n}") for o in (0, 1) for n in range(counts[o])]
-    attempts = draw(
-        st.lists(st.tuples(st.integers(0, len(signed) - 1), st.integers(0, 3)), min_size=1, max_size=8)
-    )
+    attempts = draw(st.lists(st.tuples(st.integers(0, len(signed) - 1), st.integers(0, 3)), min_size=1, max_size=8))
     return signed, attempts
 
 
@@ -122,9 +123,7 @@ def relay_plans(draw: st.DrawFn) -> tuple[list[Signed], list[tuple[int, int]]]:
 @example(  # out of order: nonce 1 first, then 0, then 1 again, then both replayed
     plan=([Signed(1, 0, "a"), Signed(1, 1, "b")], [(1, 0), (0, 0), (1, 3), (0, 1), (1, 2)])
 )
-def test_no_signature_is_ever_used_twice(
-    world: World, plan: tuple[list[Signed], list[tuple[int, int]]]
-) -> None:
+def test_no_signature_is_ever_used_twice(world: World, plan: tuple[list[Signed], list[tuple[int, int]]]) -> None:
     """Whatever the order and whoever relays: a signature succeeds only when its nonce is the
     signer's next one, at most once; nonces count successes per account; stakes match."""
     signed, attempts = plan
@@ -212,9 +211,7 @@ def test_only_current_curators_decide(
 @example(lock=86_400, decide_after=100, wait=86_400)  # exactly at unlock
 @example(lock=86_400, decide_after=86_399, wait=0)  # the window's last second
 @example(lock=86_400, decide_after=86_400, wait=0)  # the window closed
-def test_stake_unlocks_exactly_at_its_lock_time(
-    world: World, lock: int, decide_after: int | None, wait: int
-) -> None:
+def test_stake_unlocks_exactly_at_its_lock_time(world: World, lock: int, decide_after: int | None, wait: int) -> None:
     """For any lock period, approved (lock from the decision) or left pending (lock from the
     submission): withdraw succeeds iff `wait` >= lockPeriod, else reverts DatanetStillLocked
     with the exact unlock time, never with an arithmetic panic. A decision `decide_after` >=

@@ -121,9 +121,7 @@ def test_digest_domain_and_typehash_match_eip712(world: World) -> None:
     )
     assert reg.functions.CONTRIBUTE_TYPEHASH().call() == keccak(text=type_string)
     assert reg.functions.eip712Domain().call()[1:5] == ("DatanetRegistry", "1", 31337, reg.address)
-    domain_type = keccak(
-        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    )
+    domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     separator = keccak(
         domain_type
         + keccak(text="DatanetRegistry")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from node.chain.deploy import OPEN
-from node.chain.models import JobParams, JobStatus, Method, Permit
+from node.chain.models import JobParams, JobStatus, Method, ModelStatus, Permit
 from node.chain.protocol import Protocol
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_jobs import (
@@ -27,6 +27,7 @@ from tests.contracts.helpers_jobs import (
     contributors_share,
     create_datanets,
     events,
+    finalize_job,
     frozen_clock,
     job_params,
     post_job,
@@ -483,7 +484,10 @@ def test_a_node_that_overruns_the_training_time_loses_the_job_and_half_its_bond(
     ]
     reopened = node.job(job.job_id)
     assert (reopened.status, reopened.node, reopened.bond, reopened.claimBlock) == (
-        JobStatus.OPEN, ZERO_ADDRESS, 0, first.claimBlock
+        JobStatus.OPEN,
+        ZERO_ADDRESS,
+        0,
+        first.claimBlock,
     )
     assert poster.balance() == FUNDED - POOL + first.bond // 2
     assert (node.node_stake().reserved, node.node_stake().jobs) == (0, 0)
@@ -553,18 +557,27 @@ def test_expired_claimed_job_cannot_be_submitted(world: World) -> None:
 
 
 def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> None:
-    """A result stores the model, pays the node fee and one fee per Datanet treasury, moves the
-    contributors' share to the distributor, opens the round and releases the node's bond."""
+    """A result stores the model as pending and moves nothing; `finalize`, after the challenge
+    window, pays the node fee and one fee per Datanet treasury, moves the contributors' share to
+    the distributor, opens the round and releases the node's bond."""
     node, admin = world.node, world.admin
     job = claimed_job(world, datanets=3, node_fee_bps=1_234, datanet_fee_bps=2_345, pool=POOL + 7)
     result = result_params(b"\x33" * 32)
-    receipt = send(node, node.models.functions.submitResult(job.job_id, result.model_dump()))
+    submitted = send(node, node.models.functions.submitResult(job.job_id, result.model_dump()))
     registered_at = world.now()
+    bond = admin.job(job.job_id).bond
+    assert events(admin.rewards, submitted, "FeePaid") == [] and events(admin.staking, submitted, "BondReleased") == []
+    assert registry_balance(world) == POOL + 7 and admin.reward_round(job.job_id).total == 0
+    assert admin.model(1).status == ModelStatus.PENDING and admin.job(job.job_id).status == JobStatus.SUBMITTED
+    assert (node.node_stake().reserved, node.node_stake().jobs) == (bond, 1)
+    receipt = finalize_job(world, job.job_id)
+    finalized = events(admin.models, receipt, "ModelFinalized")
+    assert finalized == [{"modelId": 1, "jobId": job.job_id, "node": node.address}]
     node_fee = (POOL + 7) * 1_234 // 10_000
     each = (POOL + 7) * 2_345 // 10_000 // 3
     share = POOL + 7 - node_fee - 3 * each
     assert share == contributors_share(job.params, 3)
-    assert events(node.models, receipt, "ModelRegistered") == [
+    assert events(node.models, submitted, "ModelRegistered") == [
         {
             "modelId": 1,
             "jobId": job.job_id,
@@ -582,13 +595,10 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
             "exampleCount": result.exampleCount,
         }
     ]
-    assert [
-        (e["recipient"], e["amount"], e["toNode"]) for e in events(admin.rewards, receipt, "FeePaid")
-    ] == [
+    assert [(e["recipient"], e["amount"], e["toNode"]) for e in events(admin.rewards, receipt, "FeePaid")] == [
         (node.address, node_fee, True),
         *[(t, each, False) for t in job.treasuries],
     ]
-    bond = admin.job(job.job_id).bond
     assert events(admin.staking, receipt, "BondReleased") == [
         {"node": node.address, "amount": bond, "reserved": 0, "jobs": 0}
     ]
@@ -604,6 +614,7 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
         "parentModelId": 0,
         "node": node.address,
         "method": Method.QLORA,
+        "status": ModelStatus.FINALIZED,
         "registeredAt": registered_at,
         "baseModelHash": BASE_HASH,
         "adapterHash": result.adapterHash,
@@ -656,7 +667,8 @@ def test_submit_result_only_before_the_deadline(world: World) -> None:
         set_time(world, deadline)
         with reverts("ModelRegistryDeadlinePassed", jobId=late.job_id, deadline=deadline):
             world.node.submit_result(late.job_id, result_params(b"\x02" * 32))
-    assert world.node.node_stake().jobs == 1
+    assert world.admin.job(in_time.job_id).status == JobStatus.SUBMITTED
+    assert world.admin.job(late.job_id).status == JobStatus.CLAIMED
 
 
 def test_submit_result_refuses_empty_fields(world: World) -> None:
@@ -691,6 +703,9 @@ def test_submit_result_needs_a_claimed_job(world: World) -> None:
         node.submit_result(job.job_id, result_params(b"\x01" * 32))
     node.claim_job(job.job_id)
     node.submit_result(job.job_id, result_params(b"\x01" * 32))
+    with reverts("ModelRegistryWrongStatus", status=JobStatus.SUBMITTED):
+        node.submit_result(job.job_id, result_params(b"\x02" * 32))
+    finalize_job(world, job.job_id)
     with reverts("ModelRegistryWrongStatus", status=JobStatus.COMPLETED):
         node.submit_result(job.job_id, result_params(b"\x02" * 32))
 
@@ -703,11 +718,14 @@ def test_a_node_may_run_several_jobs_and_each_holds_a_bond(world: World) -> None
     bond = node.job(first.job_id).bond
     assert (node.node_stake().reserved, node.node_stake().jobs) == (2 * bond, 2)
     node.submit_result(first.job_id, result_params(b"\x01" * 32))
+    assert node.node_stake().reserved == 2 * bond  # held through the challenge window
+    finalize_job(world, first.job_id)
     assert (node.node_stake().reserved, node.node_stake().jobs, node.node_stake().free) == (bond, 1, bond)
     node.request_unbond(bond)
     world.advance(UNBONDING)
     node.withdraw_stake()
     node.submit_result(second.job_id, result_params(b"\x02" * 32, "b"))
+    finalize_job(world, second.job_id)
     assert (node.node_stake().active, node.node_stake().jobs) == (bond, 0)
 
 
@@ -715,6 +733,7 @@ def test_max_datanets_end_to_end(world: World) -> None:
     """A job on MAX_DATANETS Datanets pays every treasury the same fee."""
     job = claimed_job(world, datanets=16, datanet_fee_bps=5_000, node_fee_bps=0, pool=16 * OPEN + 15)
     world.node.submit_result(job.job_id, result_params(b"\x01" * 32))
+    finalize_job(world, job.job_id)
     each = (16 * OPEN + 15) * 5_000 // 10_000 // 16
     assert [world.admin.balance(t) for t in job.treasuries] == [each] * 16
     assert world.admin.balance(world.admin.rewards.address) == 16 * OPEN + 15 - 16 * each
@@ -756,6 +775,7 @@ def _three_models(world: World) -> tuple[list[int], Protocol]:
             stake_node(node)
         node.claim_job(job_id)
         assert node.submit_result(job_id, result_params(b"\x01" * 32, str(k))) == k + 1
+        finalize_job(world, job_id)  # frees the node's bond for the next claim
     return [a, b], other
 
 
@@ -810,6 +830,7 @@ def test_lineage_follows_parent_models(world: World) -> None:
         assert poster.job(job_id).parentModelId == parents[-1]
         node.claim_job(job_id)
         parents.append(node.submit_result(job_id, result_params(b"\x01" * 32, f"child{k}")))
+        finalize_job(world, job_id)  # only a final model can be a parent
     m2, m3 = parents[1:]
     assert node.model(m2).parentModelId == m1
     assert node.model(m3).parentModelId == m2

@@ -45,9 +45,7 @@ def test_stake_bonds_tokens_and_accumulates(world: World) -> None:
     node, staking = world.node, world.node.staking
     node.approve(staking.address, 3 * MIN_STAKE)
     receipt = node.stake(MIN_STAKE)
-    assert events(staking, receipt, "Staked") == [
-        {"node": node.address, "amount": MIN_STAKE, "active": MIN_STAKE}
-    ]
+    assert events(staking, receipt, "Staked") == [{"node": node.address, "amount": MIN_STAKE, "active": MIN_STAKE}]
     receipt = node.stake(2 * MIN_STAKE)
     assert events(staking, receipt, "Staked")[0]["active"] == 3 * MIN_STAKE
     stake = node.node_stake()
@@ -64,9 +62,7 @@ def test_stake_zero_is_refused(world: World) -> None:
 
 def test_stake_without_allowance_is_refused(world: World) -> None:
     """Staking pulls tokens only through an allowance."""
-    with reverts(
-        "ERC20InsufficientAllowance", spender=world.node.staking.address, allowance=0, needed=MIN_STAKE
-    ):
+    with reverts("ERC20InsufficientAllowance", spender=world.node.staking.address, allowance=0, needed=MIN_STAKE):
         world.node.stake(MIN_STAKE)
 
 
@@ -264,8 +260,10 @@ def test_the_admin_cannot_make_itself_job_manager(world: World) -> None:
     (the ModelRegistry) and can never be changed, by the admin or anyone."""
     admin, models = world.admin, world.admin.models.address
     for who in (admin, world.outsider):
-        with reverts("NodeStakingJobManagerSet", jobManager=models) if who is admin else reverts(
-            "AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE
+        with (
+            reverts("NodeStakingJobManagerSet", jobManager=models)
+            if who is admin
+            else reverts("AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE)
         ):
             send(who, who.staking.functions.setJobManager(who.address))
     assert view(admin, admin.staking.functions.jobManager()) == models

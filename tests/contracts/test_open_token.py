@@ -75,9 +75,7 @@ def test_transfer_moves_balance_and_emits(world: World) -> None:
     receipt = a.transfer(b.address, 123 * OPEN + 7)
     assert a.balance() == FUNDED - 123 * OPEN - 7
     assert b.balance() == 123 * OPEN + 7
-    assert events(a.token, receipt, "Transfer") == [
-        {"from": a.address, "to": b.address, "value": 123 * OPEN + 7}
-    ]
+    assert events(a.token, receipt, "Transfer") == [{"from": a.address, "to": b.address, "value": 123 * OPEN + 7}]
 
 
 def test_transfer_errors(world: World) -> None:
@@ -118,9 +116,7 @@ def test_domain_separator_matches_eip712(world: World) -> None:
     token = world.admin.token
     domain = token.functions.eip712Domain().call()
     assert domain[1:5] == ("Open", "1", 31337, token.address)
-    type_hash = keccak(
-        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    )
+    type_hash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     expected = keccak(
         type_hash
         + keccak(text="Open")
@@ -184,9 +180,7 @@ def test_permit_digest_is_the_eip2612_one(world: World) -> None:
     on-chain for the max deadline, and matches what the node's helper signs."""
     owner = world.contributors[3]
     permit = _sign_permit(owner, owner.address, world.outsider.address, 5, 0, MAX_UINT)
-    helper = signing.sign_permit(
-        signer(owner), owner.token.address, 31337, world.outsider.address, 5, 0, MAX_UINT
-    )
+    helper = signing.sign_permit(signer(owner), owner.token.address, 31337, world.outsider.address, 5, 0, MAX_UINT)
     assert helper == permit
     _permit_call(world.outsider, owner.address, world.outsider.address, 5, permit)
     assert allowance(owner, owner.address, world.outsider.address) == 5

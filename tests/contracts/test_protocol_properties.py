@@ -33,6 +33,7 @@ from tests.conftest import (
     World,
 )
 from tests.contracts.helpers_jobs import (
+    CHALLENGE_WINDOW,
     CLAIM_WINDOW,
     DAY,
     EXPIRY_SLASH_BPS,
@@ -40,6 +41,7 @@ from tests.contracts.helpers_jobs import (
     UNBONDING,
     claim_leaf,
     create_datanets,
+    finalize_job,
     frozen_clock,
     job_params,
     own_staking,
@@ -182,15 +184,14 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
             w.admin.staking.address,
         ]
         before = {a: w.admin.balance(a) for a in ledger}
-        params = job_params(
-            w.now(), ids, pool=case.pool, node_fee_bps=case.node_bps, datanet_fee_bps=case.datanet_bps
-        )
+        params = job_params(w.now(), ids, pool=case.pool, node_fee_bps=case.node_bps, datanet_fee_bps=case.datanet_bps)
         job_id = post_job(w.poster, params)
         bond = w.node.bond_for(job_id)
         stake_node(w.node, bond)  # exactly the bond: it is all reserved while the job is held
         w.node.claim_job(job_id)
         tree = reward_tree(job_id, [(contributors[c], amount) for c, amount in case.leaves])
         w.node.submit_result(job_id, result_params(tree.root))
+        finalize_job(w, job_id)
         node_fee, each, share = split(case.pool, case.node_bps, case.datanet_bps, case.datanets)
         assert w.admin.reward_round(job_id).total == share
 
@@ -242,9 +243,7 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
     datanet_share=st.floats(0, 1),
     datanets=st.integers(0, 16),
 )
-def test_split_pool_always_adds_up(
-    world: World, pool: int, node_bps: int, datanet_share: float, datanets: int
-) -> None:
+def test_split_pool_always_adds_up(world: World, pool: int, node_bps: int, datanet_share: float, datanets: int) -> None:
     """splitPool's parts sum to the pool; fees are floors; contributors get at most the dust
     of the Datanet division on top of their exact share."""
     datanet_bps = int((10_000 - node_bps) * datanet_share)
@@ -397,7 +396,10 @@ def test_stake_ledger_matches_a_model(world: World, ops: list[tuple[str, int, in
                 slashed_total += before - m.active if op == "slash" else 0
                 got = node.node_stake()
                 assert (got.active, got.reserved, got.unbonding, got.jobs) == (
-                    m.active, m.reserved, m.unbonding, len(m.bonds)
+                    m.active,
+                    m.reserved,
+                    m.unbonding,
+                    len(m.bonds),
                 )
                 assert got.reserved <= got.active
                 if m.unbonding:
@@ -418,6 +420,7 @@ class JobModel:
     bond: int  # what a claim reserves: the contributors' part (80 % here), at least MIN_STAKE
     status: JobStatus = JobStatus.OPEN
     node: int = -1
+    submitted_at: int = 0
 
 
 NODE_STAKE = 2 * MIN_STAKE
@@ -439,6 +442,7 @@ JOB_OPS = st.lists(
         st.tuples(st.just("cancel"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("expire"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("reopen"), st.integers(0, 2), st.just(0)),
+        st.tuples(st.just("finalize"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("advance"), st.sampled_from([DAY - 1, 1, DAY]), st.just(0)),
     ),
     min_size=1,
@@ -466,8 +470,14 @@ def _expected_job_op(op: str, j: JobModel, who: int, m: EscrowModel, now: int) -
             return "ModelRegistryNotJobNode"
         if now >= j.deadline:
             return "ModelRegistryDeadlinePassed"
+        j.status, j.submitted_at = JobStatus.SUBMITTED, now  # the bond stays reserved until finalize
+    elif op == "finalize":
+        if j.status != JobStatus.SUBMITTED:
+            return "ModelRegistryWrongStatus"
+        if now < j.submitted_at + CHALLENGE_WINDOW:
+            return "ModelRegistryChallengeWindowOpen"
         j.status = JobStatus.COMPLETED
-        m.reserved[who] -= j.bond
+        m.reserved[j.node] -= j.bond
     elif op == "cancel":
         if j.status != JobStatus.OPEN:
             return "ModelRegistryWrongStatus"
@@ -497,6 +507,8 @@ def _send_job_op(w: World, node: Protocol, op: str, job_id: int) -> None:
         node.submit_result(job_id, result_params(b"\x01" * 32))
     elif op == "cancel":
         w.poster.cancel_job(job_id)
+    elif op == "finalize":
+        w.outsider.finalize(job_id)
     elif op == "reopen":
         w.outsider.reopen_job(job_id)
     else:
@@ -572,10 +584,10 @@ def test_job_escrow_holds_exactly_the_live_pools(
                 got = outcome(_send_job_op, w, nodes[who], op, job_id)
                 assert got == expected, (op, job_id, who)
                 assert w.admin.job(job_id).status == j.status
-                live = [x for x in m.jobs if x.status in (JobStatus.OPEN, JobStatus.CLAIMED)]
+                live = [x for x in m.jobs if x.status in (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.SUBMITTED)]
                 assert w.admin.balance(w.admin.models.address) == sum(x.pool for x in live)
                 for i, n in enumerate(nodes):
                     stake = n.node_stake()
-                    claimed = sum(x.status == JobStatus.CLAIMED and x.node == i for x in m.jobs)
+                    claimed = sum(x.status in (JobStatus.CLAIMED, JobStatus.SUBMITTED) and x.node == i for x in m.jobs)
                     assert (stake.active, stake.reserved, stake.jobs) == (m.active[i], m.reserved[i], claimed)
         assert sum(w.admin.balance(a) for a in ledger) == total

@@ -20,6 +20,7 @@ from tests.contracts.helpers_jobs import (
     complete_job,
     contributors_share,
     events,
+    finalize_job,
     frozen_clock,
     own_distributor,
     result_params,
@@ -111,8 +112,13 @@ def test_every_contributor_claims_with_a_real_proof(world: World) -> None:
     for k, contributor in enumerate(world.contributors):
         receipt = claim_leaf(contributor, r.tree, k)
         assert events(rewards, receipt, "Claimed") == [
-            {"funder": rewards_funder(world), "jobId": r.job_id, "index": k, "account": contributor.address,
-             "amount": r.amounts[k]}
+            {
+                "funder": rewards_funder(world),
+                "jobId": r.job_id,
+                "index": k,
+                "account": contributor.address,
+                "amount": r.amounts[k],
+            }
         ]
         paid += r.amounts[k]
         assert contributor.balance() == FUNDED + r.amounts[k]
@@ -201,6 +207,7 @@ def test_claimed_bitmap_words_are_independent(world: World) -> None:
     values = [(job.job_id, i, account, 1) for i in indices]
     tree = StandardMerkleTree.of(values, REWARD_TYPES)
     world.node.submit_result(job.job_id, result_params(tree.root))
+    finalize_job(world, job.job_id)
     claimed: set[int] = set()
     for k in (3, 6, 0, 2, 5, 1, 4):  # an order that crosses words back and forth
         claim_leaf(world.relayer, tree, k)
