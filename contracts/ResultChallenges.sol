@@ -4,7 +4,7 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {ModelRegistry} from "./ModelRegistry.sol";
+import {IResultChallenges, ModelRegistry} from "./ModelRegistry.sol";
 
 /// @title ResultChallenges
 /// @notice The challenge window of every result the ModelRegistry registers, and the on-chain
@@ -34,7 +34,7 @@ import {ModelRegistry} from "./ModelRegistry.sol";
 ///   non-positive and `W` is the example count, their example counts), or the dust leaf.
 /// Whether the scores themselves (and so `W`) reproduce is a recomputation dispute, settled
 /// off-chain by verifiers (docs/protocol.md).
-contract ResultChallenges {
+contract ResultChallenges is IResultChallenges {
     using SafeERC20 for IERC20;
 
     enum Kind {

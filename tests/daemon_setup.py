@@ -14,6 +14,7 @@ from node.chain.models import DatanetParams, JobParams, Method
 from node.chain.protocol import Protocol
 from node.config import Settings
 from node.daemon.loop import Daemon
+from node.daemon.store import JobState
 from node.data.contribute import Journal, contribute_files
 from node.demo import world as demo_world
 from node.storage.embedded import EmbeddedStore
@@ -133,3 +134,20 @@ def job_events(world: World, name: str, job_id: int) -> list[dict[str, Any]]:
     event = getattr(world.admin.models.events, name)
     logs = event.get_logs(from_block=world.deployment.deploy_block, argument_filters={"jobId": job_id})
     return [dict(log["args"]) | {"tx": "0x" + bytes(log["transactionHash"]).hex()} for log in logs]
+
+
+def past_challenge_windows(world: World, daemon: Daemon) -> None:
+    """Mines a block after the challenge window of every result `daemon` submitted and waits on."""
+    waiting = [r for r in daemon.jobs.in_states([JobState.SUBMITTED]) if r.model_id]
+    ats = [world.admin.finalizable_at(r.model_id)[0] for r in waiting if r.model_id]
+    if ats and max(ats) > world.now():
+        world.rpc("evm_mine", max(ats))
+
+
+def run_to_settled(world: World, daemon: Daemon) -> None:
+    """`daemon.run(once=True)`, then, for results waiting on their challenge window, the chain clock
+    moved past it and one more run, which finalizes them (a restart nudges every waiting job)."""
+    daemon.run(once=True)
+    if daemon.jobs.in_states([JobState.SUBMITTED]):
+        past_challenge_windows(world, daemon)
+        daemon.run(once=True)

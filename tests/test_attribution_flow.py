@@ -13,11 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from eth_abi import encode
 from typer.testing import CliRunner
 
+from node.attribution.disputes import REWARD_CLAIM, commitment, new_salt
 from node.attribution.document import AttributionDocument, build_document
 from node.chain.accounts import dev_account
+from node.chain.models import ChallengeKind, ChallengeStatus, ModelStatus
 from node.cli import app
+from node.daemon.loop import Daemon
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
 from node.daemon.verify import VerifyError, verify_job
@@ -27,7 +31,8 @@ from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
 from tests.conftest import OUTSIDER, World
-from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, private_datanet, stake
+from tests.contracts.helpers_jobs import frozen_clock, set_time
+from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, private_datanet, run_to_settled, stake
 
 
 @pytest.fixture
@@ -42,12 +47,19 @@ def _cli_env(home: NodeHome, world: World) -> dict[str, str]:
 
 
 def _drive(steps: JobSteps, jobs: JobStore, job_id: int, until: JobState) -> None:
-    """Runs job `job_id`'s steps directly (errors propagate) until it reaches `until`."""
+    """Runs job `job_id`'s steps directly (errors propagate) until it reaches `until`; a result
+    waiting on its challenge window gets the chain clock moved past it."""
     for _ in range(12):
         r = jobs.require(job_id)
         if r.state == until:
             return
-        steps.steps[r.state](r)
+        try:
+            steps.steps[r.state](r)
+        except WaitJob:
+            if r.state != JobState.SUBMITTED or r.model_id is None:
+                raise
+            at, _ = steps.p.finalizable_at(r.model_id)
+            steps.p.client.w3.provider.make_request("evm_mine", [at])  # type: ignore[arg-type]
     raise AssertionError(f"job #{job_id} stuck in {jobs.require(job_id).state}")
 
 
@@ -57,12 +69,19 @@ def test_attributed_job_verifies_and_pays_its_contributors(world: World, home: N
     stake(world.node)
     job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2})
     daemon = home.daemon(world.node)
-    daemon.run(once=True)
+    with frozen_clock(world, world.now() + 1):  # each phase of the (6 s) challenge window on purpose
+        daemon.run(once=True)
+        r = daemon.jobs.require(job_id)
+        assert r.state == JobState.SUBMITTED, (r.state, r.reason, r.last_error)  # waits out its window
+        _challenge_an_honest_leaf(world, home, daemon, job_id, r.model_id or 0)
+        set_time(world, world.admin.finalizable_at(r.model_id or 0)[0])
+        daemon.run(once=True)
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
     daemon.close()
 
     model = world.admin.model(r.model_id or 0)
+    assert model.status == ModelStatus.FINALIZED
     doc = AttributionDocument.from_json(home.store.cat(model.attributionCID))
     assert doc.format == "datanet-attribution-v1" and doc.method.id.startswith("tracin")
     assert len(doc.snapshots) == 2 and doc.query.source == "held-out" and doc.query.examples >= 1
@@ -95,6 +114,27 @@ def test_attributed_job_verifies_and_pays_its_contributors(world: World, home: N
         before = world.admin.balance(account)
         world.admin.claim_reward(job_id, int(index), account, int(amount), tree.proof(i))
         assert world.admin.balance(account) == before + int(amount)
+
+
+def _challenge_an_honest_leaf(world: World, home: NodeHome, daemon: Daemon, job_id: int, model_id: int) -> None:
+    """In the window: `datanet challenge --dry-run` finds no fault; a reward-leaf challenge anyway
+    is answered by the daemon from its attribution document, and the challenger's bond pays the node."""
+    out = CliRunner().invoke(app, ["challenge", str(job_id), "--dry-run", "--json"], env=_cli_env(home, world),
+                             catch_exceptions=False)  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["faults"] == []
+    doc = AttributionDocument.from_json(home.store.cat(world.admin.model(model_id).attributionCID))
+    tree = StandardMerkleTree.load(doc.reward_tree)
+    _, index, account, amount = tree.values()[0]
+    evidence = encode([REWARD_CLAIM], [(int(index), account, int(amount), tree.proof(0))])
+    challenger, salt = world.relayer, new_salt()
+    challenger.approve(challenger.challenges.address, challenger.challenge_bond())
+    cid = challenger.commit_challenge(model_id, commitment(ChallengeKind.REWARD_LEAF, evidence, salt))
+    challenger.reveal_challenge(cid, ChallengeKind.REWARD_LEAF, evidence, salt)
+    assert world.admin.challenge(cid).status == ChallengeStatus.ANSWERABLE
+    daemon.run(once=True)  # the node answers with the account's contributions
+    assert world.admin.challenge(cid).status == ChallengeStatus.REJECTED
+    assert world.admin.model(model_id).status == ModelStatus.PENDING
 
 
 @pytest.mark.timeout(600)
@@ -196,7 +236,7 @@ def test_a_private_datanet_job_verifies_only_with_a_key_grant(world: World, home
     daemon = home.daemon(world.node)
     daemon.run(once=True)  # claims, publishes its encryption key, waits for the grant
     grant_job(world.curator, home.store, d, job_id)
-    daemon.run(once=True)
+    run_to_settled(world, daemon)
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
     daemon.close()

@@ -22,7 +22,7 @@ from node.errors import NodeError
 from node.rewards.merkle import leaf_hash, process_proof
 from node.rewards.shares import REWARD_LEAF_ENCODING, Share, reward_tree, split_pool
 from tests.conftest import CONTRIBUTORS, RELAYER, World
-from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, stake
+from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, run_to_settled, stake
 
 runner = CliRunner()
 WINDOW = DeployConfig().claim_window
@@ -57,7 +57,7 @@ def test_contributors_see_and_claim_their_rewards(world: World, home: NodeHome) 
     stake(world.node)
     job_id = post_job(world, home, datanet_id)
     daemon = home.daemon(world.node)
-    daemon.run(once=True)
+    run_to_settled(world, daemon)
     daemon.close()
     base = ["--rpc-url", world.rpc_url]
     rnd = world.admin.reward_round(job_id)

@@ -19,7 +19,16 @@ from node.daemon.store import JobState
 from node.data.assemble import assemble
 from node.rewards.merkle import StandardMerkleTree
 from tests.conftest import World
-from tests.daemon_setup import NodeHome, approved_datanet, job_events, node_home, post_job, private_datanet, stake
+from tests.daemon_setup import (
+    NodeHome,
+    approved_datanet,
+    job_events,
+    node_home,
+    post_job,
+    private_datanet,
+    run_to_settled,
+    stake,
+)
 
 
 @pytest.fixture
@@ -32,7 +41,7 @@ def test_a_posted_job_ends_as_a_registered_model(world: World, home: NodeHome, t
     stake(world.node)
     job_id = post_job(world, home, datanet_id)
     daemon = home.daemon(world.node)
-    daemon.run(once=True)
+    run_to_settled(world, daemon)
 
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, (r.state, r.reason, r.last_error)
@@ -69,7 +78,7 @@ def test_a_posted_job_ends_as_a_registered_model(world: World, home: NodeHome, t
     assert len(job_events(world, "JobClaimed", job_id)) == len(job_events(world, "ModelRegistered", job_id)) == 1
 
     # A second pass finds nothing to do and sends nothing.
-    daemon.run(once=True)
+    run_to_settled(world, daemon)
     assert len(job_events(world, "ModelRegistered", job_id)) == 1
     daemon.close()
 
@@ -198,7 +207,7 @@ def test_a_skipped_job_runs_after_datanet_jobs_retry(world: World, home: NodeHom
            "DATANET_DEPLOYMENTS_DIR": str(home.settings.deployments_dir)}  # fmt: skip
     out = CliRunner().invoke(app, ["jobs", "--retry", str(job_id), "--json"], env=env, catch_exceptions=False)
     assert out.exit_code == 0 and json.loads(out.stdout)[0]["job"]["state"] == "seen"
-    daemon.run(once=True)
+    run_to_settled(world, daemon)
     assert daemon.jobs.require(job_id).state == JobState.SETTLED
     again = CliRunner().invoke(app, ["jobs", "--retry", str(job_id)], env=env)
     assert again.exit_code != 0 and "only skipped jobs and retryable failed ones" in str(again.exception)
@@ -236,7 +245,7 @@ def test_a_private_datanet_job_waits_for_its_key_grant_then_trains(world: World,
     assert r.attempts == 0  # waiting is not failing
 
     grant_job(world.curator, home.store, d, job_id)  # possible now: the daemon published its encryption key
-    daemon.run(once=True)  # a restart (or the AccessGranted event) makes the waiting job due again
+    run_to_settled(world, daemon)  # a restart (or the AccessGranted event) makes the waiting job due again
     r = daemon.jobs.require(job_id)
     assert r.state == JobState.SETTLED, r
     assert world.admin.model(r.model_id or 0).dataRoot.hex() == (r.data_root or "")[2:]

@@ -131,7 +131,7 @@ def test_kill_9_at_every_stage_then_restart_submits_exactly_once(
     proc = _start(home, world, "submit-sent", log)
     assert _wait_exit(proc, log) == -signal.SIGKILL
     assert (r := row()) is not None and r.state == JobState.UPLOADED
-    assert world.admin.job(job_id).status == JobStatus.COMPLETED
+    assert world.admin.job(job_id).status == JobStatus.SUBMITTED
 
     # 8. A clean restart records what the chain already has and finishes.
     proc = _start(home, world, None, log)

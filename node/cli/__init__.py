@@ -19,6 +19,7 @@ from node.cli import (
     contribute,
     datanets,
     demo,
+    disputes,
     evalset,
     keys,
     operator,
@@ -76,6 +77,8 @@ app.command("daemon", rich_help_panel=NODES)(daemon_cli.daemon_cmd)
 # Everyone: the chain's state and the model registry.
 app.command("status", rich_help_panel=EVERYONE)(views.status_cmd)
 app.command("verify", rich_help_panel=EVERYONE)(verify.verify_cmd)
+app.command("challenge", rich_help_panel=EVERYONE)(disputes.challenge_cmd)
+app.command("finalize", rich_help_panel=EVERYONE)(disputes.finalize_cmd)
 app.add_typer(views.model_app, name="model", rich_help_panel=EVERYONE)
 views.model_app.command("list")(daemon_cli.models_cmd)
 

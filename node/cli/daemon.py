@@ -161,6 +161,7 @@ class ModelView(BaseModel):
 
     model_id: int
     job_id: int
+    status: str = Field(description="pending (in its challenge window), finalized (rewards claimable) or voided.")
     node: str
     method: str
     base_model: str
@@ -202,11 +203,11 @@ def models_cmd(
     if json_out:
         print_json(views)
         return
-    t = Table("#", "job", "base model", "datanets", "adapter CID", "data root", "eval loss")
+    t = Table("#", "job", "status", "base model", "datanets", "adapter CID", "data root", "eval loss")
     for v in views:
         loss = (v.metrics or {}).get("train", {}).get("eval_loss")
-        t.add_row(str(v.model_id), str(v.job_id), v.base_model, ",".join(map(str, v.datanet_ids)), v.adapter_cid,
-                  v.data_root[:18] + "…", _num(loss))  # fmt: skip
+        t.add_row(str(v.model_id), str(v.job_id), v.status, v.base_model, ",".join(map(str, v.datanet_ids)),
+                  v.adapter_cid, v.data_root[:18] + "…", _num(loss))  # fmt: skip
     console.print(t if views else "no models match")
 
 
@@ -255,7 +256,8 @@ def _model_view(m: Model, store: Any) -> ModelView:
         except (NodeError, ValueError) as e:
             print(f"model #{m.id}: attribution {m.attributionCID} not readable here ({e})", file=sys.stderr)
     return ModelView(
-        model_id=m.id, job_id=m.jobId, node=m.node, method=m.method.name.lower(), base_model=m.baseModel,
+        model_id=m.id, job_id=m.jobId, status=m.status.name.lower(), node=m.node, method=m.method.name.lower(),
+        base_model=m.baseModel,
         base_model_hash="0x" + m.baseModelHash.hex(), datanet_ids=m.datanetIds, adapter_cid=m.adapterCID,
         adapter_sha256="0x" + m.adapterHash.hex(), data_root="0x" + m.dataRoot.hex(), metrics_cid=m.metricsCID,
         metrics=doc, config_cid=m.configCID, config_hash="0x" + m.configHash.hex(), parent_model_id=m.parentModelId,

@@ -1,0 +1,140 @@
+"""`datanet challenge JOB` and `datanet finalize JOB`: the challenge window, for people.
+
+`challenge` fetches the pending result's attribution document, finds a fault the challenge
+contract decides on-chain (`node.attribution.disputes.find_faults`), and commits and reveals it
+(commit-reveal, so no one can copy it from the mempool); with `--dry-run` it only reports.
+Scores that do not reproduce are not on-chain arithmetic: `datanet verify JOB` finds those.
+`finalize` ends the window: it settles reward-leaf challenges the node left unanswered, then
+finalizes (the bond is released and the contributors' claims open), anyone may run it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from node.attribution.disputes import ResultTrees, commitment, find_faults, new_salt
+from node.attribution.document import AttributionDocument
+from node.chain.deploy import fmt_open
+from node.chain.models import ChallengeStatus, JobStatus, ModelStatus
+from node.chain.protocol import Protocol
+from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
+from node.cli.operator import chain_now, fmt_when
+from node.errors import NodeError
+from node.storage import open_store
+
+
+class DisputeCommandError(NodeError, ValueError):
+    """A challenge or finalize that cannot be done now (says why and what to do)."""
+
+
+def _pending_model(p: Protocol, job_id: int) -> int:
+    if not 1 <= job_id <= p.job_count():
+        raise DisputeCommandError(f"No job #{job_id} (`datanet job list`).")
+    job = p.job(job_id)
+    if job.status != JobStatus.SUBMITTED:
+        raise DisputeCommandError(
+            f"Job #{job_id} is {job.status.name.lower()}: only a submitted result in its challenge window can be "
+            "challenged or finalized."
+        )
+    return job.modelId
+
+
+def challenge_cmd(
+    ctx: typer.Context,
+    job_id: int,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the faults found; send nothing.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a pending result's attribution arithmetic and challenge a fault the contract can prove.
+
+    Escrows the challenge bond; an upheld challenge voids the result and pays you a share of the
+    node's bond, a rejected one pays your bond to the node."""
+    p = read_protocol(ctx) if dry_run else write_protocol(ctx)
+    model_id = _pending_model(p, job_id)
+    model = p.model(model_id)
+    committed = p.result_commitment(model_id)
+    store = open_store(settings(ctx))
+    doc = AttributionDocument.from_json(store.cat(model.attributionCID), f"attribution document {model.attributionCID}")
+    faults = find_faults(ResultTrees.from_document(doc, committed), committed)
+    out: dict[str, Any] = {
+        "job_id": job_id,
+        "model_id": model_id,
+        "faults": [{"kind": f.kind.name.lower(), "reason": f.reason} for f in faults],
+    }
+    if not faults or dry_run:
+        if json_out:
+            print_json(out)
+            return
+        if not faults:
+            console.print(f"job #{job_id}, model #{model_id}: no fault the contract can decide in its arithmetic "
+                          f"(`datanet verify {job_id}` recomputes the scores themselves)")  # fmt: skip
+        for f in faults:
+            console.print(f"{f.kind.name.lower()}: {f.reason}")
+        return
+    fault = faults[0]
+    bond = p.challenge_bond()
+    if p.balance() < bond:
+        raise DisputeCommandError(f"A challenge escrows {fmt_open(bond)}; {p.address} holds {fmt_open(p.balance())}.")
+    salt = new_salt()
+    p.approve(p.challenges.address, bond)
+    challenge_id = p.commit_challenge(model_id, commitment(fault.kind, fault.evidence, salt))
+    p.reveal_challenge(challenge_id, fault.kind, fault.evidence, salt)
+    c = p.challenge(challenge_id)
+    out |= {
+        "challenge_id": challenge_id,
+        "kind": fault.kind.name.lower(),
+        "status": c.status.name.lower(),
+        "answer_deadline": c.answerDeadline or None,
+        "bond": bond,
+        "tx": p.client.last_tx,
+    }
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"challenge #{challenge_id} ({fault.kind.name.lower()}): {fault.reason}")
+    if c.status == ChallengeStatus.UPHELD:
+        console.print(f"upheld: model #{model_id} is voided, job #{job_id} reopened; you got your bond back and a "
+                      "share of the node's bond")  # fmt: skip
+    elif c.status == ChallengeStatus.ANSWERABLE:
+        console.print(f"the node must justify the leaf by {fmt_when(c.answerDeadline, chain_now(p))}; if it does "
+                      f"not, `datanet finalize {job_id}` settles the challenge (upheld) after that")  # fmt: skip
+    else:
+        console.print(f"{c.status.name.lower()}: your bond of {fmt_open(bond)} went to the node")
+
+
+def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+    """End a result's challenge window (anyone may): the model becomes final and rewards claimable.
+
+    Settles reward-leaf challenges the node did not answer in time first (upheld: the result is
+    voided); otherwise the node's bond is released and the contributors' reward claims open."""
+    p = write_protocol(ctx)
+    model_id = _pending_model(p, job_id)
+    now = chain_now(p)
+    at, _ = p.finalizable_at(model_id)
+    if now < at:
+        raise DisputeCommandError(
+            f"Job #{job_id}'s result (model #{model_id}) is in its challenge window until {fmt_when(at, now)}; "
+            f"finalize after that (`datanet finalize {job_id}`)."
+        )
+    settled = []
+    for c in p.challenges_of(model_id):
+        if c.status == ChallengeStatus.ANSWERABLE and now > c.answerDeadline:
+            p.settle_challenge(c.id)
+            settled.append(c.id)
+    if p.model(model_id).status == ModelStatus.VOIDED:
+        out = {"job_id": job_id, "model_id": model_id, "status": "voided", "settled": settled}
+        if json_out:
+            print_json(out)
+            return
+        console.print(f"model #{model_id} was voided: the node left challenge(s) {settled} unanswered; job #{job_id} "
+                      "is open again")  # fmt: skip
+        return
+    p.finalize(job_id)
+    out = {"job_id": job_id, "model_id": model_id, "status": "finalized", "settled": settled, "tx": p.client.last_tx}
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"finalized job #{job_id} in tx {out['tx']}: model #{model_id} is final, the node's bond released, "
+                  f"contributors can claim (`datanet rewards`)")  # fmt: skip
