@@ -58,7 +58,7 @@ from node.chain.accounts import dev_account
 from node.chain.artifacts import compile_contracts
 from node.chain.client import ChainClient
 from node.chain.deploy import OPEN, DeployConfig, deploy
-from node.chain.devchain import DevChain, DevChainConfig
+from node.chain.devchain import DEV_CHAIN_ID, DevChain, DevChainConfig
 from node.chain.models import ContributionInput, DatanetParams, Deployment, JobParams, ResultParams
 from node.chain.protocol import Protocol
 from node.config import REPO_ROOT
@@ -113,7 +113,8 @@ CALLS: list[tuple[str, str, str]] = [
     ("claimJob", "ModelRegistry", "reserves the job's bond out of the node's free stake"),
     ("cancelJob", "ModelRegistry", "refunds the pool"),
     ("expireJob", "ModelRegistry", "refund + half the job's bond to the poster"),
-    ("submitResult", "ModelRegistry", "registers the model, releases the bond, opens the reward round, pays fees"),
+    ("submitResult", "ModelRegistry", "registers the pending model; bond and pool are held for the challenge window"),
+    ("finalize", "ModelRegistry", "after the window: releases the bond, opens the reward round, pays fees"),
     ("claim", "RewardDistributor", "3-leaf tree"),
     ("sweep", "RewardDistributor", "after the claim window"),
 ]
@@ -144,6 +145,7 @@ class GasBenchmark:
         self._datanet = 0
         self._contribution_to_withdraw = 0
         self._job = 0
+        self._config = DeployConfig.for_chain(DEV_CHAIN_ID)
 
     # -- life cycle
 
@@ -156,7 +158,8 @@ class GasBenchmark:
             )
         self._chain = DevChain(DevChainConfig(port=0, accounts=20)).start()
         admin = ChainClient(self._chain.rpc_url, dev_account(ROLES["admin"]))
-        self._deployment = deploy(admin, "gas-benchmark", DeployConfig())
+        self._config = DeployConfig.for_chain(DEV_CHAIN_ID)  # a challenge window of seconds
+        self._deployment = deploy(admin, "gas-benchmark", self._config)
         for role in ("owner", "contributor", "permit_contributor", "signer", "node", "node2", "poster"):
             self.p("admin").transfer(self.p(role).address, 1_000_000 * OPEN)
 
@@ -310,6 +313,8 @@ class GasBenchmark:
             [[job_a, i, a, amounts[i]] for i, a in enumerate(accounts)], REWARD_TYPES
         )
         self._gas(gas, "submitResult", "node", lambda: node.submit_result(job_a, result_params(tree.root)))
+        self._advance(self._config.challenge_window)
+        self._gas(gas, "finalize", "relayer", lambda: p("relayer").finalize(job_a))
         c = p("contributor")
         self._gas(
             gas,
@@ -327,7 +332,7 @@ class GasBenchmark:
         )
         self._gas(gas, "withdraw (stake)", "node2", lambda: node2.withdraw_stake())
         self._gas(gas, "expireJob", "relayer", lambda: p("relayer").expire_job(job_c))
-        self._advance(DeployConfig().claim_window + DAY)
+        self._advance(self._config.claim_window + DAY)
         self._gas(gas, "sweep", "poster", lambda: poster.sweep(job_a))
 
     def _private_datanet_calls(self, gas: dict[str, int], k: int) -> None:
@@ -410,6 +415,8 @@ class GasBenchmark:
         self._gas(
             post, "submitResult", "node", lambda: self.p("node").submit_result(job, result_params(tree.root))
         )
+        self._advance(self._config.challenge_window)
+        self.p("relayer").finalize(job)  # opens the round the claims below are measured against
         baseline = self._deploy_baseline(baseline_tree.root, share)
 
         def ours(i: int) -> object:

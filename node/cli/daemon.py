@@ -18,6 +18,7 @@ from node.chain.deploy import load_deployment
 from node.chain.models import Model
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
+from node.config import Settings
 from node.daemon.loop import Daemon, retry
 from node.daemon.store import JobRecord, JobState, JobStore
 from node.errors import ConfigError, NodeError
@@ -40,13 +41,28 @@ def daemon_cmd(
             "(after the chain was reset or replaced); jobs already in the job store keep their state.",
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Run as a verifier instead: check every result in its challenge window and challenge a fault "
+            "the contract can prove (needs OPEN for the challenge bond).",
+        ),
+    ] = False,
+    recompute: Annotated[
+        bool,
+        typer.Option("--recompute", help="With --verify: also re-run each result's attribution (`datanet verify`)."),
+    ] = False,
 ) -> None:
     """Watch for jobs, claim those this node can run, train, upload and submit the results.
 
     Runs until Ctrl-C (or SIGTERM): the job in progress stops at its next checkpoint and resumes
-    on the next start. Progress: `datanet node jobs`."""
+    on the next start. Progress: `datanet node jobs`. With --verify: a verifier (see above)."""
     _daemon_logging()
     s = settings(ctx)
+    if verify:
+        _run_verifier(ctx, s, once=once, recompute=recompute)
+        return
     daemon = Daemon(write_protocol(ctx), open_store(s), s)
     if reset_watcher:
         forgotten = daemon.reset_watcher()
@@ -66,6 +82,21 @@ def daemon_cmd(
         daemon.run(once=once, exit_when_idle=exit_when_idle)
     finally:
         daemon.close()
+
+
+def _run_verifier(ctx: typer.Context, s: Settings, *, once: bool, recompute: bool) -> None:
+    from node.daemon.verifier import Verifier
+
+    verifier = Verifier(write_protocol(ctx), open_store(s), s, recompute=recompute)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        verifier.stop.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    decided = verifier.run(once=once)
+    if once:
+        print_json([c.model_dump(mode="json") for c in decided])
 
 
 def _daemon_logging() -> None:
