@@ -32,6 +32,8 @@ contract NodeStaking is AccessControl {
     uint64 public constant MAX_UNBONDING_PERIOD = 365 days;
 
     IERC20 public immutable token;
+    /// @notice The account that wires {jobManager}, once, at deployment; it has no other power.
+    address public immutable deployer;
     /// @notice The one contract that may reserve, release and slash bonds: the ModelRegistry, wired
     /// once at deployment ({setJobManager}) and never changed. A role the admin could grant (as
     /// before) would let the admin make itself job manager and slash every bond to itself.
@@ -53,6 +55,7 @@ contract NodeStaking is AccessControl {
     error NodeStakingInvalidParameter(string parameter);
     error NodeStakingNotJobManager(address caller);
     error NodeStakingJobManagerSet(address jobManager);
+    error NodeStakingNotDeployer(address caller);
 
     /// @notice Emitted when `node` adds `amount` to its active stake.
     event Staked(address indexed node, uint256 amount, uint256 active);
@@ -72,12 +75,14 @@ contract NodeStaking is AccessControl {
     event ParametersSet(uint256 minStake, uint64 unbondingPeriod);
 
     /// @param token_ The OPEN token.
-    /// @param admin Holds DEFAULT_ADMIN_ROLE: wires the job manager once, sets the (bounded) parameters.
+    /// @param admin Holds DEFAULT_ADMIN_ROLE: sets the (bounded) parameters. A deployment makes it the
+    /// ProtocolTimelock, so every change waits at least an unbonding period plus a challenge window.
     /// @param minStake_ Minimum active stake to claim a job.
     /// @param unbondingPeriod_ Seconds a stake stays slashable after `requestUnbond`.
     constructor(IERC20 token_, address admin, uint256 minStake_, uint64 unbondingPeriod_) {
         if (unbondingPeriod_ > MAX_UNBONDING_PERIOD) revert NodeStakingInvalidParameter("unbondingPeriod");
         token = token_;
+        deployer = msg.sender;
         minStake = minStake_;
         unbondingPeriod = unbondingPeriod_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
@@ -89,8 +94,9 @@ contract NodeStaking is AccessControl {
         _;
     }
 
-    /// @notice Wires the job manager (the ModelRegistry): admin only, once. Emits {JobManagerSet}.
-    function setJobManager(address jobManager_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Wires the job manager (the ModelRegistry): the deployer only, once. Emits {JobManagerSet}.
+    function setJobManager(address jobManager_) external {
+        if (msg.sender != deployer) revert NodeStakingNotDeployer(msg.sender);
         if (jobManager != address(0)) revert NodeStakingJobManagerSet(jobManager);
         if (jobManager_ == address(0)) revert NodeStakingInvalidParameter("jobManager");
         jobManager = jobManager_;

@@ -18,6 +18,7 @@ CONTRACTS = (
     "OpenToken",
     "DatanetRegistry",
     "NodeStaking",
+    "ProtocolTimelock",
     "RewardDistributor",
     "ModelRegistry",
     "ResultChallenges",

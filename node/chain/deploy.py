@@ -19,6 +19,7 @@ from node.errors import DeploymentError
 
 OPEN = 10**18
 DAY = 86_400
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MIN_CHALLENGE_PERIOD = 2  # ResultChallenges.MIN_PERIOD
 MAX_CHALLENGE_PERIOD = 30 * DAY  # ResultChallenges.MAX_PERIOD
 DEV_CHALLENGE_PERIODS = {"commit_period": 10, "reveal_period": 5, "answer_period": 5}
@@ -60,6 +61,14 @@ class DeployConfig(BaseModel):
         DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
         description="Seconds a node has to answer a revealed reward-leaf challenge.",
     )  # fmt: skip
+    timelock_delay: int | None = Field(
+        None, ge=0,
+        description="Seconds a staking-parameter change waits in the ProtocolTimelock (default and minimum: the "
+        "unbonding period plus the challenge window, so nodes can leave before a change they dislike).",
+    )  # fmt: skip
+    parameter_proposer: ChecksumAddress | None = Field(
+        None, description="The account that may propose parameter changes (default: the deployer)."
+    )
     fund_dev_accounts: bool = Field(
         False, description="Transfer `dev_account_funding` OPEN to dev accounts 1..9 (dev chain 31337 only)."
     )
@@ -70,12 +79,29 @@ class DeployConfig(BaseModel):
         """Seconds from a result's registration until it may be finalized."""
         return self.commit_period + self.reveal_period + self.answer_period
 
+    @property
+    def min_timelock_delay(self) -> int:
+        return self.unbonding_period + self.challenge_window
+
+    @property
+    def effective_timelock_delay(self) -> int:
+        return self.min_timelock_delay if self.timelock_delay is None else self.timelock_delay
+
     @classmethod
     def for_chain(cls, chain_id: int, **overrides: object) -> DeployConfig:
         """The defaults for `chain_id`: on the local dev chain a challenge window of seconds
         (`DEV_CHALLENGE_PERIODS`), so a demo's rewards open within a minute; days elsewhere."""
         dev = DEV_CHALLENGE_PERIODS if chain_id == DEV_CHAIN_ID else {}
         return cls.model_validate({**dev, **overrides})
+
+    @model_validator(mode="after")
+    def _timelock_outlasts_exits(self) -> DeployConfig:
+        if self.timelock_delay is not None and self.timelock_delay < self.min_timelock_delay:
+            raise ValueError(
+                f"timelock_delay {self.timelock_delay} s is shorter than the unbonding period plus the challenge "
+                f"window ({self.min_timelock_delay} s): a node could not leave before a parameter change took effect"
+            )
+        return self
 
     @model_validator(mode="after")
     def _funding_fits(self) -> DeployConfig:
@@ -96,7 +122,7 @@ def dev_funding(config: DeployConfig) -> dict[ChecksumAddress, int]:
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all seven contracts from `client`'s account and wires their roles; on the dev chain
+    """Deploys all eight contracts from `client`'s account and wires their roles; on the dev chain
     with `fund_dev_accounts`, then gives dev accounts 1..9 OPEN (`dev_funding`)."""
     chain_id = client.chain_id
     cfg = config or DeployConfig.for_chain(chain_id)
@@ -110,7 +136,11 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     start_block = client.block_number()
     token = client.deploy("OpenToken", admin, cfg.initial_supply)
     datanets = client.deploy("DatanetRegistry", token)
-    staking = client.deploy("NodeStaking", token, admin, cfg.min_node_stake, cfg.unbonding_period)
+    # The staking parameters change only through the timelock: proposed by one account, executable
+    # by anyone after the delay (address(0) as executor), administered by no one but itself.
+    proposer = cfg.parameter_proposer or admin
+    timelock = client.deploy("ProtocolTimelock", cfg.effective_timelock_delay, [proposer], [ZERO_ADDRESS])
+    staking = client.deploy("NodeStaking", token, timelock, cfg.min_node_stake, cfg.unbonding_period)
     rewards = client.deploy("RewardDistributor", token, admin, cfg.claim_window)
     models = client.deploy("ModelRegistry", token, datanets, staking, rewards, cfg.max_training_time)
     challenges = client.deploy(
@@ -139,6 +169,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
             "OpenToken": token,
             "DatanetRegistry": datanets,
             "NodeStaking": staking,
+            "ProtocolTimelock": timelock,
             "RewardDistributor": rewards,
             "ModelRegistry": models,
             "ResultChallenges": challenges,

@@ -79,6 +79,9 @@ class Protocol:
         self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])
         self.rewards: Contract = client.contract("RewardDistributor", c["RewardDistributor"])
         self.models: Contract = client.contract("ModelRegistry", c["ModelRegistry"])
+        self._timelock: Contract | None = (
+            client.contract("ProtocolTimelock", c["ProtocolTimelock"]) if "ProtocolTimelock" in c else None
+        )
         self._challenges: Contract | None = (
             client.contract("ResultChallenges", c["ResultChallenges"]) if "ResultChallenges" in c else None
         )
@@ -315,7 +318,14 @@ class Protocol:
     def finalize(self, job_id: int) -> TxReceipt:
         """Completes a submitted job after its challenge window (anyone): the model becomes final,
         the bond is released and the reward round opens."""
-        return self.client.transact(self.models.functions.finalize(job_id))
+        return self.client.transact(self.models.functions.finalize(job_id), estimate_at="pending")
+
+    def pending_time(self) -> int:
+        """The timestamp the next block will have: what time-gated calls (finalize, settle) are
+        checked against. A dev chain that mines only on transactions keeps its latest block's
+        time still while idle; its pending block follows the clock."""
+        block = self.client.rpc(lambda: self.client.w3.eth.get_block("pending"), "get pending block")
+        return int(block["timestamp"])
 
     def finalizable_at(self, model_id: int) -> tuple[int, int]:
         """(chain time from which `model_id` may be finalized, challenges still open against it)."""
@@ -325,6 +335,43 @@ class Protocol:
     def result_commitment(self, model_id: int) -> ResultCommitment:
         """What a challenge checks the result `model_id` against."""
         return ResultCommitment(**_as_dict(self.client.call(self.models.functions.resultCommitment(model_id))))
+
+    # ------------------------------------------------------- staking parameters
+
+    @property
+    def timelock(self) -> Contract:
+        if self._timelock is None:
+            raise DeploymentError(
+                f"The deployment file for network '{self.deployment.network}' has no ProtocolTimelock (it predates "
+                "timelocked parameters). Redeploy with `datanet deploy`."
+            )
+        return self._timelock
+
+    def _parameters_call(self, min_stake: int, unbonding_period: int) -> tuple[ChecksumAddress, bytes]:
+        data = self.staking.encode_abi("setParameters", args=[min_stake, unbonding_period])
+        return self.staking.address, bytes.fromhex(data.removeprefix("0x"))
+
+    def parameter_change_id(self, min_stake: int, unbonding_period: int, salt: bytes = b"\0" * 32) -> bytes:
+        """The timelock operation id of setting NodeStaking's parameters to these values."""
+        target, data = self._parameters_call(min_stake, unbonding_period)
+        fn = self.timelock.functions.hashOperation(target, 0, data, b"\0" * 32, salt)
+        return bytes(self.client.call(fn))
+
+    def propose_staking_parameters(self, min_stake: int, unbonding_period: int, salt: bytes = b"\0" * 32) -> bytes:
+        """Schedules the change in the timelock (a proposer only); returns its operation id."""
+        target, data = self._parameters_call(min_stake, unbonding_period)
+        delay = int(self.client.call(self.timelock.functions.getMinDelay()))
+        self.client.transact(self.timelock.functions.schedule(target, 0, data, b"\0" * 32, salt, delay))
+        return self.parameter_change_id(min_stake, unbonding_period, salt)
+
+    def execute_staking_parameters(self, min_stake: int, unbonding_period: int, salt: bytes = b"\0" * 32) -> TxReceipt:
+        """Executes a scheduled change once its delay has passed (anyone)."""
+        target, data = self._parameters_call(min_stake, unbonding_period)
+        return self.client.transact(self.timelock.functions.execute(target, 0, data, b"\0" * 32, salt))
+
+    def operation_ready_at(self, operation_id: bytes) -> int:
+        """When a scheduled operation becomes executable (0: unknown, 1: done)."""
+        return int(self.client.call(self.timelock.functions.getTimestamp(operation_id)))
 
     # ------------------------------------------------------------- challenges
 
@@ -351,7 +398,7 @@ class Protocol:
 
     def commit_challenge(self, model_id: int, commitment: bytes) -> int:
         """Commits a challenge against `model_id` (approve the bond first); returns its id."""
-        receipt = self.client.transact(self.challenges.functions.commit(model_id, commitment))
+        receipt = self.client.transact(self.challenges.functions.commit(model_id, commitment), estimate_at="pending")
         return int(self._event_arg(receipt, self.challenges, "ChallengeCommitted", "id"))
 
     def reveal_challenge(self, challenge_id: int, kind: ChallengeKind, evidence: bytes, salt: bytes) -> TxReceipt:
@@ -361,13 +408,13 @@ class Protocol:
         return self.client.transact(fn, estimate_at="pending")
 
     def answer_challenge(self, challenge_id: int, evidence: bytes) -> TxReceipt:
-        return self.client.transact(self.challenges.functions.answer(challenge_id, evidence))
+        return self.client.transact(self.challenges.functions.answer(challenge_id, evidence), estimate_at="pending")
 
     def settle_challenge(self, challenge_id: int) -> TxReceipt:
-        return self.client.transact(self.challenges.functions.settle(challenge_id))
+        return self.client.transact(self.challenges.functions.settle(challenge_id), estimate_at="pending")
 
     def forfeit_challenge(self, challenge_id: int) -> TxReceipt:
-        return self.client.transact(self.challenges.functions.forfeit(challenge_id))
+        return self.client.transact(self.challenges.functions.forfeit(challenge_id), estimate_at="pending")
 
     def challenge(self, challenge_id: int) -> Challenge:
         raw = _as_dict(self.client.call(self.challenges.functions.getChallenge(challenge_id)))

@@ -111,7 +111,7 @@ def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> 
     voided); otherwise the node's bond is released and the contributors' reward claims open."""
     p = write_protocol(ctx)
     model_id = _pending_model(p, job_id)
-    now = chain_now(p)
+    now = p.pending_time()
     at, _ = p.finalizable_at(model_id)
     if now < at:
         raise DisputeCommandError(

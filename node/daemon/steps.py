@@ -530,7 +530,7 @@ class JobSteps:
         from node.attribution.document import AttributionDocument
 
         model_id = job.modelId
-        now = self._chain_time()
+        now = self.p.pending_time()  # the next block's time: an idle dev chain's latest block stands still
         for c in self.p.challenges_of(model_id):
             if c.status != ChallengeStatus.ANSWERABLE or now > c.answerDeadline:
                 continue

@@ -257,6 +257,15 @@ def claim_leaf(proto: Protocol, tree: StandardMerkleTree, k: int) -> TxReceipt:
     return proto.claim_reward(job_id, index, account, amount, tree.proof(k))
 
 
+def set_staking_parameters(world: World, min_stake: int, unbonding_period: int) -> TxReceipt:
+    """Changes NodeStaking's parameters the only way there is: the deployer (the proposer) schedules
+    it in the ProtocolTimelock, the chain clock moves past the delay, anyone executes it."""
+    salt = keccak(text=f"{min_stake}/{unbonding_period}/{world.now()}")
+    op = world.admin.propose_staking_parameters(min_stake, unbonding_period, salt)
+    set_time(world, world.admin.operation_ready_at(op))
+    return world.outsider.execute_staking_parameters(min_stake, unbonding_period, salt)
+
+
 def own_staking(admin: Protocol, *others: Protocol) -> Protocol:
     """Points `admin` and `others` at a NodeStaking of their own (the deployed parameters), whose
     job manager is `admin`: the deployed one's is the ModelRegistry, wired once at deployment and

@@ -9,6 +9,7 @@ from node.chain.models import Permit
 from node.chain.protocol import Protocol
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_jobs import (
+    CHALLENGE_WINDOW,
     DEFAULT_ADMIN_ROLE,
     MIN_STAKE,
     UNBONDING,
@@ -17,6 +18,7 @@ from tests.contracts.helpers_jobs import (
     own_staking,
     reverts,
     send,
+    set_staking_parameters,
     set_time,
     stake_node,
     treasury_address,
@@ -263,7 +265,7 @@ def test_the_admin_cannot_make_itself_job_manager(world: World) -> None:
         with (
             reverts("NodeStakingJobManagerSet", jobManager=models)
             if who is admin
-            else reverts("AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE)
+            else reverts("NodeStakingNotDeployer", caller=who.address)
         ):
             send(who, who.staking.functions.setJobManager(who.address))
     assert view(admin, admin.staking.functions.jobManager()) == models
@@ -321,16 +323,36 @@ def test_every_fault_pays_its_full_penalty(world: World, manager: Protocol) -> N
 # ------------------------------------------------------------------ parameters
 
 
-def test_set_parameters_is_admin_only(world: World) -> None:
-    """The admin sets minStake and unbondingPeriod (with an event); nobody else may."""
-    admin = world.admin
-    receipt = send(admin, admin.staking.functions.setParameters(5 * OPEN, 60))
+def test_parameters_change_only_through_the_timelock_after_its_delay(world: World) -> None:
+    """M-4: the deployer held DEFAULT_ADMIN_ROLE and could change minStake or the unbonding
+    period at once, under nodes with jobs in flight. Only the ProtocolTimelock holds the role; the
+    deployer (its proposer) schedules a change, and nobody can execute it before the delay, which is
+    at least the unbonding period plus the challenge window: every node can leave first."""
+    admin, timelock = world.admin, world.admin.timelock.address
+    delay = view(admin, admin.timelock.functions.getMinDelay())
+    assert delay >= UNBONDING + CHALLENGE_WINDOW
+    assert view(admin, admin.staking.functions.hasRole(DEFAULT_ADMIN_ROLE, timelock))
+    for who in (admin, world.node, world.outsider):  # no account holds the role, the deployer included
+        assert not view(admin, admin.staking.functions.hasRole(DEFAULT_ADMIN_ROLE, who.address))
+        with reverts("AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE):
+            send(who, who.staking.functions.setParameters(0, 0))
+    with reverts("AccessControlUnauthorizedAccount", account=world.outsider.address):
+        world.outsider.propose_staking_parameters(0, 0)  # only the proposer schedules
+    salt = b"\x07" * 32
+    op = admin.propose_staking_parameters(5 * OPEN, 60, salt)
+    ready = admin.operation_ready_at(op)
+    assert ready == world.now() + delay
+    set_time(world, ready - 1)
+    with reverts("TimelockUnexpectedOperationState"):
+        world.outsider.execute_staking_parameters(5 * OPEN, 60, salt)
+    set_time(world, ready)
+    receipt = world.outsider.execute_staking_parameters(5 * OPEN, 60, salt)  # anyone executes
     assert events(admin.staking, receipt, "ParametersSet") == [{"minStake": 5 * OPEN, "unbondingPeriod": 60}]
     assert admin.min_node_stake() == 5 * OPEN
     assert view(admin, admin.staking.functions.unbondingPeriod()) == 60
-    for who in (world.node, world.outsider):
-        with reverts("AccessControlUnauthorizedAccount", account=who.address, neededRole=DEFAULT_ADMIN_ROLE):
-            send(who, who.staking.functions.setParameters(0, 0))
+    assert admin.operation_ready_at(op) == 1  # done: it cannot be replayed
+    with reverts("TimelockUnexpectedOperationState"):
+        world.outsider.execute_staking_parameters(5 * OPEN, 60, salt)
 
 
 def test_the_unbonding_period_is_bounded(world: World) -> None:
@@ -341,8 +363,8 @@ def test_the_unbonding_period_is_bounded(world: World) -> None:
     assert limit == 365 * 86_400
     for bad in (limit + 1, 2**64 - 1):
         with reverts("NodeStakingInvalidParameter", parameter="unbondingPeriod"):
-            send(admin, admin.staking.functions.setParameters(MIN_STAKE, bad))
-    send(admin, admin.staking.functions.setParameters(MIN_STAKE, limit))
+            set_staking_parameters(world, MIN_STAKE, bad)
+    set_staking_parameters(world, MIN_STAKE, limit)
     stake_node(node, MIN_STAKE)
     node.request_unbond(MIN_STAKE)  # the longest period still leaves a way out
     assert node.node_stake().unbondingEndsAt == world.now() + limit
@@ -350,8 +372,8 @@ def test_the_unbonding_period_is_bounded(world: World) -> None:
 
 def test_new_unbonding_period_applies_to_later_requests(world: World) -> None:
     """unbondingEndsAt uses the period in force when the request is made."""
-    admin, node = world.admin, world.node
-    send(admin, admin.staking.functions.setParameters(MIN_STAKE, 60))
+    node = world.node
+    set_staking_parameters(world, MIN_STAKE, 60)
     stake_node(node, MIN_STAKE)
     node.request_unbond(MIN_STAKE)
     assert node.node_stake().unbondingEndsAt == world.now() + 60
@@ -375,12 +397,12 @@ def test_is_eligible_needs_a_nonzero_active_stake_of_at_least_min(world: World) 
     assert eligible()
     node.request_unbond(1)  # unbonding stake does not count
     assert not eligible()
-    send(admin, fns.setParameters(0, UNBONDING))
+    set_staking_parameters(world, 0, UNBONDING)
     assert eligible()
     node.request_unbond(MIN_STAKE - 1)
     assert not eligible(), "a zero active stake is never eligible, even with minStake 0"
     stake_node(node, 1)
-    send(admin, fns.setParameters(2, UNBONDING))
+    set_staking_parameters(world, 2, UNBONDING)
     assert not eligible()
 
 
