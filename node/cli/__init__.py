@@ -23,6 +23,7 @@ from node.cli import (
     evalset,
     keys,
     operator,
+    params,
     poster,
     rewards,
     store,
@@ -87,6 +88,7 @@ app.add_typer(wallet.wallet_app, name="wallet", rich_help_panel=SETUP)
 app.add_typer(store.store_app, name="store", rich_help_panel=SETUP)
 app.add_typer(chain.chain_app, name="chain", rich_help_panel=SETUP)
 app.command("deploy", rich_help_panel=SETUP)(chain.deploy_cmd)
+app.add_typer(params.params_app, name="params", rich_help_panel=SETUP)
 app.command("demo", rich_help_panel=SETUP)(demo.demo_cmd)
 
 # Old spellings, hidden from --help, kept so scripts and muscle memory keep working.

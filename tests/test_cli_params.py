@@ -1,0 +1,55 @@
+"""`datanet params show|propose|execute` against the deployed protocol: the parameters as deployed,
+and a staking-parameter change that only the proposer can schedule and nobody can apply before
+the timelock's delay (M-4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from node.chain.accounts import dev_account
+from node.chain.deploy import OPEN, save_deployment
+from node.cli import app
+from tests.conftest import DEPLOYER, OUTSIDER, TEST_DEPLOY, World
+from tests.contracts.helpers_jobs import frozen_clock, set_time
+
+
+def _run(world: World, tmp_path: Path, *args: str, key: int = DEPLOYER) -> tuple[int, str]:
+    save_deployment(world.deployment, tmp_path / "deployments" / "test.json")
+    env = {"DATANET_RPC_URL": world.rpc_url, "DATANET_NETWORK": "test", "DATANET_DATA_DIR": str(tmp_path / ".d"),
+           "DATANET_DEPLOYMENTS_DIR": str(tmp_path / "deployments"),
+           "DATANET_PRIVATE_KEY": dev_account(key).key.hex()}  # fmt: skip
+    out = CliRunner().invoke(app, list(args), env=env)
+    return out.exit_code, out.stdout + (str(out.exception) if out.exception else "")
+
+
+def test_params_show_the_deployed_values(world: World, tmp_path: Path) -> None:
+    code, out = _run(world, tmp_path, "params", "show", "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["min_node_stake"] == TEST_DEPLOY.min_node_stake
+    assert shown["timelock_delay"] == TEST_DEPLOY.unbonding_period + TEST_DEPLOY.challenge_window
+    assert shown["challenge_periods"] == {"commit": 2, "reveal": 2, "answer": 2}
+    assert shown["challenge_bond"] == TEST_DEPLOY.challenge_bond
+
+
+def test_a_staking_change_waits_out_the_timelock(world: World, tmp_path: Path) -> None:
+    change = ["--min-stake", "5", "--unbonding-days", "2"]
+    code, out = _run(world, tmp_path, "params", "propose", *change, key=OUTSIDER)
+    assert code != 0 and "AccessControlUnauthorizedAccount" in out  # only the proposer schedules
+    with frozen_clock(world, world.now() + 1):
+        code, out = _run(world, tmp_path, "params", "propose", *change, "--json")
+        assert code == 0, out
+        ready = json.loads(out)["ready_at"]
+        assert ready == world.now() + TEST_DEPLOY.unbonding_period + TEST_DEPLOY.challenge_window
+        code, out = _run(world, tmp_path, "params", "execute", *change, key=OUTSIDER)
+        assert code != 0 and "timelocked until" in out
+        assert world.admin.min_node_stake() == TEST_DEPLOY.min_node_stake
+        set_time(world, ready)
+        code, out = _run(world, tmp_path, "params", "execute", *change, "--json", key=OUTSIDER)  # anyone
+        assert code == 0, out
+    assert world.admin.min_node_stake() == 5 * OPEN and world.admin.unbonding_period() == 2 * 86_400
+    code, out = _run(world, tmp_path, "params", "execute", *change, key=OUTSIDER)
+    assert code != 0 and "already executed" in out
