@@ -95,7 +95,8 @@ CALLS: list[tuple[str, str, str]] = [
     ("transfer", "OpenToken", "fresh: to an account holding no OPEN yet"),
     ("approve (OPEN allowance)", "OpenToken", "what `contribute`/`stake`/`postJob` need first"),
     ("permit", "OpenToken", "EIP-2612 permit on its own, sent by the spender; fresh: the signer's first"),
-    ("contribute", "DatanetRegistry", "bonds the stake from the allowance"),
+    ("commitContribution", "DatanetRegistry", "commits (datanet, content, contributor) before the reveal"),
+    ("contribute", "DatanetRegistry", "reveals a committed contribution, bonds the stake from the allowance"),
     ("contributeWithPermit", "DatanetRegistry", "EIP-2612 permit, no approve"),
     ("contributeBySig (relayed)", "DatanetRegistry", "relayer pays; EIP-712 signature + permit"),
     ("approve", "DatanetRegistry", "curator approves a contribution"),
@@ -264,7 +265,8 @@ class GasBenchmark:
         self._gas(
             gas, "approve (OPEN allowance)", "contributor", lambda: c.approve(c.datanets.address, STAKE)
         )
-        first = self._gas(gas, "contribute", "contributor", lambda: c.contribute(item(0)))
+        salt = self._gas(gas, "commitContribution", "contributor", lambda: c.commit_contribution(item(0)))
+        first = self._gas(gas, "contribute", "contributor", lambda: c.contribute(item(0), salt=salt))
         permit = c2.permit(c2.datanets.address, STAKE, deadline)
         second = self._gas(
             gas, "contributeWithPermit", "permit_contributor", lambda: c2.contribute(item(1), permit)

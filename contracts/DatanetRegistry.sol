@@ -84,6 +84,7 @@ contract DatanetRegistry is EIP712, Nonces {
         uint32 recordCount;
         uint64 submittedAt;
         uint64 decidedAt;
+        uint64 committedAt; // when its commitment was mined: the credit order between equal contents
         bytes32 contentHash;
         uint256 stake;
         string cid;
@@ -107,6 +108,13 @@ contract DatanetRegistry is EIP712, Nonces {
     mapping(uint256 datanetId => mapping(address account => bool)) private _trainers;
     mapping(uint256 datanetId => mapping(address node => bool)) private _trustedNodes;
     mapping(uint256 datanetId => mapping(bytes32 contentHash => uint256 contributionId)) private _byContent;
+    /// @dev A contribution's commitment: the block and time it was mined (zero: none).
+    struct Commit {
+        uint64 blockNumber;
+        uint64 timestamp;
+    }
+
+    mapping(bytes32 commitment => Commit) private _commits;
     mapping(uint256 contributionId => Contribution) private _contributions;
 
     error DatanetUnknown(uint256 datanetId);
@@ -115,6 +123,9 @@ contract DatanetRegistry is EIP712, Nonces {
     error DatanetInvalidParams(string field);
     error DatanetStakeTooLow(uint256 datanetId, uint256 stake, uint256 minStake);
     error DatanetDuplicateContent(uint256 datanetId, bytes32 contentHash, uint256 existingId);
+    error DatanetNoCommitment(bytes32 commitment);
+    error DatanetCommitmentTooRecent(bytes32 commitment, uint64 blockNumber);
+    error DatanetCommitmentExists(bytes32 commitment);
     error DatanetEmptyContribution();
     error DatanetUnknownContribution(uint256 contributionId);
     error DatanetWrongStatus(uint256 contributionId, Status status);
@@ -143,6 +154,8 @@ contract DatanetRegistry is EIP712, Nonces {
     event NonceInvalidated(address indexed account, uint256 nonce);
     /// @notice Emitted when a Datanet's metadata CID changes.
     event DatanetMetadataUpdated(uint256 indexed datanetId, string metadataCID);
+    /// @notice Emitted when a contribution is committed (its content and contributor stay hidden).
+    event ContributionCommitted(bytes32 indexed commitment, address indexed sender);
     /// @notice Emitted when `account` is added or removed as a curator.
     event CuratorSet(uint256 indexed datanetId, address indexed account, bool allowed);
     /// @notice Emitted when `account` is allowed or disallowed to post jobs on a restricted Datanet.
@@ -258,31 +271,53 @@ contract DatanetRegistry is EIP712, Nonces {
 
     // ------------------------------------------------------------- Contributions
 
-    /// @notice Submits a contribution from the caller, bonding `input.stake` from its allowance.
-    /// Emits {ContributionSubmitted}.
-    function contribute(ContributionInput calldata input) external returns (uint256) {
-        return _contribute(msg.sender, input);
+    /// @notice Commits a contribution before revealing it: `commitment` is
+    /// `keccak256(abi.encode(datanetId, contentHash, contributor, salt))` ({contributionCommitment}).
+    /// Anyone may send it (a relayer for a contributor). The reveal ({contribute} and friends) must
+    /// come in a later block, so whoever copies a revealed `(cid, contentHash)` from the mempool
+    /// commits too late: the first commitment's reveal holds the content, and between Datanets the
+    /// earliest commitment gets the credit. Emits {ContributionCommitted}.
+    function commitContribution(bytes32 commitment) external {
+        if (_commits[commitment].blockNumber != 0) revert DatanetCommitmentExists(commitment);
+        _commits[commitment] = Commit(uint64(block.number), uint64(block.timestamp));
+        emit ContributionCommitted(commitment, msg.sender);
+    }
+
+    /// @notice The commitment of a contribution: what {commitContribution} takes.
+    function contributionCommitment(uint256 datanetId, bytes32 contentHash, address contributor, bytes32 salt)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(datanetId, contentHash, contributor, salt));
+    }
+
+    /// @notice Reveals a contribution the caller committed (with `salt`) in an earlier block,
+    /// bonding `input.stake` from its allowance. Emits {ContributionSubmitted}.
+    function contribute(ContributionInput calldata input, bytes32 salt) external returns (uint256) {
+        return _contribute(msg.sender, input, salt);
     }
 
     /// @notice Like {contribute}, with an EIP-2612 permit instead of a prior approval.
-    function contributeWithPermit(ContributionInput calldata input, Permit calldata permit)
+    function contributeWithPermit(ContributionInput calldata input, bytes32 salt, Permit calldata permit)
         external
         returns (uint256)
     {
         _permit(msg.sender, input.stake, permit);
-        return _contribute(msg.sender, input);
+        return _contribute(msg.sender, input, salt);
     }
 
     /// @notice Submits a contribution signed by `contributor` (EIP-712 `Contribute`), sent by anyone
     /// (a relayer pays the gas). The stake comes from `contributor`, by permit or allowance. Each
-    /// signature is valid once (per-contributor nonce) and until `deadline`.
-    /// Emits {ContributionSubmitted}.
+    /// signature is valid once (per-contributor nonce) and until `deadline`; its commitment (with
+    /// `salt`) must have been mined in an earlier block. Emits {ContributionSubmitted}.
     function contributeBySig(
         ContributionInput calldata input,
         address contributor,
         uint256 deadline,
         bytes calldata signature,
-        Permit calldata permit
+        Permit calldata permit,
+        bytes32 salt
     ) external returns (uint256) {
         if (block.timestamp > deadline) revert DatanetSignatureExpired(deadline);
         bytes32 digest = _hashTypedDataV4(_contributeStructHash(input, contributor, _useNonce(contributor), deadline));
@@ -290,7 +325,7 @@ contract DatanetRegistry is EIP712, Nonces {
             revert DatanetInvalidSignature(contributor);
         }
         _permit(contributor, input.stake, permit);
-        return _contribute(contributor, input);
+        return _contribute(contributor, input, salt);
     }
 
     /// @notice Cancels the caller's signed but unsent contributions: uses up its current nonce, so
@@ -321,6 +356,8 @@ contract DatanetRegistry is EIP712, Nonces {
         c.status = Status.Rejected;
         c.decidedAt = uint64(block.timestamp);
         c.stake = 0;
+        // The content is free again: nobody's rejected submission blocks it from the Datanet.
+        delete _byContent[c.datanetId][c.contentHash];
         emit ContributionRejected(contributionId, c.datanetId, msg.sender, slashed, reason);
         // Interactions
         if (slashed != 0) token.safeTransfer(d.treasury, slashed);
@@ -347,6 +384,7 @@ contract DatanetRegistry is EIP712, Nonces {
         uint256 amount = c.stake;
         c.status = Status.Withdrawn;
         c.stake = 0;
+        delete _byContent[c.datanetId][c.contentHash]; // withdrawn content may be contributed again
         emit ContributionWithdrawn(contributionId, c.datanetId, msg.sender, amount);
         // Interactions
         if (amount != 0) token.safeTransfer(msg.sender, amount);
@@ -436,7 +474,10 @@ contract DatanetRegistry is EIP712, Nonces {
 
     // ------------------------------------------------------------------ Internal
 
-    function _contribute(address contributor, ContributionInput calldata input) private returns (uint256 id) {
+    function _contribute(address contributor, ContributionInput calldata input, bytes32 salt)
+        private
+        returns (uint256 id)
+    {
         Datanet storage d = _datanets[input.datanetId];
         // Checks
         _requireDatanet(input.datanetId);
@@ -448,7 +489,12 @@ contract DatanetRegistry is EIP712, Nonces {
         }
         uint256 existing = _byContent[input.datanetId][input.contentHash];
         if (existing != 0) revert DatanetDuplicateContent(input.datanetId, input.contentHash, existing);
+        bytes32 commitment = contributionCommitment(input.datanetId, input.contentHash, contributor, salt);
+        Commit memory committed = _commits[commitment];
+        if (committed.blockNumber == 0) revert DatanetNoCommitment(commitment);
+        if (committed.blockNumber >= block.number) revert DatanetCommitmentTooRecent(commitment, committed.blockNumber);
         // Effects
+        delete _commits[commitment];
         id = ++_contributionCount;
         _byContent[input.datanetId][input.contentHash] = id;
         d.contributionCount += 1;
@@ -459,6 +505,7 @@ contract DatanetRegistry is EIP712, Nonces {
         c.byteSize = input.byteSize;
         c.recordCount = input.recordCount;
         c.submittedAt = uint64(block.timestamp);
+        c.committedAt = committed.timestamp;
         c.contentHash = input.contentHash;
         c.stake = input.stake;
         c.cid = input.cid;

@@ -22,6 +22,7 @@ from node.errors import NodeError
 from node.rewards.merkle import leaf_hash, process_proof
 from node.rewards.shares import REWARD_LEAF_ENCODING, Share, reward_tree, split_pool
 from tests.conftest import CONTRIBUTORS, RELAYER, World
+from tests.contracts.helpers_jobs import finalize_job
 from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, run_to_settled, stake
 
 runner = CliRunner()
@@ -125,6 +126,7 @@ def _registered(world: World, home: NodeHome, build: Callable[[int, int], tuple[
     extra = {"scoresRoot": b"\x03" * 32, "totalWeight": 1, "exampleCount": 1}  # the v1 ResultParams fields
     world.node.submit_result(job_id, ResultParams(**fields, **{k: v for k, v in extra.items()
                                                                if k in ResultParams.model_fields}))  # fmt: skip
+    finalize_job(world, job_id)  # unchallenged through its window: the round opens
     return job_id
 
 

@@ -14,6 +14,8 @@ def test_deployment_is_wired(world: World) -> None:
         "NodeStaking",
         "RewardDistributor",
         "ModelRegistry",
+        "ResultChallenges",
+        "ProtocolTimelock",
         "KeyRegistry",
     }
     assert world.admin.chain_id == d.chain_id == 31337
@@ -23,6 +25,11 @@ def test_deployment_is_wired(world: World) -> None:
     assert staking.functions.jobManager().call() == world.admin.models.address
     rewards = world.admin.rewards
     assert rewards.functions.funder().call() == world.admin.models.address
+    assert world.admin.models.functions.challenges().call() == world.admin.challenges.address
+    assert world.admin.challenges.functions.registry().call() == world.admin.models.address
+    timelock = world.admin.timelock.address
+    assert staking.functions.hasRole(b"\0" * 32, timelock).call()  # the only admin of the staking parameters
+    assert not staking.functions.hasRole(b"\0" * 32, world.admin.address).call()
 
 
 def test_snapshot_isolation_first(world: World) -> None:

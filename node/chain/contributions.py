@@ -41,10 +41,10 @@ def datanet_at(protocol: Protocol, datanet_id: int, block: BlockIdentifier) -> D
 
 def approved_contributions(protocol: Protocol, datanet_id: int, block: int) -> list[Contribution]:
     """Approved (not pending, rejected or withdrawn) contributions of a Datanet at `block`,
-    in credit order: earliest approval first, ties by id."""
+    in credit order: earliest commitment first (who had the data first), then approval, then id."""
     found = [contribution_at(protocol, cid, block) for cid in contribution_ids(protocol, datanet_id, block)]
     approved = [c for c in found if c.status == ContributionStatus.APPROVED]
-    return sorted(approved, key=lambda c: (c.decidedAt, c.id))
+    return sorted(approved, key=lambda c: (c.committedAt, c.decidedAt, c.id))
 
 
 def submitted_ids(protocol: Protocol, **argument_filters: object) -> list[int]:

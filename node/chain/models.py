@@ -154,6 +154,7 @@ class Contribution(BaseModel):
     recordCount: int
     submittedAt: int
     decidedAt: int
+    committedAt: int = Field(0, description="When its commitment was mined: the credit order among equal contents.")
     contentHash: HexBytes
     stake: int
     cid: str

@@ -6,10 +6,13 @@ each read returns a pydantic model. Reverts surface as `ContractRevertError`.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -167,15 +170,36 @@ class Protocol:
     def set_metadata(self, datanet_id: int, metadata_cid: str) -> TxReceipt:
         return self.client.transact(self.datanets.functions.setMetadata(datanet_id, metadata_cid))
 
-    def contribute(self, contribution: ContributionInput, permit: Permit | None = None) -> int:
-        """Submits from this account; with `permit` there is no separate approve step."""
+    def contribution_commitment(self, contribution: ContributionInput, contributor: str, salt: bytes) -> bytes:
+        """`keccak256(abi.encode(datanetId, contentHash, contributor, salt))`, as the registry computes it."""
+        return keccak(
+            encode(
+                ["uint256", "bytes32", "address", "bytes32"],
+                [contribution.datanetId, bytes(contribution.contentHash), Web3.to_checksum_address(contributor), salt],
+            )
+        )
+
+    def commit_contribution(self, contribution: ContributionInput, contributor: str | None = None) -> bytes:
+        """Commits a contribution (of `contributor`, default this account) with a fresh secret salt;
+        returns the salt, which its reveal needs. Anyone may commit for a contributor (a relayer)."""
+        salt = secrets.token_bytes(32)
+        commitment = self.contribution_commitment(contribution, contributor or self.address, salt)
+        self.client.transact(self.datanets.functions.commitContribution(commitment))
+        return salt
+
+    def contribute(
+        self, contribution: ContributionInput, permit: Permit | None = None, salt: bytes | None = None
+    ) -> int:
+        """Submits from this account: commits first (unless `salt` names a commitment already mined),
+        then reveals in the next block; with `permit` there is no separate approve step."""
+        salt = salt if salt is not None else self.commit_contribution(contribution)
         fns = self.datanets.functions
         fn = (
-            fns.contributeWithPermit(_args(contribution), _args(permit))
+            fns.contributeWithPermit(_args(contribution), salt, _args(permit))
             if permit
-            else fns.contribute(_args(contribution))
+            else fns.contribute(_args(contribution), salt)
         )
-        receipt = self.client.transact(fn)
+        receipt = self.client.transact(fn, estimate_at="pending")  # valid from the block after the commit
         return int(self._event_arg(receipt, self.datanets, "ContributionSubmitted", "contributionId"))
 
     def sign_contribution(self, contribution: ContributionInput, deadline: int) -> bytes:
@@ -202,15 +226,18 @@ class Protocol:
         signature: bytes,
         permit: Permit | None = None,
     ) -> int:
-        """Sends someone else's signed contribution, paying the gas (this account relays)."""
+        """Sends someone else's signed contribution, paying the gas (this account relays): commits it
+        for the contributor, then reveals it in the next block."""
+        salt = self.commit_contribution(contribution, contributor)
         fn = self.datanets.functions.contributeBySig(
             _args(contribution),
             Web3.to_checksum_address(contributor),
             deadline,
             signature,
             _args(permit or Permit()),
+            salt,
         )
-        receipt = self.client.transact(fn)
+        receipt = self.client.transact(fn, estimate_at="pending")
         return int(self._event_arg(receipt, self.datanets, "ContributionSubmitted", "contributionId"))
 
     def approve_contribution(self, contribution_id: int) -> TxReceipt:

@@ -151,6 +151,7 @@ def assemble(
                     contributor=c.contributor,
                     cid=c.cid,
                     approved_at=c.decidedAt,
+                    committed_at=c.committedAt,
                     records=data,
                 )
             )

@@ -1,7 +1,9 @@
 """The training-set manifest: every example a model was trained on, who gave it, and its data root.
 
 `build_training_set` takes the parsed records of a job's approved contributions, orders them by
-credit (earliest approval first: ``(approved_at, contribution_id)``; records in file order), so
+credit (earliest commitment first, then approval: ``(committed_at, approved_at, contribution_id)``;
+records in file order; a contribution is committed on-chain before it is revealed, so whoever
+copies another's data from the mempool commits later, and curators' timing decides nothing), so
 the order the caller passes them in does not matter, removes duplicates (`node.data.dedup`,
 credit to the earliest) and numbers the kept examples ``0..n-1``.
 
@@ -53,7 +55,8 @@ class ContributionData(BaseModel):
     contribution_id: int = Field(ge=0, lt=_UINT256)
     contributor: ChecksumAddress
     cid: str = Field(min_length=1)
-    approved_at: int = Field(ge=0, description="When a curator approved it (decidedAt): sets credit order.")
+    approved_at: int = Field(ge=0, description="When a curator approved it (decidedAt): breaks credit ties.")
+    committed_at: int = Field(0, ge=0, description="When its commitment was mined (committedAt): sets credit order.")
     records: list[SourceRecord]
 
     @field_validator("contributor", mode="before")
@@ -92,6 +95,7 @@ class ContributionSummary(BaseModel):
     contributor: ChecksumAddress
     cid: str
     approved_at: int
+    committed_at: int = 0
     records: int
     kept: int
 
@@ -231,6 +235,7 @@ def build_training_set(
             contributor=c.contributor,
             cid=c.cid,
             approved_at=c.approved_at,
+            committed_at=c.committed_at,
             records=len(c.records),
             kept=kept_per[c.contribution_id],
         )
@@ -295,7 +300,7 @@ def _credit_order(contributions: Sequence[ContributionData], allowed: list[int])
                 f"contribution {c.contribution_id} is from datanet {c.datanet_id}, which the job does not "
                 f"permit (datanets {allowed}); leave it out"
             )
-    return sorted(contributions, key=lambda c: (c.approved_at, c.contribution_id))
+    return sorted(contributions, key=lambda c: (c.committed_at, c.approved_at, c.contribution_id))
 
 
 def _canonical(obj: Any) -> bytes:

@@ -7,11 +7,13 @@ contract test in this package reads the same way."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, cached_property
 from typing import Any
 
+from eth_abi import encode
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
@@ -183,12 +185,31 @@ def relay(
     signature: bytes,
     permit: Permit | None = None,
 ) -> TxReceipt:
-    """Sends `contributeBySig` with a raw struct (so tampered fields reach the contract)."""
+    """Sends `contributeBySig` with a raw struct (so tampered fields reach the contract), after
+    committing that struct's content for `contributor`."""
     struct = inp.model_dump() if isinstance(inp, ContributionInput) else inp
+    salt = commit(relayer, struct, contributor)
     fn = relayer.datanets.functions.contributeBySig(
-        struct, Web3.to_checksum_address(contributor), deadline, signature, (permit or Permit()).model_dump()
+        struct, Web3.to_checksum_address(contributor), deadline, signature, (permit or Permit()).model_dump(), salt
     )
-    return relayer.client.transact(fn)
+    return relayer.client.transact(fn, estimate_at="pending")  # the reveal is valid from the next block
+
+
+def commit(sender: Protocol, struct: dict[str, Any], contributor: str) -> bytes:
+    """Commits a raw contribution struct's content for `contributor` (sent by `sender`); returns the salt."""
+    salt = secrets.token_bytes(32)
+    commitment = keccak(
+        encode(
+            ["uint256", "bytes32", "address", "bytes32"],
+            [struct["datanetId"], bytes(struct["contentHash"]), Web3.to_checksum_address(contributor), salt],
+        )
+    )
+    if sender.client.call(sender.datanets.functions.contributionCommitment(
+        struct["datanetId"], bytes(struct["contentHash"]), Web3.to_checksum_address(contributor), salt
+    )) != commitment:  # fmt: skip
+        raise AssertionError("the test's commitment differs from the registry's")
+    sender.client.transact(sender.datanets.functions.commitContribution(commitment))
+    return salt
 
 
 def malleate(signature: bytes) -> bytes:

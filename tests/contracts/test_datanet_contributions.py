@@ -26,6 +26,8 @@ from tests.contracts.helpers_datanets import (
 )
 from tests.contracts.helpers_jobs import events, frozen_clock, reverts, set_time
 
+NO_SALT = b"\0" * 32  # for calls that must fail before the commitment is looked at
+
 
 def _setup(world: World, **kw: Any) -> tuple[int, str]:
     """A Datanet owned by the admin, curated by `world.curator`."""
@@ -48,7 +50,9 @@ def test_contribute_pulls_the_stake_and_records_everything(world: World) -> None
     global_before = c.contribution_count()
     inp = entry(datanet_id, "alpaca-part-1", stake=3 * OPEN + 1)
     c.approve(registry, inp.stake)
-    receipt = send(c, c.datanets.functions.contribute(inp.model_dump()))
+    salt = c.commit_contribution(inp)
+    committed_at = world.now()
+    receipt = c.client.transact(c.datanets.functions.contribute(inp.model_dump(), salt), estimate_at="pending")
     cid = global_before + 1
     assert c.contribution_count() == cid
     assert c.datanets.functions.contributionByContent(datanet_id, inp.contentHash).call() == cid
@@ -63,6 +67,7 @@ def test_contribute_pulls_the_stake_and_records_everything(world: World) -> None
         "recordCount": 10,
         "submittedAt": block_time(c, receipt),
         "decidedAt": 0,
+        "committedAt": committed_at,
         "contentHash": inp.contentHash,
         "stake": inp.stake,
         "cid": "bafkalpaca-part-1",
@@ -107,7 +112,7 @@ def test_contribute_rejects_invalid_input(world: World, overrides: dict[str, Any
         "DatanetUnknown": {"datanetId": 10_000},
     }.get(error, {})
     with reverts(error, **expected):
-        send(c, c.datanets.functions.contribute(struct))
+        send(c, c.datanets.functions.contribute(struct, NO_SALT))
     assert c.contribution_count() == before
     assert c.balance() == FUNDED
 
@@ -120,14 +125,16 @@ def test_stake_equal_to_min_is_enough_and_zero_never_is(world: World) -> None:
     contribute(c, entry(strict, "a", stake=2 * OPEN))
     c.approve(c.datanets.address, 0)
     with reverts("DatanetStakeTooLow", datanetId=free, stake=0, minStake=0):
-        send(c, c.datanets.functions.contribute(raw_entry(entry(free, "b"), stake=0)))
+        send(c, c.datanets.functions.contribute(raw_entry(entry(free, "b"), stake=0), NO_SALT))
     contribute(c, entry(free, "c", stake=1))
     assert c.datanet(free).contributionCount == 1
 
 
-def test_duplicate_content_is_refused_per_datanet_forever(world: World) -> None:
-    """The same sha256 cannot enter one Datanet twice (from anyone, with any CID), not even after
-    the first was rejected or withdrawn; another Datanet accepts it."""
+def test_duplicate_content_is_refused_while_held_and_free_again_after_reject_or_withdraw(world: World) -> None:
+    """The same sha256 cannot enter one Datanet twice (from anyone, with any CID) while a
+    contribution holds it; another Datanet accepts it. M-3: a rejected or withdrawn contribution
+    used to hold its content forever, so a squatter's rejected copy blocked the real owner; now
+    the content is free again once its holder is rejected or withdrawn."""
     d1, _ = _setup(world, lock_period=MIN_LOCK_PERIOD)
     d2, _ = _setup(world)
     first = contribute(world.contributors[0], entry(d1, "same"))
@@ -135,7 +142,7 @@ def test_duplicate_content_is_refused_per_datanet_forever(world: World) -> None:
     other.approve(other.datanets.address, STAKE)
     dup = raw_entry(entry(d1, "same"), cid="bafkdifferentcid")
     with reverts("DatanetDuplicateContent", datanetId=d1, contentHash=content_hash("same"), existingId=first):
-        send(other, other.datanets.functions.contribute(dup))
+        send(other, other.datanets.functions.contribute(dup, NO_SALT))
     contribute(other, entry(d2, "same"))
 
     rejected = contribute(world.contributors[0], entry(d1, "rejected"))
@@ -143,9 +150,45 @@ def test_duplicate_content_is_refused_per_datanet_forever(world: World) -> None:
     withdrawn = contribute(world.contributors[0], entry(d1, "withdrawn"))
     world.advance(MIN_LOCK_PERIOD)
     world.contributors[0].withdraw_contribution(withdrawn)
-    for tag, existing in (("rejected", rejected), ("withdrawn", withdrawn)):
-        with reverts("DatanetDuplicateContent", existingId=existing):
-            send(other, other.datanets.functions.contribute(entry(d1, tag).model_dump()))
+    for tag, old in (("rejected", rejected), ("withdrawn", withdrawn)):
+        assert other.datanets.functions.contributionByContent(d1, content_hash(tag)).call() == 0
+        again = contribute(other, entry(d1, tag))
+        assert again != old and other.datanets.functions.contributionByContent(d1, content_hash(tag)).call() == again
+
+
+def test_a_reveal_needs_an_earlier_commitment_so_a_copy_from_the_mempool_comes_too_late(world: World) -> None:
+    """M-3: anyone watching the mempool could copy a contribution's (cid, contentHash) and submit
+    it first with more gas, taking the credit. Now a contribution is revealed only against a
+    commitment mined in an earlier block: the copier has none, and one it sends with its copy is
+    too recent, while the owner's earlier commitment lets its reveal through in that same block."""
+    d, _ = _setup(world)
+    owner, copier = world.contributors[0], world.contributors[1]
+    inp = entry(d, "owned")
+    owner.approve(owner.datanets.address, STAKE)
+    copier.approve(copier.datanets.address, STAKE)
+    salt = owner.commit_contribution(inp)  # mined: the owner committed first
+    with reverts("DatanetNoCommitment"):
+        send(copier, copier.datanets.functions.contribute(inp.model_dump(), salt))  # the owner's salt binds the owner
+    copy_salt = b"\x01" * 32
+    commitment = copier.contribution_commitment(inp, copier.address, copy_salt)
+    world.rpc("evm_setAutomine", False)
+    try:  # one block: the copier's commit and copy, then the owner's reveal
+        fns = copier.datanets.functions
+        h_commit = fns.commitContribution(commitment).transact({"from": copier.address, "gas": 200_000})
+        h_copy = fns.contribute(inp.model_dump(), copy_salt).transact({"from": copier.address, "gas": 600_000})
+        h_owner = owner.datanets.functions.contribute(inp.model_dump(), salt).transact(
+            {"from": owner.address, "gas": 600_000}
+        )
+        world.rpc("evm_mine")
+    finally:
+        world.rpc("evm_setAutomine", True)
+    status = {name: owner.client.w3.eth.get_transaction_receipt(h)["status"]
+              for name, h in (("commit", h_commit), ("copy", h_copy), ("owner", h_owner))}  # fmt: skip
+    assert status == {"commit": 1, "copy": 0, "owner": 1}
+    held = owner.datanets.functions.contributionByContent(d, inp.contentHash).call()
+    assert owner.contribution(held).contributor == owner.address
+    with reverts("DatanetDuplicateContent", existingId=held):  # the copier's commitment is now useless
+        send(copier, copier.datanets.functions.contribute(inp.model_dump(), copy_salt))
 
 
 def test_contribute_needs_allowance_and_balance(world: World) -> None:

@@ -99,6 +99,18 @@ def test_credit_order_is_by_approval_time(contributions: list[ContributionData])
     assert m.data_root != _build(contributions).manifest.data_root
 
 
+def test_credit_order_is_by_commitment_before_approval(contributions: list[ContributionData]) -> None:
+    """M-3: the earliest commitment gets the credit, whatever order the curators approved in (they
+    decided who got it before); approval only breaks ties between equal commitment times."""
+    a, b, c = contributions
+    alice = a.model_copy(update={"committed_at": 90})  # approved at 100
+    carol = c.model_copy(update={"committed_at": 80})  # committed first, approved last (300)
+    m = _build([alice, b.model_copy(update={"committed_at": 95}), carol]).manifest
+    assert m.contributors() == {BOB: len(b.records), CAROL: len(a.records)}
+    assert [x.contribution_id for x in m.contributions] == [3, 1, 2]
+    assert m.contributions[0].committed_at == 80
+
+
 def test_pinned_root_and_bytes(contributions: list[ContributionData]) -> None:
     """Changing the canonical JSON, leaf encoding or dedup must be a deliberate, versioned change."""
     m = _build(contributions).manifest
