@@ -3,7 +3,8 @@
 Contribution ids of a Datanet come from its `ContributionSubmitted` logs (filtered by the indexed
 Datanet id, so the cost follows that Datanet's size, not the chain's); each one's status is then
 read from the registry *at the same block*, so the answer is one consistent snapshot even while
-curators keep working. Credit order is approval order (earliest approved first), then id.
+curators keep working. Credit order is commitment order (earliest committed first), then
+approval, then id.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Remove exact and near duplicates from a training set, crediting the earliest contributor.
 
-Input is a sequence of examples in credit order (earliest approved contribution first, records
+Input is a sequence of examples in credit order (earliest committed contribution first, records
 in file order); each example is kept unless it duplicates an example kept before it:
 
 * exact: same `Example.dedup_key` (Unicode NFKC, casefolded, whitespace collapsed, roles kept);
