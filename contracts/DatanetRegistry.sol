@@ -12,8 +12,10 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 /// @notice Curated data networks. A Datanet owner sets the rules (minimum stake, slash share,
 /// lock period, license, who may train on it) and the curators. Contributors bond OPEN with each
 /// contribution (content on IPFS, its CID and sha256 here), directly or through a relayer with an
-/// EIP-712 signature. Curators approve or reject; a rejection slashes `slashBps` of the stake to
-/// the Datanet treasury. Only approved, not withdrawn contributions may be trained on.
+/// EIP-712 signature, committing first and revealing in a later block (so nobody can copy a
+/// contribution from the mempool and take its credit). Curators approve or reject; a rejection
+/// slashes `slashBps` of the stake to the Datanet treasury. Only approved, not withdrawn
+/// contributions may be trained on.
 contract DatanetRegistry is EIP712, Nonces {
     using SafeERC20 for IERC20;
 

@@ -121,7 +121,9 @@ def test_pinned_root_and_bytes(contributions: list[ContributionData]) -> None:
 
 
 PINNED_ROOT = "0x58a73e6d5451b625ed3c6d09ce56ec4853c473b386c2ee636672cb5b699928de"
-PINNED_SHA256 = "575edbfea70a9251b5479ddd6d1167e8d9193a027c5631c7b1a64d31ab1815b4"
+# The data root is unchanged by M-3; the bytes changed deliberately: each contribution summary
+# now carries `committed_at`, the credit order's first key.
+PINNED_SHA256 = "830c088321bae44cb4bcc9e6526e844e05d09dab3cb6fb307d302226dfcdcae0"
 
 
 def test_near_duplicate_across_contributors_credits_the_earlier() -> None:
