@@ -29,7 +29,7 @@ from node.daemon.verifier import Verifier
 from node.data.manifest import ContributionData, Manifest, build_training_set
 from node.data.records import Example, SourceRecord
 from node.rewards.shares import Share, reward_tree, split_pool
-from tests.conftest import RELAYER, World
+from tests.conftest import RELAYER, TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import JobSetup, claimed_job, frozen_clock, set_time
 from tests.daemon_setup import NodeHome, node_home
 
@@ -104,6 +104,9 @@ def test_a_consistent_result_is_left_alone_and_checked_once(world: World, home: 
         assert Verifier(world.relayer, home.store, home.settings).run(once=True) == []  # remembered
         assert world.admin.challenge_count() == 0
         assert _cli(world, home, "challenge", str(job.job_id), "--dry-run")["faults"] == []
+        shown = _cli(world, home, "job", "show", str(job.job_id))
+        assert (shown["status"], shown["model_status"], shown["open_challenges"]) == (6, "pending", 0)
+        assert shown["finalizable_at"] == world.admin.model(model_id).registeredAt + TEST_DEPLOY.challenge_window
         set_time(world, world.admin.finalizable_at(model_id)[0])
         done = _cli(world, home, "finalize", str(job.job_id))
     assert done["status"] == "finalized"

@@ -7,7 +7,9 @@ import typer
 from rich.table import Table
 
 from node.chain.deploy import fmt_open
+from node.chain.models import JobStatus
 from node.cli.common import JsonOpt, console, print_json, read_protocol
+from node.cli.operator import fmt_when
 
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
 model_app = typer.Typer(no_args_is_help=True, help="Models in the on-chain registry.")
@@ -65,12 +67,23 @@ def job_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @job_app.command("show")
 def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
-    """One job."""
-    job = read_protocol(ctx).job(job_id)
+    """One job; for a submitted result, its model's status and when its challenge window ends."""
+    p = read_protocol(ctx)
+    job = p.job(job_id)
+    window: dict[str, object] = {}
+    at, open_challenges = 0, 0
+    if job.modelId:
+        at, open_challenges = p.finalizable_at(job.modelId)
+        window = {"model_status": p.model(job.modelId).status.name.lower(), "finalizable_at": at,
+                  "open_challenges": open_challenges}  # fmt: skip
     if json_out:
-        print_json(job)
-    else:
-        console.print(job)
+        print_json(job.model_dump(mode="json") | window)
+        return
+    console.print(job)
+    if job.status == JobStatus.SUBMITTED:
+        console.print(f"model #{job.modelId} is pending: finalizable from {fmt_when(at, p.pending_time())}"
+                      f"{f', {open_challenges} challenge(s) open' if open_challenges else ''} "
+                      f"(`datanet finalize {job_id}`; `datanet challenge {job_id} --dry-run` checks it)")  # fmt: skip
 
 
 @model_app.command("show")
