@@ -677,7 +677,7 @@ contract ModelRegistry {
         return _page(_modelsByNode[node], offset, limit);
     }
 
-    /// @notice The model produced by `jobId` (0 if none yet).
+    /// @notice The model of `jobId`'s current result (0 if none yet, or its result was voided).
     function modelOfJob(uint256 jobId) external view returns (uint256) {
         return _job(jobId).modelId;
     }
