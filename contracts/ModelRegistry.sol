@@ -12,6 +12,13 @@ import {RewardDistributor} from "./RewardDistributor.sol";
 interface IResultChallenges {
     /// @notice The challenge window's length for `modelId` and how many of its challenges are open.
     function windowOf(uint256 modelId) external view returns (uint256 period, uint256 open);
+    /// @notice The VerifierCourt that is paid every finalized job's verifier fee.
+    function court() external view returns (address);
+}
+
+/// @notice Where verifier fees go (the VerifierCourt).
+interface IVerifierFees {
+    function depositFee(uint256 jobId, uint256 amount) external;
 }
 
 /// @title ModelRegistry
@@ -91,6 +98,7 @@ contract ModelRegistry {
         string baseModel;
         string configCID;
         uint256[] datanetIds;
+        uint256 verifierFee; // paid by the poster on top of the pool, to the verifiers at finalize
     }
 
     /// @notice What a node submits for a claimed job.
@@ -155,6 +163,10 @@ contract ModelRegistry {
 
     uint256 public constant MAX_DATANETS = 16;
     uint16 public constant MAX_FEE_BPS = 5_000;
+    /// @notice The verifiers' fee, as a share of the pool, that a poster pays on top of it: every
+    /// finalized job pays it to the VerifierCourt, so verifiers are paid for checking every result,
+    /// not only disputed ones. Refunded with the pool when a job is cancelled or expires.
+    uint16 public constant VERIFIER_FEE_BPS = 100;
     /// @notice Share of a job's bond slashed to the poster when its node lets it expire or overrun
     /// `maxTrainingTime`.
     uint16 public constant EXPIRY_SLASH_BPS = 5_000;
@@ -335,18 +347,19 @@ contract ModelRegistry {
 
     // ---------------------------------------------------------------------- Jobs
 
-    /// @notice Posts a job and escrows `p.pool` from the caller's allowance. Emits {JobPosted}.
+    /// @notice Posts a job and escrows `p.pool` plus the verifier fee ({verifierFeeOf}) from the
+    /// caller's allowance. Emits {JobPosted}.
     function postJob(JobParams calldata p) external returns (uint256) {
         return _postJob(p);
     }
 
-    /// @notice Like {postJob}, with an EIP-2612 permit over `p.pool` instead of an allowance.
+    /// @notice Like {postJob}, with an EIP-2612 permit over `p.pool` plus the verifier fee instead of an allowance.
     function postJobWithPermit(JobParams calldata p, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
         external
         returns (uint256)
     {
         // Failing permit (front-run, already used) falls through to the allowance check.
-        try IERC20Permit(address(token)).permit(msg.sender, address(this), p.pool, deadline, v, r, s) {} catch {}
+        try IERC20Permit(address(token)).permit(msg.sender, address(this), p.pool + verifierFeeOf(p.pool), deadline, v, r, s) {} catch {}
         return _postJob(p);
     }
 
@@ -440,10 +453,10 @@ contract ModelRegistry {
         Job storage j = _job(jobId);
         if (j.poster != msg.sender) revert ModelRegistryNotPoster(jobId, msg.sender);
         if (j.status != JobStatus.Open) revert ModelRegistryWrongStatus(jobId, j.status);
-        uint256 pool = j.pool;
+        uint256 refund = j.pool + j.verifierFee;
         j.status = JobStatus.Cancelled;
         emit JobCancelled(jobId);
-        token.safeTransfer(msg.sender, pool);
+        token.safeTransfer(msg.sender, refund);
     }
 
     /// @notice Ends a job that passed its deadline without a result: refunds the pool and, if a
@@ -458,13 +471,13 @@ contract ModelRegistry {
         j.status = JobStatus.Expired;
         address node = j.node;
         address poster = j.poster;
-        uint256 pool = j.pool;
+        uint256 refund = j.pool + j.verifierFee;
         uint256 bond = j.bond;
         uint256 slashed = claimed ? (bond * EXPIRY_SLASH_BPS) / 10_000 : 0;
         emit JobExpired(jobId, node, slashed);
         // Interactions
         if (claimed) staking.slashBond(node, bond, slashed, poster, bytes32("job-expired"));
-        token.safeTransfer(poster, pool);
+        token.safeTransfer(poster, refund);
     }
 
     /// @notice Submits the result of a job the caller claimed: registers the model as pending and
@@ -531,6 +544,7 @@ contract ModelRegistry {
         // Interactions (trusted protocol contracts)
         staking.release(j.node, j.bond);
         _fundRewards(jobId, j, m.attributionRoot);
+        _payVerifiers(jobId, j.verifierFee);
     }
 
     /// @notice Voids a pending result after an upheld challenge (the challenge contract only): the
@@ -574,6 +588,11 @@ contract ModelRegistry {
     }
 
     // --------------------------------------------------------------------- Views
+
+    /// @notice The verifier fee a job with `pool` pays on top of it (see VERIFIER_FEE_BPS).
+    function verifierFeeOf(uint256 pool) public pure returns (uint256) {
+        return (pool * VERIFIER_FEE_BPS) / 10_000;
+    }
 
     /// @notice Number of jobs posted; ids run from 1 to this.
     function jobCount() external view returns (uint256) {
@@ -723,6 +742,8 @@ contract ModelRegistry {
         j.baseModel = p.baseModel;
         j.configCID = p.configCID;
         j.datanetIds = p.datanetIds;
+        uint256 fee = verifierFeeOf(p.pool);
+        j.verifierFee = fee;
         emit JobPosted(
             jobId,
             msg.sender,
@@ -739,7 +760,7 @@ contract ModelRegistry {
             p.parentModelId
         );
         // Interactions
-        token.safeTransferFrom(msg.sender, address(this), p.pool);
+        token.safeTransferFrom(msg.sender, address(this), p.pool + fee);
     }
 
     function _validateJob(JobParams calldata p) private view {
@@ -816,6 +837,18 @@ contract ModelRegistry {
         // The distributor pulls exactly the pool in openRound: funded by construction.
         token.forceApprove(address(rewards), j.pool);
         rewards.openRound(jobId, root, j.pool, j.node, j.nodeFeeBps, treasuries, j.datanetFeeBps, j.poster);
+    }
+
+    function _payVerifiers(uint256 jobId, uint256 fee) private {
+        if (fee == 0) return;
+        address court = IResultChallenges(challenges).court();
+        if (court == address(0)) {
+            // No court wired (a partial deployment): the fee goes back to the poster, never stuck.
+            token.safeTransfer(_jobs[jobId].poster, fee);
+            return;
+        }
+        token.forceApprove(court, fee);
+        IVerifierFees(court).depositFee(jobId, fee);
     }
 
     function _job(uint256 jobId) private view returns (Job storage j) {

@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IResultChallenges, ModelRegistry} from "./ModelRegistry.sol";
+import {VerifierCourt} from "./VerifierCourt.sol";
 
 /// @title ResultChallenges
 /// @notice The challenge window of every result the ModelRegistry registers, and the on-chain
@@ -32,8 +33,10 @@ import {IResultChallenges, ModelRegistry} from "./ModelRegistry.sol";
 /// - RewardLeaf: a reward leaf the node must justify: `amount = floor(total * w / W)` with `w`
 ///   the clipped score sums of the account's contributions (or, when every shown contribution is
 ///   non-positive and `W` is the example count, their example counts), or the dust leaf.
-/// Whether the scores themselves (and so `W`) reproduce is a recomputation dispute, settled
-/// off-chain by verifiers (docs/protocol.md).
+/// - Recompute: the committed scores (and so `W`) do not reproduce, or an artifact cannot be
+///   fetched. No proof fits on-chain: the challenge and its bond go to the {VerifierCourt}, whose
+///   committee of staked verifiers reruns `datanet verify` and votes; its verdict comes back
+///   through {decide}. The evidence is `abi.encode(uint256 exampleIndex, string reason)`, for them.
 contract ResultChallenges is IResultChallenges {
     using SafeERC20 for IERC20;
 
@@ -43,7 +46,8 @@ contract ResultChallenges is IResultChallenges {
         DuplicateIndex,
         BrokenContribution,
         DataMismatch,
-        RewardLeaf
+        RewardLeaf,
+        Recompute
     }
 
     enum Status {
@@ -53,7 +57,9 @@ contract ResultChallenges is IResultChallenges {
         Upheld, // fault proven (or unanswered): the result was voided, bond returned
         Rejected, // no fault: bond paid to the node
         Forfeited, // never revealed: bond paid to the node
-        Moot // the result was voided by another challenge first: bond returned
+        Moot, // the result was voided by another challenge first: bond returned
+        Referred, // a Recompute challenge before the VerifierCourt: the court holds its bond
+        Lapsed // the court found no quorum twice: bond returned
     }
 
     struct ScoreLeaf {
@@ -117,6 +123,11 @@ contract ResultChallenges is IResultChallenges {
 
     IERC20 public immutable token;
     ModelRegistry public immutable registry;
+    /// @notice The account that wires {court}, once, at deployment; it has no other power.
+    address public immutable deployer;
+    /// @notice The VerifierCourt that decides Recompute challenges (it references this contract,
+    /// so it is deployed after it and wired once by {setCourt}); until then none can be revealed.
+    address public court;
     /// @notice OPEN a challenger escrows per challenge: it pays the node for a wrong challenge.
     uint256 public immutable challengeBond;
     uint64 public immutable commitPeriod;
@@ -141,6 +152,9 @@ contract ResultChallenges is IResultChallenges {
     error ChallengeAnswerClosed(uint256 id, uint64 answerDeadline);
     error ChallengeAnswerOpen(uint256 id, uint64 answerDeadline);
     error ChallengeBadAnswer(uint256 id, string reason);
+    error ChallengeNotDeployer(address caller);
+    error ChallengeCourtSet(address court);
+    error ChallengeNotCourt(address caller);
 
     /// @notice Emitted when `challenger` commits challenge `id` against `modelId`, escrowing `bond`.
     event ChallengeCommitted(uint256 indexed id, uint256 indexed modelId, address indexed challenger, uint256 bond);
@@ -148,6 +162,8 @@ contract ResultChallenges is IResultChallenges {
     event ChallengeRevealed(uint256 indexed id, uint256 indexed modelId, Kind kind, uint64 answerDeadline);
     /// @notice Emitted when challenge `id` ends, with who received its bond.
     event ChallengeResolved(uint256 indexed id, uint256 indexed modelId, Status status, address bondTo);
+    /// @notice Emitted once, when the deployment wires the court.
+    event CourtSet(address indexed court);
 
     /// @param token_ The OPEN token.
     /// @param registry_ The ModelRegistry whose results are challenged (it must then name this contract).
@@ -173,6 +189,16 @@ contract ResultChallenges is IResultChallenges {
         commitPeriod = commitPeriod_;
         revealPeriod = revealPeriod_;
         answerPeriod = answerPeriod_;
+        deployer = msg.sender;
+    }
+
+    /// @notice Wires the VerifierCourt: the deployer only, once. Emits {CourtSet}.
+    function setCourt(address court_) external {
+        if (msg.sender != deployer) revert ChallengeNotDeployer(msg.sender);
+        if (court != address(0)) revert ChallengeCourtSet(court);
+        if (court_ == address(0)) revert ChallengeInvalidParameter("court");
+        court = court_;
+        emit CourtSet(court_);
     }
 
     // ----------------------------------------------------------------- Challenger
@@ -216,6 +242,18 @@ contract ResultChallenges is IResultChallenges {
         if (c.status != ModelRegistry.ModelStatus.Pending) {
             emit ChallengeRevealed(id, ch.modelId, kind, 0);
             _resolve(id, ch, Status.Moot, msg.sender);
+            return;
+        }
+        if (kind == Kind.Recompute) {
+            address court_ = court;
+            if (court_ == address(0)) revert ChallengeInvalidParameter("court");
+            // Effects: open until the court decides; every phase of a case has a deadline.
+            ch.status = Status.Referred;
+            _open[ch.modelId] += 1;
+            emit ChallengeRevealed(id, ch.modelId, kind, 0);
+            // Interactions (trusted protocol contract): the court escrows the bond from here on.
+            token.safeTransfer(court_, challengeBond);
+            VerifierCourt(court_).open(id, ch.modelId, msg.sender, challengeBond, evidence);
             return;
         }
         if (kind == Kind.RewardLeaf) {
@@ -291,6 +329,28 @@ contract ResultChallenges is IResultChallenges {
         _checkAnswer(id, ch, c, byCount, runs);
         _open[ch.modelId] -= 1;
         _resolve(id, ch, Status.Rejected, c.node);
+    }
+
+    // ---------------------------------------------------------------------- Court
+
+    /// @notice The court's verdict on Recompute challenge `id` (the court only; it has paid out
+    /// the bond): upheld voids the result (moot if another challenge voided it first).
+    /// Emits {ChallengeResolved}.
+    function decide(uint256 id, VerifierCourt.Verdict verdict) external {
+        if (msg.sender != court) revert ChallengeNotCourt(msg.sender); // unset: no caller matches
+        Challenge storage ch = _challenge(id);
+        if (ch.status != Status.Referred) revert ChallengeWrongStatus(id, ch.status);
+        _open[ch.modelId] -= 1;
+        if (verdict == VerifierCourt.Verdict.Rejected) {
+            ch.status = Status.Rejected;
+            emit ChallengeResolved(id, ch.modelId, Status.Rejected, registry.resultCommitment(ch.modelId).node);
+            return;
+        }
+        bool pending = registry.resultCommitment(ch.modelId).status == ModelRegistry.ModelStatus.Pending;
+        Status status = verdict == VerifierCourt.Verdict.Lapsed ? Status.Lapsed : (pending ? Status.Upheld : Status.Moot);
+        ch.status = status;
+        emit ChallengeResolved(id, ch.modelId, status, ch.challenger);
+        if (status == Status.Upheld) registry.voidResult(ch.modelId, ch.challenger);
     }
 
     // ---------------------------------------------------------------------- Views

@@ -22,7 +22,10 @@ DEPLOYER, CURATOR, NODE, POSTER, RELAYER = 0, 1, 2, 3, 4
 CONTRIBUTORS = (5, 6, 7, 8)
 OUTSIDER = 9
 FUNDED = 1_000_000 * OPEN
-TEST_DEPLOY = DeployConfig(commit_period=2, reveal_period=2, answer_period=2)
+TEST_DEPLOY = DeployConfig(
+    commit_period=2, reveal_period=2, answer_period=2, vote_period=2, reveal_vote_period=2, appeal_period=2,
+    verifier_leave_delay=2,
+)
 """What the session deploys: the defaults, with the shortest challenge window the contract allows
 (6 s), so daemons finalize their results within the test; challenge tests freeze the clock."""
 

@@ -126,7 +126,7 @@ def post_job(
         configCID=home.store.add_bytes(data), configHash=config_hash or hashlib.sha256(data).digest(),
         method=method, pool=pool, deadline=world.now() + deadline_in,
     )  # fmt: skip
-    world.poster.approve(world.poster.models.address, pool)
+    world.poster.approve(world.poster.models.address, world.poster.job_cost(pool))
     return world.poster.post_job(params)
 
 

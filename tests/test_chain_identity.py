@@ -55,7 +55,7 @@ def _populate(url: str, settings: Settings, facts: Path, base_model: str) -> tup
         baseModel=base_model, baseModelHash=b"\1" * 32, datanetIds=[datanet], configCID=store.add_bytes(doc),
         configHash=hashlib.sha256(doc).digest(), method=Method.LORA, pool=10 * OPEN, deadline=deadline,
     )  # fmt: skip
-    poster.approve(poster.models.address, params.pool)
+    poster.approve(poster.models.address, poster.job_cost(params.pool))
     return dep, admin, poster.post_job(params)
 
 

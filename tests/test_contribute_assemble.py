@@ -39,7 +39,7 @@ def _job(world: World, datanet_ids: list[int]) -> int:
     deadline = world.now() + 86400
     params = JobParams(baseModel="tiny", baseModelHash=b"\x01" * 32, datanetIds=datanet_ids, configCID="bafk-config",
                        configHash=b"\x02" * 32, method=Method.LORA, pool=100 * OPEN, deadline=deadline)  # fmt: skip
-    world.poster.approve(world.poster.models.address, params.pool)
+    world.poster.approve(world.poster.models.address, world.poster.job_cost(params.pool))
     return world.poster.post_job(params)
 
 

@@ -47,7 +47,7 @@ def _job(world: World, datanet_id: int) -> int:
         baseModel="tiny", baseModelHash=b"\x01" * 32, datanetIds=[datanet_id], configCID="bafk",
         configHash=b"\x02" * 32, method=Method.LORA, pool=50 * OPEN, deadline=world.now() + 9999,
     )  # fmt: skip
-    world.poster.approve(world.poster.models.address, params.pool)
+    world.poster.approve(world.poster.models.address, world.poster.job_cost(params.pool))
     return world.poster.post_job(params)
 
 

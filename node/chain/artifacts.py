@@ -22,6 +22,7 @@ CONTRACTS = (
     "RewardDistributor",
     "ModelRegistry",
     "ResultChallenges",
+    "VerifierCourt",
     "KeyRegistry",
 )
 

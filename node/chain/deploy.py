@@ -22,9 +22,13 @@ DAY = 86_400
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MIN_CHALLENGE_PERIOD = 2  # ResultChallenges.MIN_PERIOD
 MAX_CHALLENGE_PERIOD = 30 * DAY  # ResultChallenges.MAX_PERIOD
-DEV_CHALLENGE_PERIODS = {"commit_period": 10, "reveal_period": 5, "answer_period": 5}
+DEV_CHALLENGE_PERIODS = {
+    "commit_period": 10, "reveal_period": 5, "answer_period": 5,
+    "vote_period": 10, "reveal_vote_period": 5, "appeal_period": 5, "verifier_leave_delay": 60,
+}  # fmt: skip
 """The dev chain's challenge window (20 s): long enough for a verifier on the same machine to
-commit and reveal, short enough that the demo's contributors claim a minute after training."""
+commit and reveal, short enough that the demo's contributors claim a minute after training; a
+court case's phases are as short."""
 
 
 def fmt_open(amount: int) -> str:
@@ -61,6 +65,29 @@ class DeployConfig(BaseModel):
         DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
         description="Seconds a node has to answer a revealed reward-leaf challenge.",
     )  # fmt: skip
+    min_verifier_stake: int = Field(
+        1_000 * OPEN, gt=0, description="OPEN a verifier stakes in the VerifierCourt to be drawn onto committees."
+    )
+    committee_size: int = Field(
+        3, ge=1, le=7, description="Members of a recomputation committee (odd; an appeal draws twice as many plus one)."
+    )
+    appeal_bond: int = Field(
+        200 * OPEN, gt=0, description="OPEN the losing side of a recomputation case escrows to appeal once."
+    )
+    vote_period: int = Field(
+        DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
+        description="Seconds a committee has, from a round's start, to be drawn and commit its votes.",
+    )  # fmt: skip
+    reveal_vote_period: int = Field(
+        DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD, description="Seconds after that to reveal the votes."
+    )
+    appeal_period: int = Field(
+        DAY, ge=MIN_CHALLENGE_PERIOD, le=MAX_CHALLENGE_PERIOD,
+        description="Seconds the losing side of a committee's verdict has to appeal.",
+    )  # fmt: skip
+    verifier_leave_delay: int = Field(
+        7 * DAY, ge=0, le=365 * DAY, description="Seconds a verifier's stake takes to leave the court."
+    )
     timelock_delay: int | None = Field(
         None, ge=0,
         description="Seconds a staking-parameter change waits in the ProtocolTimelock (default and minimum: the "
@@ -95,6 +122,12 @@ class DeployConfig(BaseModel):
         return cls.model_validate({**dev, **overrides})
 
     @model_validator(mode="after")
+    def _odd_committee(self) -> DeployConfig:
+        if self.committee_size % 2 == 0:
+            raise ValueError(f"committee_size {self.committee_size} must be odd, so a full committee cannot tie")
+        return self
+
+    @model_validator(mode="after")
     def _timelock_outlasts_exits(self) -> DeployConfig:
         if self.timelock_delay is not None and self.timelock_delay < self.min_timelock_delay:
             raise ValueError(
@@ -122,7 +155,7 @@ def dev_funding(config: DeployConfig) -> dict[ChecksumAddress, int]:
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all eight contracts from `client`'s account and wires their roles; on the dev chain
+    """Deploys all nine contracts from `client`'s account and wires their roles; on the dev chain
     with `fund_dev_accounts`, then gives dev accounts 1..9 OPEN (`dev_funding`)."""
     chain_id = client.chain_id
     cfg = config or DeployConfig.for_chain(chain_id)
@@ -146,6 +179,12 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     challenges = client.deploy(
         "ResultChallenges", token, models, cfg.challenge_bond, cfg.commit_period, cfg.reveal_period, cfg.answer_period
     )
+    # Recomputation disputes: a committee of staked verifiers; it references the challenge
+    # contract, which is wired to it once below.
+    court = client.deploy(
+        "VerifierCourt", token, models, datanets, challenges, cfg.min_verifier_stake, cfg.committee_size,
+        cfg.appeal_bond, [cfg.vote_period, cfg.reveal_vote_period, cfg.appeal_period, cfg.verifier_leave_delay],
+    )  # fmt: skip
     keys = client.deploy("KeyRegistry", datanets)  # private Datanets' public keys and grants
     # The ModelRegistry reserves/slashes node bonds and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
@@ -154,6 +193,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
     client.transact(rewards_c.functions.setFunder(models))  # once: no role an admin could revoke later
     # Once: results are finalized only after this contract's window; it alone may void them.
     client.transact(client.contract("ModelRegistry", models).functions.setChallenges(challenges))
+    client.transact(client.contract("ResultChallenges", challenges).functions.setCourt(court))
     token_c = client.contract("OpenToken", token)
     for address, amount in dev_funding(cfg).items():
         client.transact(token_c.functions.transfer(address, amount))
@@ -173,6 +213,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
             "RewardDistributor": rewards,
             "ModelRegistry": models,
             "ResultChallenges": challenges,
+            "VerifierCourt": court,
             "KeyRegistry": keys,
         },
     )

@@ -59,6 +59,7 @@ class ChallengeKind(IntEnum):
     BROKEN_CONTRIBUTION = 3
     DATA_MISMATCH = 4
     REWARD_LEAF = 5
+    RECOMPUTE = 6  # the scores do not reproduce: referred to the VerifierCourt's committee
 
 
 class ChallengeStatus(IntEnum):
@@ -69,6 +70,8 @@ class ChallengeStatus(IntEnum):
     REJECTED = 4
     FORFEITED = 5
     MOOT = 6
+    REFERRED = 7  # a Recompute challenge before the VerifierCourt
+    LAPSED = 8  # the court found no quorum twice: bond returned
 
 
 class Method(IntEnum):
@@ -200,6 +203,7 @@ class Job(BaseModel):
     baseModel: str
     configCID: str
     datanetIds: list[int]
+    verifierFee: int = Field(0, description="OPEN the poster paid on top of the pool, for the verifiers at finalize.")
 
 
 class ResultParams(BaseModel):
@@ -298,6 +302,82 @@ class NodeStake(BaseModel):
         return self.active - self.reserved
 
 
+VERIFIER_FEE_BPS = 100
+"""ModelRegistry.VERIFIER_FEE_BPS: the verifiers' fee a poster pays on top of a job's pool."""
+
+
+def verifier_fee(pool: int) -> int:
+    """ModelRegistry.verifierFeeOf: what a job with `pool` pays its verifiers at finalize."""
+    return pool * VERIFIER_FEE_BPS // 10_000
+
+
+def job_cost(pool: int) -> int:
+    """What posting a job with `pool` takes from the poster (pool plus verifier fee): the allowance it needs."""
+    return pool + verifier_fee(pool)
+
+
+class Vote(IntEnum):
+    """A committee member's vote (VerifierCourt.Vote)."""
+
+    NONE = 0
+    REPRODUCES = 1  # the committed values reproduce within the documented tolerance
+    FAULT = 2  # they do not, or an artifact could not be fetched
+
+
+class Verdict(IntEnum):
+    NONE = 0
+    UPHELD = 1
+    REJECTED = 2
+    LAPSED = 3
+
+
+class CasePhase(IntEnum):
+    NONE = 0
+    VOTING = 1
+    APPEALABLE = 2
+    CLOSED = 3
+
+
+class CourtCase(BaseModel):
+    """A recomputation case (VerifierCourt.getCase); its id is the challenge id."""
+
+    id: int
+    modelId: int
+    jobId: int
+    node: ChecksumAddress
+    challenger: ChecksumAddress
+    phase: CasePhase
+    round: int = Field(description="0: first committee, 1: its redraw, 2: appeal, 3: the appeal's redraw.")
+    verdict: Verdict
+    appellant: ChecksumAddress
+    appealDeadline: int
+    bond: int
+    appealBond: int
+
+
+class CourtRound(BaseModel):
+    seedBlock: int
+    commitDeadline: int
+    revealDeadline: int
+    drawn: bool
+    reproduces: int
+    faults: int
+    members: list[ChecksumAddress]
+
+
+class Ballot(BaseModel):
+    drawn: bool
+    commitment: HexBytes
+    vote: Vote
+
+
+class VerifierStake(BaseModel):
+    active: int
+    leaving: int
+    leaveAt: int
+    duties: int = Field(description="Committees it sits on that are not yet tallied (it cannot leave meanwhile).")
+
+
 class Round(BaseModel):
     root: HexBytes
     total: int
@@ -318,7 +398,7 @@ class Deployment(BaseModel):
     deployed_at: int
     contracts: dict[str, ChecksumAddress] = Field(
         description="Contract name -> address, for OpenToken, DatanetRegistry, NodeStaking, "
-        "RewardDistributor, ModelRegistry and KeyRegistry."
+        "RewardDistributor, ModelRegistry, ResultChallenges, VerifierCourt and KeyRegistry."
     )
     genesis_hash: str | None = Field(
         None,

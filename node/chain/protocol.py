@@ -38,7 +38,12 @@ from node.chain.models import (
     Permit,
     ResultCommitment,
     ResultParams,
+    Ballot,
+    CourtCase,
+    CourtRound,
     Round,
+    VerifierStake,
+    Vote,
 )
 from node.errors import DeploymentError
 
@@ -87,6 +92,9 @@ class Protocol:
         )
         self._challenges: Contract | None = (
             client.contract("ResultChallenges", c["ResultChallenges"]) if "ResultChallenges" in c else None
+        )
+        self._court: Contract | None = (
+            client.contract("VerifierCourt", c["VerifierCourt"]) if "VerifierCourt" in c else None
         )
         # Optional so that deployment files written before KeyRegistry existed still load.
         self._keys: Contract | None = client.contract("KeyRegistry", c["KeyRegistry"]) if "KeyRegistry" in c else None
@@ -460,6 +468,86 @@ class Protocol:
             "get ChallengeCommitted logs",
         )
         return [self.challenge(int(log["args"]["id"])) for log in logs]
+
+    # ------------------------------------------------------------------ court
+
+    @property
+    def court(self) -> Contract:
+        if self._court is None:
+            raise DeploymentError(
+                f"The deployment file for network '{self.deployment.network}' has no VerifierCourt contract "
+                "(it predates recomputation committees). Redeploy with `datanet deploy`."
+            )
+        return self._court
+
+    def job_cost(self, pool: int) -> int:
+        """What posting a job with `pool` takes from the poster: the pool plus the verifier fee."""
+        return pool + int(self.client.call(self.models.functions.verifierFeeOf(pool)))
+
+    def join_court(self, amount: int) -> TxReceipt:
+        """Stakes `amount` OPEN as a verifier (approves it first)."""
+        self.approve(self.court.address, amount)
+        return self.client.transact(self.court.functions.join(amount))
+
+    def leave_court(self, amount: int) -> TxReceipt:
+        return self.client.transact(self.court.functions.requestLeave(amount))
+
+    def withdraw_court(self) -> TxReceipt:
+        return self.client.transact(self.court.functions.withdraw())
+
+    def claim_court_fees(self) -> TxReceipt:
+        return self.client.transact(self.court.functions.claimFees())
+
+    def verifier(self, account: str | None = None) -> VerifierStake:
+        who = Web3.to_checksum_address(account or self.address)
+        return VerifierStake(**_as_dict(self.client.call(self.court.functions.verifierOf(who))))
+
+    def verifier_set(self) -> list[ChecksumAddress]:
+        return [Web3.to_checksum_address(a) for a in self.client.call(self.court.functions.verifiers())]
+
+    def court_fees(self, account: str | None = None) -> int:
+        who = Web3.to_checksum_address(account or self.address)
+        return int(self.client.call(self.court.functions.feesOf(who)))
+
+    def min_verifier_stake(self) -> int:
+        return int(self.client.call(self.court.functions.minVerifierStake()))
+
+    def court_case(self, case_id: int) -> CourtCase:
+        return CourtCase(id=case_id, **_as_dict(self.client.call(self.court.functions.getCase(case_id))))
+
+    def court_round(self, case_id: int, round_index: int) -> CourtRound:
+        return CourtRound(**_as_dict(self.client.call(self.court.functions.getRound(case_id, round_index))))
+
+    def ballot(self, case_id: int, round_index: int, member: str | None = None) -> Ballot:
+        who = Web3.to_checksum_address(member or self.address)
+        return Ballot(**_as_dict(self.client.call(self.court.functions.ballotOf(case_id, round_index, who))))
+
+    def draw_committee(self, case_id: int) -> TxReceipt:
+        return self.client.transact(self.court.functions.draw(case_id), estimate_at="pending")
+
+    def vote_commitment(self, case_id: int, round_index: int, vote: Vote, salt: bytes, member: str | None = None) -> bytes:
+        """What `commit_vote` seals: keccak256(abi.encode(caseId, round, member, vote, salt))."""
+        who = Web3.to_checksum_address(member or self.address)
+        return keccak(
+            encode(["uint256", "uint8", "address", "uint8", "bytes32"], [case_id, round_index, who, int(vote), salt])
+        )
+
+    def commit_vote(self, case_id: int, commitment: bytes) -> TxReceipt:
+        return self.client.transact(self.court.functions.commitVote(case_id, commitment), estimate_at="pending")
+
+    def reveal_vote(self, case_id: int, vote: Vote, salt: bytes) -> TxReceipt:
+        return self.client.transact(self.court.functions.revealVote(case_id, int(vote), salt), estimate_at="pending")
+
+    def tally(self, case_id: int) -> TxReceipt:
+        return self.client.transact(self.court.functions.tally(case_id), estimate_at="pending")
+
+    def appeal(self, case_id: int) -> TxReceipt:
+        """Appeals a case's verdict (its losing side; approves the appeal bond first)."""
+        self.approve(self.court.address, int(self.client.call(self.court.functions.appealBond())))
+        return self.client.transact(self.court.functions.appeal(case_id), estimate_at="pending")
+
+    def close_case(self, case_id: int) -> TxReceipt:
+        return self.client.transact(self.court.functions.close(case_id), estimate_at="pending")
 
     def job(self, job_id: int) -> Job:
         return Job(id=job_id, **_as_dict(self.client.call(self.models.functions.getJob(job_id))))

@@ -90,7 +90,7 @@ def job_post(
         pool=amount,
         deadline=deadline,
     )
-    job_id = p.post_job(params, p.permit(p.models.address, amount, deadline))
+    job_id = p.post_job(params, p.permit(p.models.address, p.job_cost(amount), deadline))
     tx = p.client.last_tx
     if eval_file is not None and eval_report is not None:
         remember_commit(p, s.data_dir, job_id, eval_file, eval_report)

@@ -385,7 +385,7 @@ class Demo:
             pool=pool,
             deadline=deadline,
         )
-        job_id = poster.post_job(params, poster.permit(poster.models.address, pool, deadline))
+        job_id = poster.post_job(params, poster.permit(poster.models.address, poster.job_cost(pool), deadline))
         self._record(
             "post job", "poster",
             f"job #{job_id}: {config.method.upper()} of {base_ref} on Datanet #{datanet_id}, pool {fmt_open(pool)}, "

@@ -164,7 +164,7 @@ def raw_job(params: JobParams, **overrides: Any) -> dict[str, Any]:
 
 
 def post_job(poster: Protocol, params: JobParams) -> int:
-    poster.approve(poster.models.address, params.pool)
+    poster.approve(poster.models.address, poster.job_cost(params.pool))
     return poster.post_job(params)
 
 

@@ -70,10 +70,12 @@ class Fuzz:
         ]
         self.params = [job_params(w.now(), ids, pool=(k + 1) * 1_000 * OPEN) for k in range(3)]
         self.trees: dict[int, tuple[ResultTrees | None, StandardMerkleTree, list[Share]]] = {}
-        contracts = [w.admin.models, w.admin.rewards, w.admin.staking, w.admin.challenges]
+        contracts = [w.admin.models, w.admin.rewards, w.admin.staking, w.admin.challenges, w.admin.court]
         people = [w.poster, *self.nodes, self.challenger, w.contributors[0], w.contributors[1]]
         self.ledger = [*(p.address for p in people), *self.treasuries, *(c.address for c in contracts), BURN]
         self.total = self._sum()
+        a = w.admin
+        self.court0 = (a.balance(a.court.address), a.client.call(a.court.functions.undistributed()))
 
     def _sum(self) -> int:
         return sum(self.w.admin.balance(a) for a in self.ledger)
@@ -158,7 +160,11 @@ class Fuzz:
         a = self.w.admin
         jobs = [a.job(j) for j in self.jobs]
         live = [j for j in jobs if j.status in (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.SUBMITTED)]
-        assert a.balance(a.models.address) == sum(j.pool for j in live)
+        assert a.balance(a.models.address) == sum(j.pool + j.verifierFee for j in live)
+        # No verifier is staked here: every finalized job's fee waits in the court, undistributed.
+        paid_fees = sum(j.verifierFee for j in jobs if j.status == JobStatus.COMPLETED)
+        court_now = (a.balance(a.court.address), a.client.call(a.court.functions.undistributed()))
+        assert court_now == (self.court0[0] + paid_fees, self.court0[1] + paid_fees)
         undecided = [
             c for c in (a.challenge(i) for i in range(1, a.challenge_count() + 1))
             if c.status in (ChallengeStatus.COMMITTED, ChallengeStatus.ANSWERABLE)

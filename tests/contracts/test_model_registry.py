@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from node.chain.deploy import OPEN
-from node.chain.models import JobParams, JobStatus, Method, ModelStatus, Permit
+from node.chain.models import JobParams, JobStatus, Method, ModelStatus, Permit, job_cost
 from node.chain.protocol import Protocol
 from tests.conftest import FUNDED, World
 from tests.contracts.helpers_jobs import (
@@ -45,13 +45,17 @@ EXPIRY_PENALTY = MIN_STAKE * EXPIRY_SLASH_BPS // 10_000
 MAX_UINT = 2**256 - 1
 
 
+FEE = job_cost(POOL) - POOL
+"""The verifiers' fee a POOL job pays on top of the pool (ModelRegistry.VERIFIER_FEE_BPS)."""
+
+
 def registry_balance(world: World) -> int:
     return world.admin.balance(world.admin.models.address)
 
 
 def post_raw(poster: Protocol, raw: dict[str, Any]) -> None:
     """Posts a job struct as given (no client-side validation), with an allowance for it."""
-    poster.approve(poster.models.address, max(int(raw["pool"]), 1))
+    poster.approve(poster.models.address, job_cost(max(int(raw["pool"]), 1)))
     send(poster, poster.models.functions.postJob(raw))
 
 
@@ -63,7 +67,7 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
     poster = world.poster
     ids, _ = create_datanets(world.curator, 2)
     params = job_params(world.now(), ids, node_fee_bps=700, datanet_fee_bps=300)
-    poster.approve(poster.models.address, params.pool)
+    poster.approve(poster.models.address, poster.job_cost(params.pool))
     receipt = send(poster, poster.models.functions.postJob(params.model_dump()))
     posted_at = world.now()
     assert events(poster.models, receipt, "JobPosted") == [
@@ -105,10 +109,11 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
         "baseModel": params.baseModel,
         "configCID": params.configCID,
         "datanetIds": ids,
+        "verifierFee": FEE,
     }
     assert poster.job_count() == 1
-    assert poster.balance() == FUNDED - POOL
-    assert registry_balance(world) == POOL
+    assert poster.balance() == FUNDED - POOL - FEE  # the verifiers' fee comes on top of the pool
+    assert registry_balance(world) == POOL + FEE
 
 
 def _invalid(params: JobParams, case: str) -> tuple[dict[str, Any], str]:
@@ -213,7 +218,7 @@ def test_post_job_needs_an_allowance(world: World) -> None:
     """The pool is pulled through an allowance; without one nothing is posted."""
     poster = world.poster
     ids, _ = create_datanets(world.curator, 1)
-    with reverts("ERC20InsufficientAllowance", spender=poster.models.address, needed=POOL):
+    with reverts("ERC20InsufficientAllowance", spender=poster.models.address, needed=POOL + FEE):
         poster.post_job(job_params(world.now(), ids))
     assert poster.job_count() == 0
 
@@ -223,10 +228,10 @@ def test_post_job_with_permit_needs_no_approve(world: World) -> None:
     poster = world.poster
     ids, _ = create_datanets(world.curator, 1)
     params = job_params(world.now(), ids)
-    permit = poster.permit(poster.models.address, POOL, world.now() + 3_600)
+    permit = poster.permit(poster.models.address, job_cost(POOL), world.now() + 3_600)
     job_id = poster.post_job(params, permit)
     assert poster.job(job_id).pool == POOL
-    assert registry_balance(world) == POOL
+    assert registry_balance(world) == POOL + FEE
     assert view(poster, poster.token.functions.nonces(poster.address)) == 1
 
 
@@ -235,12 +240,12 @@ def test_post_job_with_a_bad_permit_falls_back_to_the_allowance(world: World) ->
     poster = world.poster
     ids, _ = create_datanets(world.curator, 1)
     params = job_params(world.now(), ids)
-    foreign = world.contributors[0].permit(poster.models.address, POOL, world.now() + 3_600)
-    with reverts("ERC20InsufficientAllowance", allowance=0, needed=POOL):
+    foreign = world.contributors[0].permit(poster.models.address, POOL + FEE, world.now() + 3_600)
+    with reverts("ERC20InsufficientAllowance", allowance=0, needed=POOL + FEE):
         poster.post_job(params, foreign)
-    poster.approve(poster.models.address, POOL)
+    poster.approve(poster.models.address, POOL + FEE)
     assert poster.post_job(params, Permit()) == 1
-    assert registry_balance(world) == POOL
+    assert registry_balance(world) == POOL + FEE
 
 
 # ------------------------------------------------------------------------- claim
@@ -391,7 +396,7 @@ def test_cancel_job_refusals(world: World) -> None:
     poster.cancel_job(other.job_id)
     with reverts("ModelRegistryWrongStatus", status=JobStatus.CANCELLED):
         poster.cancel_job(other.job_id)
-    assert registry_balance(world) == POOL
+    assert registry_balance(world) == POOL + FEE
 
 
 # ------------------------------------------------------------------------ expire
@@ -489,7 +494,7 @@ def test_a_node_that_overruns_the_training_time_loses_the_job_and_half_its_bond(
         0,
         first.claimBlock,
     )
-    assert poster.balance() == FUNDED - POOL + first.bond // 2
+    assert poster.balance() == FUNDED - POOL - FEE + first.bond // 2
     assert (node.node_stake().reserved, node.node_stake().jobs) == (0, 0)
     with reverts("ModelRegistryWrongStatus", jobId=job.job_id, status=JobStatus.OPEN):
         node.submit_result(job.job_id, result_params(b"\x01" * 32))  # too late for the old node
@@ -567,7 +572,8 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
     registered_at = world.now()
     bond = admin.job(job.job_id).bond
     assert events(admin.rewards, submitted, "FeePaid") == [] and events(admin.staking, submitted, "BondReleased") == []
-    assert registry_balance(world) == POOL + 7 and admin.reward_round(job.job_id).total == 0
+    fee = job_cost(POOL + 7) - POOL - 7
+    assert registry_balance(world) == POOL + 7 + fee and admin.reward_round(job.job_id).total == 0
     assert admin.model(1).status == ModelStatus.PENDING and admin.job(job.job_id).status == JobStatus.SUBMITTED
     assert (node.node_stake().reserved, node.node_stake().jobs) == (bond, 1)
     receipt = finalize_job(world, job.job_id)
@@ -606,7 +612,9 @@ def test_submit_result_registers_the_model_and_funds_the_round(world: World) -> 
     assert [admin.balance(t) for t in job.treasuries] == [each] * 3
     assert admin.balance(admin.rewards.address) == share
     assert registry_balance(world) == 0
-    assert world.poster.balance() == FUNDED - POOL - 7
+    assert world.poster.balance() == FUNDED - POOL - 7 - fee
+    # The verifiers' fee went to the court (no verifier staked: it waits for the first deposit after one joins).
+    assert events(admin.court, receipt, "FeeDeposited") == [{"jobId": job.job_id, "amount": fee, "totalActive": 0}]
     model = admin.model(1)
     assert model.model_dump() == {
         "id": 1,

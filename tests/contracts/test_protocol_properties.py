@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from node.chain.accounts import dev_account
 from node.chain.deploy import OPEN
-from node.chain.models import JobStatus
+from node.chain.models import JobStatus, job_cost
 from node.chain.protocol import Protocol
 from node.errors import ContractRevertError
 from tests.conftest import (
@@ -564,6 +564,7 @@ def test_job_escrow_holds_exactly_the_live_pools(
             w.admin.models.address,
             w.admin.rewards.address,
             w.admin.staking.address,
+            w.admin.court.address,  # finalized jobs' verifier fees
         ]
         total = sum(w.admin.balance(a) for a in ledger)
         with frozen_clock(w, w.now() + 1):
@@ -585,7 +586,8 @@ def test_job_escrow_holds_exactly_the_live_pools(
                 assert got == expected, (op, job_id, who)
                 assert w.admin.job(job_id).status == j.status
                 live = [x for x in m.jobs if x.status in (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.SUBMITTED)]
-                assert w.admin.balance(w.admin.models.address) == sum(x.pool for x in live)
+                # Each live job's pool, and the verifiers' fee its poster paid on top.
+                assert w.admin.balance(w.admin.models.address) == sum(job_cost(x.pool) for x in live)
                 for i, n in enumerate(nodes):
                     stake = n.node_stake()
                     claimed = sum(x.status in (JobStatus.CLAIMED, JobStatus.SUBMITTED) and x.node == i for x in m.jobs)
