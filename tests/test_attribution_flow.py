@@ -19,18 +19,20 @@ from typer.testing import CliRunner
 from node.attribution.disputes import REWARD_CLAIM, commitment, new_salt
 from node.attribution.document import AttributionDocument, build_document
 from node.chain.accounts import dev_account
-from node.chain.models import ChallengeKind, ChallengeStatus, ModelStatus
+from node.chain.models import CasePhase, ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, Verdict
+from node.chain.protocol import Protocol
 from node.cli import app
 from node.daemon.loop import Daemon
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
+from node.daemon.verifier import Verifier
 from node.daemon.verify import VerifyError, verify_job
 from node.data.grants import ensure_encryption_key, grant_job, grant_standing
 from node.data.manifest import Manifest
 from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
-from tests.conftest import OUTSIDER, World
+from tests.conftest import OUTSIDER, TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import frozen_clock, set_time
 from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, private_datanet, run_to_settled, stake
 
@@ -138,9 +140,10 @@ def _challenge_an_honest_leaf(world: World, home: NodeHome, daemon: Daemon, job_
 
 
 @pytest.mark.timeout(600)
-def test_a_node_committing_other_scores_is_a_mismatch(world: World, home: NodeHome) -> None:
+def test_a_node_committing_other_scores_is_voided_by_a_verifier_committee(world: World, home: NodeHome) -> None:
     """The node commits a document whose arithmetic is consistent but whose scores favour one
-    contributor: every on-chain check passes, only the recomputation catches it."""
+    contributor: every on-chain check passes, only the recomputation catches it, and a committee of
+    staked verifiers, each recomputing, voids the result before anyone is paid."""
     datanet_id = approved_datanet(world, home)
     stake(world.node)
     job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2})
@@ -163,16 +166,66 @@ def test_a_node_committing_other_scores_is_a_mismatch(world: World, home: NodeHo
     )  # fmt: skip
     (work / "attribution.json").write_bytes(forged.canonical_json())
     daemon.jobs.update(job_id, attribution_root=forged.reward_root)
-    _drive(steps, daemon.jobs, job_id, JobState.SETTLED)
+    committee = _staked_verifiers(world, 3)
+    with frozen_clock(world, world.now() + 1):  # each phase of the window and of the case on purpose
+        _drive(steps, daemon.jobs, job_id, JobState.SUBMITTED)
+        model_id = world.admin.job(job_id).modelId
+        report = verify_job(world.admin, home.store, job_id, home.settings)
+        assert report.verdict == "MISMATCH"
+        assert all(c.ok for c in report.checks)  # every artifact matches its hash: only the scores lie
+        assert report.comparison is not None and report.comparison.arithmetic_problems == []
+        assert report.comparison.differing and not report.comparison.scores_root_equal
+        out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
+        assert out.exit_code == 1 and "MISMATCH" in out.stdout
+        _a_committee_voids_it(world, home, daemon, committee, model_id)
     daemon.close()
+    assert world.admin.model(model_id).status == ModelStatus.VOIDED
+    assert world.admin.job(job_id).status == JobStatus.OPEN  # for another node, with the pool plus part of the bond
 
-    report = verify_job(world.admin, home.store, job_id, home.settings)
-    assert report.verdict == "MISMATCH"
-    assert all(c.ok for c in report.checks)  # every artifact matches its hash: only the scores lie
-    assert report.comparison is not None and report.comparison.arithmetic_problems == []
-    assert report.comparison.differing and not report.comparison.scores_root_equal
-    out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
-    assert out.exit_code == 1 and "MISMATCH" in out.stdout
+
+def _staked_verifiers(world: World, n: int) -> list[Protocol]:
+    """`n` verifiers staked in the VerifierCourt (dev accounts 10..), none of them the node."""
+    out = []
+    for i in range(10, 10 + n):
+        v = world.admin.as_account(dev_account(i))
+        world.admin.transfer(v.address, TEST_DEPLOY.min_verifier_stake)
+        v.join_court(TEST_DEPLOY.min_verifier_stake)
+        out.append(v)
+    return out
+
+
+def _a_committee_voids_it(
+    world: World, home: NodeHome, daemon: Daemon, committee: list[Protocol], model_id: int
+) -> None:
+    """A verifier (`--verify --recompute`) finds the scores do not reproduce and files a Recompute
+    challenge; the drawn verifiers' daemons recompute, vote Fault sealed, then reveal; the node's
+    own daemon tallies and, after the appeal period, closes the case: its result is voided."""
+    a = world.admin
+    [check] = Verifier(world.relayer, home.store, home.settings, recompute=True).run(once=True)
+    assert (check.model_id, check.outcome, check.challenge_status) == (model_id, "challenged", "referred")
+    case_id = check.challenge_id or 0
+    world.rpc("evm_mine")  # the seed block: its hash was unknown when the challenge was filed
+    members = [Verifier(v, home.store, home.settings) for v in committee]
+    for _ in range(2):  # the first pass draws the committee, the next one votes
+        for m in members:
+            m.pass_once()
+    rnd = a.court_round(case_id, 0)
+    assert sorted(rnd.members) == sorted(v.address for v in committee)  # 3 eligible: all drawn
+    assert all(a.ballot(case_id, 0, v.address).commitment != b"\0" * 32 for v in committee)
+    assert rnd.faults == 0  # sealed: nobody can copy a vote
+    set_time(world, rnd.commitDeadline + 1)
+    for m in members:
+        m.pass_once()  # each reveals what it sealed
+    assert a.court_round(case_id, 0).faults == 3
+    set_time(world, max(rnd.revealDeadline, a.finalizable_at(model_id)[0]) + 1)
+    daemon.run(once=True)  # the node's settle step tallies the case: upheld, appealable
+    case = a.court_case(case_id)
+    assert (case.phase, case.verdict) == (CasePhase.APPEALABLE, Verdict.UPHELD)
+    assert a.model(model_id).status == ModelStatus.PENDING
+    set_time(world, case.appealDeadline + 1)
+    daemon.run(once=True)  # no appeal: it closes the case, and its result is voided
+    assert a.challenge(case_id).status == ChallengeStatus.UPHELD
+    assert all(a.court_fees(v.address) > 0 for v in committee)  # the majority shares half the bond
 
 
 @pytest.mark.timeout(600)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
@@ -154,7 +154,9 @@ class ChainClient:
 
     # ------------------------------------------------------------------ writing
 
-    def transact(self, fn: ContractFunction, value: int = 0, *, estimate_at: str = "latest") -> TxReceipt:
+    def transact(
+        self, fn: ContractFunction, value: int = 0, *, estimate_at: Literal["latest", "pending"] = "latest"
+    ) -> TxReceipt:
         """Estimates, signs, sends and waits for `fn`; returns the successful receipt.
         `estimate_at="pending"` estimates in the block the transaction will be mined in, for calls
         that must not run in the latest block (a challenge reveal after its commit)."""

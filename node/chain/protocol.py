@@ -22,10 +22,13 @@ from node.chain import signing
 from node.chain.client import ChainClient
 from node.chain.models import (
     AccessGrant,
+    Ballot,
     Challenge,
     ChallengeKind,
     Contribution,
     ContributionInput,
+    CourtCase,
+    CourtRound,
     Datanet,
     DatanetKey,
     DatanetParams,
@@ -38,9 +41,6 @@ from node.chain.models import (
     Permit,
     ResultCommitment,
     ResultParams,
-    Ballot,
-    CourtCase,
-    CourtRound,
     Round,
     VerifierStake,
     Vote,
@@ -525,7 +525,9 @@ class Protocol:
     def draw_committee(self, case_id: int) -> TxReceipt:
         return self.client.transact(self.court.functions.draw(case_id), estimate_at="pending")
 
-    def vote_commitment(self, case_id: int, round_index: int, vote: Vote, salt: bytes, member: str | None = None) -> bytes:
+    def vote_commitment(
+        self, case_id: int, round_index: int, vote: Vote, salt: bytes, member: str | None = None
+    ) -> bytes:
         """What `commit_vote` seals: keccak256(abi.encode(caseId, round, member, vote, salt))."""
         who = Web3.to_checksum_address(member or self.address)
         return keccak(

@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from node.cli import (
     chain,
     contribute,
+    court,
     datanets,
     demo,
     disputes,
@@ -80,6 +81,8 @@ app.command("status", rich_help_panel=EVERYONE)(views.status_cmd)
 app.command("verify", rich_help_panel=EVERYONE)(verify.verify_cmd)
 app.command("challenge", rich_help_panel=EVERYONE)(disputes.challenge_cmd)
 app.command("finalize", rich_help_panel=EVERYONE)(disputes.finalize_cmd)
+app.add_typer(court.case_app, name="case", rich_help_panel=EVERYONE)
+app.add_typer(court.verifier_app, name="verifier", rich_help_panel=EVERYONE)
 app.add_typer(views.model_app, name="model", rich_help_panel=EVERYONE)
 views.model_app.command("list")(daemon_cli.models_cmd)
 

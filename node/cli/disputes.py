@@ -3,7 +3,9 @@
 `challenge` fetches the pending result's attribution document, finds a fault the challenge
 contract decides on-chain (`node.attribution.disputes.find_faults`), and commits and reveals it
 (commit-reveal, so no one can copy it from the mempool); with `--dry-run` it only reports.
-Scores that do not reproduce are not on-chain arithmetic: `datanet verify JOB` finds those.
+Scores that do not reproduce are not on-chain arithmetic: `datanet verify JOB` finds those, and
+`challenge --recompute` reruns it and, on a mismatch, files a Recompute challenge that a
+committee of staked verifiers decides (`datanet case show ID`).
 `finalize` ends the window: it settles reward-leaf challenges the node left unanswered, then
 finalizes (the bond is released and the contributors' claims open), anyone may run it.
 """
@@ -14,10 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
-from node.attribution.disputes import ResultTrees, commitment, find_faults, new_salt
+from node.attribution.disputes import Fault, ResultTrees, commitment, find_faults, new_salt
 from node.attribution.document import AttributionDocument
 from node.chain.deploy import fmt_open
-from node.chain.models import ChallengeStatus, JobStatus, ModelStatus
+from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.cli.operator import chain_now, fmt_when
@@ -45,6 +47,11 @@ def challenge_cmd(
     ctx: typer.Context,
     job_id: int,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the faults found; send nothing.")] = False,
+    recompute: Annotated[
+        bool,
+        typer.Option("--recompute", help="Also rerun the attribution (`datanet verify`); challenge scores that do not "
+                     "reproduce before a verifier committee."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a pending result's attribution arithmetic and challenge a fault the contract can prove.
@@ -58,6 +65,8 @@ def challenge_cmd(
     store = open_store(settings(ctx))
     doc = AttributionDocument.from_json(store.cat(model.attributionCID), f"attribution document {model.attributionCID}")
     faults = find_faults(ResultTrees.from_document(doc, committed), committed)
+    if not faults and recompute:
+        faults = _recompute_fault(p, store, job_id, ctx)
     out: dict[str, Any] = {
         "job_id": job_id,
         "model_id": model_id,
@@ -94,7 +103,10 @@ def challenge_cmd(
         print_json(out)
         return
     console.print(f"challenge #{challenge_id} ({fault.kind.name.lower()}): {fault.reason}")
-    if c.status == ChallengeStatus.UPHELD:
+    if c.status == ChallengeStatus.REFERRED:
+        console.print(f"referred to a verifier committee: case #{challenge_id} (`datanet case show {challenge_id}`); "
+                      "its verdict decides the result")  # fmt: skip
+    elif c.status == ChallengeStatus.UPHELD:
         console.print(f"upheld: model #{model_id} is voided, job #{job_id} reopened; you got your bond back and a "
                       "share of the node's bond")  # fmt: skip
     elif c.status == ChallengeStatus.ANSWERABLE:
@@ -102,6 +114,18 @@ def challenge_cmd(
                       f"not, `datanet finalize {job_id}` settles the challenge (upheld) after that")  # fmt: skip
     else:
         console.print(f"{c.status.name.lower()}: your bond of {fmt_open(bond)} went to the node")
+
+
+def _recompute_fault(p: Protocol, store: Any, job_id: int, ctx: typer.Context) -> list[Fault]:
+    """`datanet verify` on the job: a mismatch as a Recompute fault, for the committee."""
+    from node.daemon.verifier import WHOLE_RESULT, mismatch_reason, recompute_evidence
+    from node.daemon.verify import verify_job
+
+    report = verify_job(p, store, job_id, settings(ctx))
+    if report.verdict == "MATCH":
+        return []
+    reason = mismatch_reason(report)
+    return [Fault(kind=ChallengeKind.RECOMPUTE, reason=reason, evidence=recompute_evidence(WHOLE_RESULT, reason))]
 
 
 def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
@@ -123,13 +147,34 @@ def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> 
         if c.status == ChallengeStatus.ANSWERABLE and now > c.answerDeadline:
             p.settle_challenge(c.id)
             settled.append(c.id)
+    referred = [c.id for c in p.challenges_of(model_id) if c.status == ChallengeStatus.REFERRED]
+    if referred and p.model(model_id).status == ModelStatus.PENDING:
+        from node.cli.court import case_summary
+        from node.daemon.court import CourtClerk
+
+        dep = p.deployment
+        clerk = CourtClerk(p, settings(ctx).data_dir / f"court-{dep.network}-{dep.chain_key}.json")
+        done = clerk.step_all(model_id)
+        waiting = [case_summary(p, i) for i in referred if p.challenge(i).status == ChallengeStatus.REFERRED]
+        if waiting and p.model(model_id).status == ModelStatus.PENDING:
+            out = {"job_id": job_id, "model_id": model_id, "status": "before a committee", "done": done,
+                   "cases": waiting}  # fmt: skip
+            if json_out:
+                print_json(out)
+                return
+            for line in done:
+                console.print(line)
+            for case in waiting:
+                console.print(f"case #{case['case_id']} is {case['phase']} (round {case['round']}): "
+                              f"next, {case['due']}; finalize after it closes")  # fmt: skip
+            return
     if p.model(model_id).status == ModelStatus.VOIDED:
         out = {"job_id": job_id, "model_id": model_id, "status": "voided", "settled": settled}
         if json_out:
             print_json(out)
             return
-        console.print(f"model #{model_id} was voided: the node left challenge(s) {settled} unanswered; job #{job_id} "
-                      "is open again")  # fmt: skip
+        why = f"the node left challenge(s) {settled} unanswered" if settled else "a challenge was upheld"
+        console.print(f"model #{model_id} was voided: {why}; job #{job_id} is open again")
         return
     p.finalize(job_id)
     out = {"job_id": job_id, "model_id": model_id, "status": "finalized", "settled": settled, "tx": p.client.last_tx}

@@ -545,9 +545,23 @@ class JobSteps:
         at, open_ = self.p.finalizable_at(model_id)
         if now < at:
             raise WaitJob(f"challenge window: finalizable in {at - now} s", delay=min(max(at - now, 1), 30))
+        referred = False
         for c in self.p.challenges_of(model_id) if open_ else []:
             if c.status == ChallengeStatus.ANSWERABLE and now > c.answerDeadline:
                 self.p.settle_challenge(c.id)  # unanswered in time: upheld, and our result is voided
+            referred |= c.status == ChallengeStatus.REFERRED
+        if referred and self.p.model(model_id).status == ModelStatus.PENDING:
+            # A recomputation case before the VerifierCourt: move it along (draw, tally, close: anyone
+            # may), so our pool never waits on others; the committee's verdict decides the result.
+            from node.daemon.court import CourtClerk
+
+            dep = self.p.deployment
+            clerk = CourtClerk(self.p, self.settings.data_dir / f"court-{dep.network}-{dep.chain_key}.json")
+            for action in clerk.step_all(model_id):
+                log.info("job #%d: %s", r.job_id, action)
+            if self.p.finalizable_at(model_id)[1] and self.p.model(model_id).status == ModelStatus.PENDING:
+                raise WaitJob(f"model #{model_id}: a recomputation case is before a verifier committee",
+                              delay=min(self.settings.poll_interval, 5))  # fmt: skip
         try:
             self.p.finalize(r.job_id)
         except ContractRevertError:

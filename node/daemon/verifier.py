@@ -1,14 +1,17 @@
 """Verifier mode (`datanet daemon --verify`): watch results in their challenge window, check each
-one's attribution arithmetic against its committed roots, and challenge a provable fault on-chain.
+one's attribution arithmetic against its committed roots, challenge a provable fault on-chain,
+and sit on the VerifierCourt's committees.
 
 Checking costs a fetch and a few hashes per result, so a verifier checks every pending result it
 sees. With `recompute`, it also re-runs the attribution (`datanet verify`), which costs about
-what the attribution cost the node; a recomputation mismatch is reported, not challenged: a
-recomputation dispute is decided by a verifier committee, which the protocol does not have yet
-(docs/protocol.md, "Challenge window").
+what the attribution cost the node; scores that do not reproduce are challenged as a Recompute
+challenge, which the VerifierCourt's committee decides. When this account (staked in the court
+with `datanet verifier join`) is drawn onto a committee, it votes on what `datanet verify` finds
+(whether or not `recompute` is on: a drawn member who does not vote loses stake), and every pass
+moves open cases along (draw, tally, close), see `node.daemon.court`.
 
-What it decided about each model is kept in a small JSON file per chain, so a restart neither
-checks a result twice nor challenges it twice.
+What it decided about each model, and its sealed votes, are kept in small JSON files per chain,
+so a restart neither checks a result twice, nor challenges it twice, nor loses a vote's salt.
 """
 
 from __future__ import annotations
@@ -20,18 +23,28 @@ import threading
 from pathlib import Path
 from typing import Literal
 
+from eth_abi import encode
 from pydantic import BaseModel, Field
 
 from node import safe_json
 from node.attribution.disputes import DisputeError, ResultTrees, commitment, find_faults, new_salt
 from node.attribution.document import AttributionDocument
-from node.chain.models import ChallengeKind, ChallengeStatus, ModelStatus
+from node.chain.models import ChallengeKind, ChallengeStatus, ModelStatus, Vote
 from node.chain.protocol import Protocol
 from node.config import Settings
+from node.daemon.court import CourtClerk
 from node.errors import ContractRevertError, NodeError
 from node.storage.base import ContentStore
 
 log = logging.getLogger("node.verifier")
+
+WHOLE_RESULT = 2**256 - 1
+"""The example index of a Recompute challenge's claim that names no single example."""
+
+
+def recompute_evidence(example_index: int, reason: str) -> bytes:
+    """A Recompute challenge's evidence: `abi.encode(uint256 exampleIndex, string reason)`, for the committee."""
+    return encode(["uint256", "string"], [example_index, reason])
 
 Outcome = Literal["clean", "challenged", "unprovable", "mismatch", "match", "skipped"]
 
@@ -59,6 +72,12 @@ class Verifier:
         dep = protocol.deployment
         self.path = settings.data_dir / f"verifier-{dep.network}-{dep.chain_key}.json"
         self.state = self._load(self.path)
+        self.clerk = (
+            CourtClerk(protocol, settings.data_dir / f"court-{dep.network}-{dep.chain_key}.json", judge=self.judge)
+            if "VerifierCourt" in dep.contracts
+            else None
+        )
+        self._votes: dict[int, Vote] = {}
 
     @staticmethod
     def _load(path: Path) -> VerifierState:
@@ -83,6 +102,32 @@ class Verifier:
         return decided
 
     def pass_once(self) -> list[ModelCheck]:
+        out = self._check_new()
+        if self.clerk is not None and not self.stop.is_set():
+            for action in self.clerk.step_all():
+                log.info("%s", action)
+        return out
+
+    def judge(self, model_id: int) -> Vote:
+        """This verifier's vote on `model_id` when drawn: `datanet verify` reproduces it within the
+        documented tolerance, or not. An artifact that cannot be fetched (or decrypted with a
+        standing key grant) in time is the node's fault, as the protocol defines it."""
+        if model_id in self._votes:
+            return self._votes[model_id]
+        from node.daemon.verify import verify_job
+
+        m = self.p.model(model_id)
+        try:
+            report = verify_job(self.p, self.store, m.jobId, self.settings)
+            vote = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
+            log.info("model #%d: verify says %s -> vote %s", model_id, report.verdict, vote.name.lower())
+        except NodeError as e:
+            vote = Vote.FAULT
+            log.warning("model #%d: cannot verify (%s) -> vote fault", model_id, e)
+        self._votes[model_id] = vote
+        return vote
+
+    def _check_new(self) -> list[ModelCheck]:
         out = []
         for model_id in range(1, self.p.model_count() + 1):
             if model_id in self.state.checked or self.stop.is_set():
@@ -116,11 +161,14 @@ class Verifier:
             from node.daemon.verify import verify_job
 
             report = verify_job(self.p, self.store, m.jobId, self.settings)
-            outcome: Outcome = "match" if report.verdict == "MATCH" else "mismatch"
-            if outcome == "mismatch":
-                log.warning("model #%d: the scores do not reproduce (%s); a recomputation dispute needs a verifier "
-                            "committee, which the protocol does not have yet", model_id, report.verdict)  # fmt: skip
-            return ModelCheck(model_id=model_id, outcome=outcome, detail=report.verdict)
+            self._votes[model_id] = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
+            if report.verdict == "MATCH":
+                return ModelCheck(model_id=model_id, outcome="match", detail=report.verdict)
+            reason = mismatch_reason(report)
+            if self.clerk is None:
+                log.warning("model #%d: %s; this deployment has no VerifierCourt to decide it", model_id, reason)
+                return ModelCheck(model_id=model_id, outcome="mismatch", detail=reason)
+            return self._challenge(model_id, ChallengeKind.RECOMPUTE, recompute_evidence(WHOLE_RESULT, reason), reason)
         log.info("model #%d: arithmetic consistent with its committed roots", model_id)
         return ModelCheck(model_id=model_id, outcome="clean")
 
@@ -143,10 +191,29 @@ class Verifier:
                     status.name.lower())  # fmt: skip
         if status == ChallengeStatus.ANSWERABLE:
             log.info("model #%d: the node must answer challenge #%d (`datanet finalize` settles it)", model_id, cid)
+        if status == ChallengeStatus.REFERRED:
+            log.info("model #%d: challenge #%d goes to a verifier committee (case #%d)", model_id, cid, cid)
         return ModelCheck(
             model_id=model_id, outcome="challenged", detail=reason, challenge_id=cid,
             challenge_status=status.name.lower(),
         )  # fmt: skip
 
 
-__all__ = ["ModelCheck", "Verifier", "VerifierState"]
+def mismatch_reason(report: object) -> str:
+    """One line for the committee: which check failed, or how far the scores are off."""
+    from node.daemon.verify import VerifyReport
+
+    assert isinstance(report, VerifyReport)
+    failed = [c for c in report.checks if not c.ok]
+    if failed:
+        return f"{failed[0].name} does not match: {failed[0].detail}"
+    c = report.comparison
+    if c is None:
+        return "the result could not be recomputed"
+    return (
+        f"scores do not reproduce: {c.scores_differing} differ (max deviation {c.max_score_deviation}, "
+        f"{c.max_relative_deviation:.2%}); {len(c.differing)} account(s) paid beyond the tolerance"
+    )
+
+
+__all__ = ["WHOLE_RESULT", "ModelCheck", "Verifier", "VerifierState", "mismatch_reason", "recompute_evidence"]

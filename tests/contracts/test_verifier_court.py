@@ -291,7 +291,7 @@ def test_a_stale_seed_is_renewed_rather_than_reused(world: World, clock: int) ->
 
 def test_a_private_datanets_committee_comes_from_the_nodes_it_trusts(world: World, clock: int) -> None:
     """Only verifiers the restricted Datanet trusts (they hold its key grants) may sit on its cases."""
-    a, curator = world.admin, world.curator
+    curator = world.curator
     pool = verifiers(world, [MIN_VERIFIER] * 5)
     ids, _ = create_datanets(curator, 1, restricted=True)
     trusted = [pool[1].address, pool[3].address]
