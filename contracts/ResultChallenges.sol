@@ -5,7 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IResultChallenges, ModelRegistry} from "./ModelRegistry.sol";
-import {VerifierCourt} from "./VerifierCourt.sol";
+import {IChallengeVerdicts, VerifierCourt} from "./VerifierCourt.sol";
 
 /// @title ResultChallenges
 /// @notice The challenge window of every result the ModelRegistry registers, and the on-chain
@@ -37,7 +37,7 @@ import {VerifierCourt} from "./VerifierCourt.sol";
 ///   fetched. No proof fits on-chain: the challenge and its bond go to the {VerifierCourt}, whose
 ///   committee of staked verifiers reruns `datanet verify` and votes; its verdict comes back
 ///   through {decide}. The evidence is `abi.encode(uint256 exampleIndex, string reason)`, for them.
-contract ResultChallenges is IResultChallenges {
+contract ResultChallenges is IResultChallenges, IChallengeVerdicts {
     using SafeERC20 for IERC20;
 
     enum Kind {

@@ -4,7 +4,7 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {DatanetRegistry} from "./DatanetRegistry.sol";
-import {ModelRegistry} from "./ModelRegistry.sol";
+import {IVerifierFees, ModelRegistry} from "./ModelRegistry.sol";
 
 /// @notice What the court tells the challenge contract when a recomputation case ends.
 interface IChallengeVerdicts {
@@ -33,7 +33,7 @@ interface IChallengeVerdicts {
 /// - The losing side (the node, or the challenger) may appeal once within `appealPeriod`, paying
 ///   `appealBond`, to a committee of `2 * committeeSize + 1`; its verdict is final.
 /// Every phase has a deadline counted from its start, so a case ends whoever stops acting.
-contract VerifierCourt {
+contract VerifierCourt is IVerifierFees {
     using SafeERC20 for IERC20;
 
     enum Vote {
@@ -204,6 +204,7 @@ contract VerifierCourt {
             revert CourtInvalidParameter("committeeSize");
         }
         if (appealBond_ == 0) revert CourtInvalidParameter("appealBond");
+        if (challenges_ == address(0)) revert CourtInvalidParameter("challenges");
         for (uint256 i = 0; i < 3; ++i) {
             if (periods[i] < MIN_PERIOD || periods[i] > MAX_PERIOD) revert CourtInvalidParameter("period");
         }
@@ -282,7 +283,9 @@ contract VerifierCourt {
             uint256 pending = amount + undistributed;
             uint256 perStake = (pending * PRECISION) / total;
             _accPerStake += perStake;
-            // What the rounding keeps back waits for the next deposit instead of being stranded.
+            // What the rounding keeps back waits for the next deposit instead of being stranded:
+            // dividing first is the point (it is what the stakers' accruals add up to, at most).
+            // slither-disable-next-line divide-before-multiply
             undistributed = pending - (perStake * total) / PRECISION;
         }
         emit FeeDeposited(jobId, amount, total);
@@ -293,6 +296,8 @@ contract VerifierCourt {
     function claimFees() external {
         _accrue(msg.sender);
         uint256 amount = _owed[msg.sender];
+        // An internal ledger no one else can move: the strict check only refuses an empty claim.
+        // slither-disable-next-line incorrect-equality
         if (amount == 0) revert CourtZeroAmount();
         _owed[msg.sender] = 0;
         emit FeesClaimed(msg.sender, amount);
@@ -510,6 +515,11 @@ contract VerifierCourt {
         picked = new address[](size);
         uint256 count = 0;
         for (; count < size && total != 0; ++count) {
+            // The seed is the hash of a block mined after the case opened (see {draw}): unknown when
+            // the challenge was filed, and the modulo bias is below total / 2**256. What a block
+            // producer could still do (withhold a block to redraw) costs it the block reward and is
+            // bounded by the appeal to a larger, freshly drawn committee.
+            // slither-disable-next-line weak-prng
             uint256 x = uint256(keccak256(abi.encode(seed, count))) % total;
             uint256 i = 0;
             // The loop ends: x < total = the sum of weights, so some prefix sum exceeds x.
