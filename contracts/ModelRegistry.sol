@@ -87,6 +87,7 @@ contract ModelRegistry {
         uint64 deadline;
         uint64 postedAt;
         uint64 claimBlock; // the block the job was claimed in: fixes the training set (0 if unclaimed)
+        uint64 claimTime; // that block's timestamp: a contribution decided later was not in the training set
         address node;
         uint64 claimedAt;
         uint256 bond; // reserved from the claiming node's stake while it holds the job
@@ -389,7 +390,10 @@ contract ModelRegistry {
         // eval set cannot be answered by data added after the reveal. (0 means never claimed: only
         // this line writes it, with a block number, which is never 0 after genesis.)
         // slither-disable-next-line incorrect-equality
-        if (j.claimBlock == 0) j.claimBlock = uint64(block.number);
+        if (j.claimBlock == 0) {
+            j.claimBlock = uint64(block.number);
+            j.claimTime = uint64(block.timestamp);
+        }
         emit JobClaimed(jobId, msg.sender, bond);
         // Interactions (trusted protocol contract): reverts unless the free stake covers the bond.
         staking.reserve(msg.sender, bond);

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {DatanetRegistry} from "./DatanetRegistry.sol";
 import {IResultChallenges, ModelRegistry} from "./ModelRegistry.sol";
 import {IChallengeVerdicts, VerifierCourt} from "./VerifierCourt.sol";
 
@@ -33,6 +34,10 @@ import {IChallengeVerdicts, VerifierCourt} from "./VerifierCourt.sol";
 /// - RewardLeaf: a reward leaf the node must justify: `amount = floor(total * w / W)` with `w`
 ///   the clipped score sums of the account's contributions (or, when every shown contribution is
 ///   non-positive and `W` is the example count, their example counts), or the dust leaf.
+/// - DataNotPermitted: a data leaf whose contribution was not approved, for that contributor, in
+///   one of the job's Datanets when the job was claimed (unknown, pending, rejected, withdrawn
+///   unapproved, approved after the claim block, another Datanet's, or another contributor's): the
+///   node trained on data it had no right to.
 /// - Recompute: the committed scores (and so `W`) do not reproduce, or an artifact cannot be
 ///   fetched. No proof fits on-chain: the challenge and its bond go to the {VerifierCourt}, whose
 ///   committee of staked verifiers reruns `datanet verify` and votes; its verdict comes back
@@ -47,7 +52,8 @@ contract ResultChallenges is IResultChallenges, IChallengeVerdicts {
         BrokenContribution,
         DataMismatch,
         RewardLeaf,
-        Recompute
+        Recompute,
+        DataNotPermitted
     }
 
     enum Status {
@@ -274,7 +280,8 @@ contract ResultChallenges is IResultChallenges, IChallengeVerdicts {
             return;
         }
         emit ChallengeRevealed(id, ch.modelId, kind, 0);
-        if (_provesFault(kind, evidence, c)) {
+        bool fault = kind == Kind.DataNotPermitted ? _notPermitted(evidence, c) : _provesFault(kind, evidence, c);
+        if (fault) {
             _uphold(id, ch);
         } else {
             _resolve(id, ch, Status.Rejected, c.node);
@@ -425,6 +432,32 @@ contract ResultChallenges is IResultChallenges, IChallengeVerdicts {
                 && (s.leaf.contributionId != l.contributionId || s.leaf.contributor != l.contributor);
         }
         return false;
+    }
+
+    /// @dev Whether the proven data leaf in `evidence` is an example the node had no right to train
+    /// on: its contribution was not approved, for that contributor, in one of the job's Datanets at
+    /// the claim block. Decided from the registries' current records: a decision is final (only a
+    /// pending contribution is decided), and `decidedAt` dates the approval against the claim.
+    function _notPermitted(bytes calldata evidence, ModelRegistry.ResultCommitment memory c) private view returns (bool) {
+        ProvenData memory d = abi.decode(evidence, (ProvenData));
+        DataLeaf memory l = d.leaf;
+        bytes32 leaf =
+            keccak256(bytes.concat(keccak256(abi.encode(l.index, l.contributionId, l.contributor, l.exampleHash))));
+        if (!MerkleProof.verify(d.proof, c.dataRoot, leaf)) return false;
+        DatanetRegistry datanets = registry.datanets();
+        if (l.contributionId == 0 || l.contributionId > datanets.contributionCount()) return true; // no such contribution
+        DatanetRegistry.Contribution memory k = datanets.getContribution(l.contributionId);
+        if (k.contributor != l.contributor) return true;
+        ModelRegistry.Job memory j = registry.getJob(c.jobId);
+        bool inJob = false;
+        for (uint256 i = 0; i < j.datanetIds.length; ++i) {
+            if (j.datanetIds[i] == k.datanetId) inJob = true;
+        }
+        if (!inJob) return true;
+        if (k.status == DatanetRegistry.Status.Pending || k.status == DatanetRegistry.Status.Rejected) return true;
+        // Approved (or withdrawn since): permitted only if approved by the end of the claim block.
+        // A contribution withdrawn while pending was never approved (decidedAt 0).
+        return k.decidedAt == 0 || k.decidedAt > j.claimTime;
     }
 
     function _checkAnswer(

@@ -33,6 +33,12 @@ def test_params_show_the_deployed_values(world: World, tmp_path: Path) -> None:
     assert shown["timelock_delay"] == TEST_DEPLOY.unbonding_period + TEST_DEPLOY.challenge_window
     assert shown["challenge_periods"] == {"commit": 2, "reveal": 2, "answer": 2}
     assert shown["challenge_bond"] == TEST_DEPLOY.challenge_bond
+    assert shown["verifier_fee_bps"] == 100
+    assert shown["court"] | {"committee_bps": 0, "no_vote_slash_bps": 0} == {
+        "min_verifier_stake": TEST_DEPLOY.min_verifier_stake, "committee_size": TEST_DEPLOY.committee_size,
+        "appeal_bond": TEST_DEPLOY.appeal_bond, "vote_period": 2, "reveal_vote_period": 2, "appeal_period": 2,
+        "leave_delay": 2, "committee_bps": 0, "no_vote_slash_bps": 0,
+    }  # fmt: skip
 
 
 def test_a_staking_change_waits_out_the_timelock(world: World, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ recomputation dispute (docs/protocol.md).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eth_abi import encode
@@ -21,7 +21,7 @@ from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.attribution.document import AttributionDocument
-from node.chain.models import ChallengeKind, ResultCommitment
+from node.chain.models import ChallengeKind, Contribution, ContributionStatus, Job, ResultCommitment
 from node.errors import NodeError
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.scores_tree import ScoreLeaf, ScoresTree
@@ -216,6 +216,45 @@ def _data_mismatch(t: ResultTrees, committed: ResultCommitment, data: StandardMe
     return None
 
 
+def data_not_permitted(
+    data: StandardMerkleTree, committed: ResultCommitment, job: Job, contribution: Callable[[int], Contribution | None]
+) -> Fault | None:
+    """The first example in the committed data (`Manifest.tree()`) that the node had no right to
+    train on, as `ResultChallenges` decides a DataNotPermitted challenge: its contribution unknown,
+    another contributor's, outside the job's Datanets, or not approved by the end of the claim
+    block. `contribution(id)` reads the DatanetRegistry (None for an unknown id). One check per
+    (contribution, contributor): examples that name both share the answer."""
+    if data.root != bytes(committed.dataRoot):
+        return None  # not the committed data: nothing provable against its root
+    seen: set[tuple[int, str]] = set()
+    for k, value in enumerate(data.values()):
+        e = _DataEntry.of(value)
+        if (e.contribution_id, e.contributor) in seen:
+            continue
+        seen.add((e.contribution_id, e.contributor))
+        reason = _why_not_permitted(e, contribution(e.contribution_id), job)
+        if reason is not None:
+            ev = encode([PROVEN_DATA], [(e.leaf(), data.proof(k))])
+            return Fault(kind=ChallengeKind.DATA_NOT_PERMITTED, evidence=ev, reason=f"example {e.index}: {reason}")
+    return None
+
+
+def _why_not_permitted(e: _DataEntry, c: Contribution | None, job: Job) -> str | None:
+    if c is None:
+        return f"contribution {e.contribution_id} does not exist"
+    if c.contributor != e.contributor:
+        return f"contribution {e.contribution_id} is {c.contributor}'s, not {e.contributor}'s"
+    if c.datanetId not in job.datanetIds:
+        return f"contribution {e.contribution_id} is in Datanet {c.datanetId}, not one of the job's {job.datanetIds}"
+    if c.status in (ContributionStatus.PENDING, ContributionStatus.REJECTED):
+        return f"contribution {e.contribution_id} is {c.status.name.lower()}, never approved"
+    if c.decidedAt == 0:
+        return f"contribution {e.contribution_id} was withdrawn without ever being approved"
+    if c.decidedAt > job.claimTime:
+        return f"contribution {e.contribution_id} was approved at {c.decidedAt}, after the claim ({job.claimTime})"
+    return None
+
+
 def _reward_leaf(t: ResultTrees, committed: ResultCommitment) -> Fault | None:
     """A reward leaf the node cannot justify from the committed scores and W."""
     runs = _runs(t.leaves)
@@ -321,6 +360,7 @@ __all__ = [
     "answer_evidence",
     "answer_from_document",
     "commitment",
+    "data_not_permitted",
     "find_faults",
     "new_salt",
 ]

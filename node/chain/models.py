@@ -60,6 +60,7 @@ class ChallengeKind(IntEnum):
     DATA_MISMATCH = 4
     REWARD_LEAF = 5
     RECOMPUTE = 6  # the scores do not reproduce: referred to the VerifierCourt's committee
+    DATA_NOT_PERMITTED = 7  # a data leaf whose contribution was not approved in the job's Datanets at the claim
 
 
 class ChallengeStatus(IntEnum):
@@ -192,6 +193,7 @@ class Job(BaseModel):
     deadline: int
     postedAt: int
     claimBlock: int = Field(0, description="Block of the claim (fixes the training set); 0 if unclaimed.")
+    claimTime: int = Field(0, description="Timestamp of the claim block (kept when a voided job is claimed again).")
     node: ChecksumAddress
     claimedAt: int
     bond: int = Field(0, description="OPEN reserved from the claiming node's stake while it holds the job.")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from node.attribution.disputes import Fault, ResultTrees, commitment, find_faults, new_salt
+from node.attribution.disputes import Fault, ResultTrees, commitment, new_salt
 from node.attribution.document import AttributionDocument
 from node.chain.deploy import fmt_open
 from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus
@@ -64,7 +64,7 @@ def challenge_cmd(
     committed = p.result_commitment(model_id)
     store = open_store(settings(ctx))
     doc = AttributionDocument.from_json(store.cat(model.attributionCID), f"attribution document {model.attributionCID}")
-    faults = find_faults(ResultTrees.from_document(doc, committed), committed)
+    faults = result_faults(p, store, model_id, ResultTrees.from_document(doc, committed))
     if not faults and recompute:
         faults = _recompute_fault(p, store, job_id, ctx)
     out: dict[str, Any] = {
@@ -114,6 +114,12 @@ def challenge_cmd(
                       f"not, `datanet finalize {job_id}` settles the challenge (upheld) after that")  # fmt: skip
     else:
         console.print(f"{c.status.name.lower()}: your bond of {fmt_open(bond)} went to the node")
+
+
+def result_faults(p: Protocol, store: Any, model_id: int, trees: ResultTrees) -> list[Fault]:
+    from node.daemon.verifier import result_faults as faults_of
+
+    return faults_of(p, store, model_id, trees)
 
 
 def _recompute_fault(p: Protocol, store: Any, job_id: int, ctx: typer.Context) -> list[Fault]:

@@ -62,6 +62,23 @@ def parameters(p: Protocol) -> dict[str, Any]:
         "challenge_periods": {"commit": commit, "reveal": reveal, "answer": answer},
         "challenger_bps": int(call(p.models.functions.CHALLENGER_BPS())),
         "burn_bps": int(call(p.models.functions.BURN_BPS())),
+        "verifier_fee_bps": int(call(p.models.functions.VERIFIER_FEE_BPS())),
+        "court": _court(p) if "VerifierCourt" in p.deployment.contracts else None,
+    }
+
+
+def _court(p: Protocol) -> dict[str, int]:
+    call, f = p.client.call, p.court.functions
+    return {
+        "min_verifier_stake": int(call(f.minVerifierStake())),
+        "committee_size": int(call(f.committeeSize())),
+        "appeal_bond": int(call(f.appealBond())),
+        "vote_period": int(call(f.votePeriod())),
+        "reveal_vote_period": int(call(f.revealVotePeriod())),
+        "appeal_period": int(call(f.appealPeriod())),
+        "leave_delay": int(call(f.leaveDelay())),
+        "committee_bps": int(call(f.COMMITTEE_BPS())),
+        "no_vote_slash_bps": int(call(f.NO_VOTE_SLASH_BPS())),
     }
 
 
@@ -81,8 +98,18 @@ def params_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         f"challenge window     commit {w['commit']} s, reveal {w['reveal']} s, answer {w['answer']} s\n"
         f"challenge bond       {fmt_open(out['challenge_bond'])}; an upheld challenge pays "
         f"{out['challenger_bps'] / 100:g} % of the node's bond, burns {out['burn_bps'] / 100:g} %\n"
-        f"reward claim window  {out['claim_window'] / DAY:g} days"
+        f"reward claim window  {out['claim_window'] / DAY:g} days\n"
+        f"verifier fee         {out['verifier_fee_bps'] / 100:g} % of each pool, paid by the poster on top of it"
     )
+    if (court := out["court"]) is not None:
+        console.print(
+            f"verifier court       committees of {court['committee_size']} (appeal: "
+            f"{2 * court['committee_size'] + 1}), minimum stake {fmt_open(court['min_verifier_stake'])}, "
+            f"appeal bond {fmt_open(court['appeal_bond'])}\n"
+            f"court periods        vote {court['vote_period']} s, reveal {court['reveal_vote_period']} s, appeal "
+            f"{court['appeal_period']} s, leave {court['leave_delay']} s; a silent member loses "
+            f"{court['no_vote_slash_bps'] / 100:g} % of its stake"
+        )
 
 
 @params_app.command("propose")

@@ -27,19 +27,63 @@ from eth_abi import encode
 from pydantic import BaseModel, Field
 
 from node import safe_json
-from node.attribution.disputes import DisputeError, ResultTrees, commitment, find_faults, new_salt
+from node.attribution.disputes import (
+    DisputeError,
+    Fault,
+    ResultTrees,
+    commitment,
+    data_not_permitted,
+    find_faults,
+    new_salt,
+)
 from node.attribution.document import AttributionDocument
-from node.chain.models import ChallengeKind, ChallengeStatus, ModelStatus, Vote
+from node.chain.models import ChallengeKind, ChallengeStatus, Contribution, Model, ModelStatus, Vote
 from node.chain.protocol import Protocol
 from node.config import Settings
 from node.daemon.court import CourtClerk
 from node.errors import ContractRevertError, NodeError
+from node.rewards.merkle import StandardMerkleTree
 from node.storage.base import ContentStore
 
 log = logging.getLogger("node.verifier")
 
 WHOLE_RESULT = 2**256 - 1
 """The example index of a Recompute challenge's claim that names no single example."""
+
+
+def published_data_tree(store: ContentStore, model: Model) -> StandardMerkleTree | None:
+    """The node's training manifest as a Merkle tree, from the metrics document it published
+    (`metricsCID` -> `manifest_cid`), or None when it cannot be fetched or read (then only the
+    data-free checks apply; a Recompute challenge covers an unavailable artifact)."""
+    from node.daemon.outputs import MetricsDocument
+    from node.data.manifest import Manifest
+
+    try:
+        metrics = safe_json.load_model(MetricsDocument, store.cat(model.metricsCID), f"metrics {model.metricsCID}")
+        manifest = Manifest.from_json(store.cat(metrics.manifest_cid), f"manifest {metrics.manifest_cid}")
+        return manifest.tree()
+    except (NodeError, OSError, ValueError) as e:
+        log.info("model #%d: no published manifest to check the data against (%s)", model.id, e)
+        return None
+
+
+def result_faults(p: Protocol, store: ContentStore, model_id: int, trees: ResultTrees) -> list[Fault]:
+    """Every fault the challenge contract decides on-chain in result `model_id`: the arithmetic of
+    its trees, and (when the node published its manifest) the data against the scores and against
+    what the job was permitted to train on."""
+    m = p.model(model_id)
+    committed = p.result_commitment(model_id)
+    data = published_data_tree(store, m)
+    faults = find_faults(trees, committed, data)
+    if data is not None:
+
+        def contribution(cid: int) -> Contribution | None:
+            return p.contribution(cid) if 1 <= cid <= p.contribution_count() else None
+
+        permitted = data_not_permitted(data, committed, p.job(m.jobId), contribution)
+        if permitted is not None:
+            faults.insert(0, permitted)  # decided at reveal, like the other immediate kinds
+    return faults
 
 
 def recompute_evidence(example_index: int, reason: str) -> bytes:
@@ -154,7 +198,7 @@ class Verifier:
         except NodeError as e:  # not fetchable (yet), or not a document
             log.warning("model #%d: attribution document %s: %s", model_id, m.attributionCID, e)
             return ModelCheck(model_id=model_id, outcome="skipped", detail=str(e))
-        faults = find_faults(trees, committed)
+        faults = result_faults(self.p, self.store, model_id, trees)
         if faults:
             return self._challenge(model_id, faults[0].kind, faults[0].evidence, faults[0].reason)
         if self.recompute:

@@ -98,6 +98,7 @@ def test_post_job_escrows_the_pool_and_records_every_field(world: World) -> None
         "deadline": params.deadline,
         "postedAt": posted_at,
         "claimBlock": 0,
+        "claimTime": 0,
         "node": ZERO_ADDRESS,
         "claimedAt": 0,
         "bond": 0,
