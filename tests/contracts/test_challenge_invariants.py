@@ -1,11 +1,15 @@
 """Invariant fuzzing of the job life with the challenge window: random sequences of claims,
-results (honest or forged), challenges (upheld or wrong), finalizations, expiries, reopenings,
-reward claims and time, over three concurrent jobs and two nodes, against the real contracts.
+results (honest or forged), challenges (upheld or wrong), recomputation challenges before the
+VerifierCourt and its committees' draws, votes (either way), reveals, tallies, appeals and
+closes, finalizations, expiries, reopenings, reward claims and time, over three concurrent jobs,
+two nodes and three verifiers, against the real contracts.
 
 No exact model of each outcome: every call may succeed or revert, and after each one the
 protocol's books must still balance (docs/protocol.md, "Invariants"):
 - the registry holds exactly the pools of live jobs (open, claimed, submitted);
-- the challenge contract holds exactly the bonds of challenges not yet decided;
+- the challenge contract holds exactly the bonds of challenges not yet decided or referred;
+- the court holds the verifiers' stakes, the bonds of open cases, the fees it owes and the fees
+  waiting for a staker, to within a few units of rounding;
 - NodeStaking holds exactly every node's active plus unbonding stake, and a node's reserved
   bonds are exactly those of the jobs it holds (claimed or submitted);
 - the distributor holds exactly what its rounds still owe, and only finalized results have one;
@@ -15,13 +19,29 @@ protocol's books must still balance (docs/protocol.md, "Invariants"):
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from node.attribution.disputes import PROVEN_SCORE, ResultTrees, commitment, find_faults, new_salt
+from node.chain.accounts import dev_account
 from node.chain.deploy import OPEN
-from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, ResultParams
+from node.chain.models import (
+    CasePhase,
+    ChallengeKind,
+    ChallengeStatus,
+    CourtCase,
+    JobStatus,
+    ModelStatus,
+    ResultParams,
+    Verdict,
+    Vote,
+)
 from node.chain.protocol import Protocol
+from node.daemon.court import CourtClerk
+from node.errors import ContractRevertError
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.payout import ExampleRef, compute_payout
 from node.rewards.scores_tree import ScoresTree, score_leaves
@@ -45,13 +65,26 @@ SCORES = [4, -1, 2, 3, -2, 5]
 
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.sampled_from(["claim", "submit", "forge", "challenge", "finalize", "expire", "reopen", "pay"]),
+        st.tuples(st.sampled_from(["claim", "submit", "forge", "challenge", "finalize", "expire", "reopen", "pay",
+                                   "recompute", "court", "court", "appeal"]),
                   st.integers(0, 2), st.integers(0, 1)),
         st.tuples(st.just("advance"), st.sampled_from([1, 3, 7, 86_400]), st.just(0)),
     ),
     min_size=4,
     max_size=14,
 )  # fmt: skip
+
+
+def _court_state(v: Protocol) -> Path:
+    """Where a verifier's clerk keeps its sealed votes (a fresh directory per example)."""
+    return Path(tempfile.mkdtemp(prefix="court-")) / f"court-{v.address}.json"
+
+
+def _case_or_none(a: Protocol, case_id: int) -> CourtCase | None:
+    try:
+        return a.court_case(case_id)
+    except ContractRevertError:
+        return None
 
 
 class Fuzz:
@@ -63,6 +96,12 @@ class Fuzz:
         self.challenger = w.relayer
         for n in self.nodes:
             stake_node(n, 4_000 * OPEN)
+        self.verifiers = [w.admin.as_account(dev_account(i)) for i in (10, 11, 12)]
+        for v in self.verifiers:
+            w.admin.transfer(v.address, 2 * TEST_DEPLOY.min_verifier_stake)
+            v.join_court(2 * TEST_DEPLOY.min_verifier_stake)
+        self.votes = Vote.REPRODUCES  # what the committees vote next ("court" ops set it)
+        self.clerks = [CourtClerk(v, _court_state(v), judge=lambda _model: self.votes) for v in self.verifiers]
         ids, self.treasuries = create_datanets(w.curator, 1)
         self.jobs = [
             post_job(w.poster, job_params(w.now(), ids, pool=(k + 1) * 1_000 * OPEN, deadline_in=2 * 86_400))
@@ -71,11 +110,13 @@ class Fuzz:
         self.params = [job_params(w.now(), ids, pool=(k + 1) * 1_000 * OPEN) for k in range(3)]
         self.trees: dict[int, tuple[ResultTrees | None, StandardMerkleTree, list[Share]]] = {}
         contracts = [w.admin.models, w.admin.rewards, w.admin.staking, w.admin.challenges, w.admin.court]
-        people = [w.poster, *self.nodes, self.challenger, w.contributors[0], w.contributors[1]]
+        people = [w.poster, *self.nodes, self.challenger, w.contributors[0], w.contributors[1], *self.verifiers]
         self.ledger = [*(p.address for p in people), *self.treasuries, *(c.address for c in contracts), BURN]
         self.total = self._sum()
         a = w.admin
-        self.court0 = (a.balance(a.court.address), a.client.call(a.court.functions.undistributed()))
+        # What the court held before this example (other tests' fees): not this example's to explain.
+        court_stakes = sum(x.active + x.leaving for x in (a.verifier(v.address) for v in self.verifiers))
+        self.court0 = a.balance(a.court.address) - court_stakes - a.client.call(a.court.functions.undistributed())
 
     def _sum(self) -> int:
         return sum(self.w.admin.balance(a) for a in self.ledger)
@@ -96,6 +137,9 @@ class Fuzz:
             "expire": lambda: self.w.outsider.expire_job(job_id),
             "reopen": lambda: self.w.outsider.reopen_job(job_id),
             "pay": lambda: self._pay(k),
+            "recompute": lambda: self._recompute(k),
+            "court": lambda: self._court(Vote.FAULT if who else Vote.REPRODUCES),
+            "appeal": lambda: self._appeal(),
         }[op]
         return outcome(fn)
 
@@ -145,6 +189,36 @@ class Fuzz:
         cid = c.commit_challenge(model_id, commitment(ChallengeKind.RUNNING_TOTAL, evidence, salt))
         c.reveal_challenge(cid, ChallengeKind.RUNNING_TOTAL, evidence, salt)
 
+    def _recompute(self, k: int) -> None:
+        """A Recompute challenge of the job's pending result (whatever it holds: the committee decides)."""
+        model_id = self.w.admin.job(self.jobs[k]).modelId
+        if model_id == 0:
+            return
+        from eth_abi import encode
+
+        evidence, c, salt = encode(["uint256", "string"], [0, "does not reproduce"]), self.challenger, new_salt()
+        c.approve(c.challenges.address, BOND)
+        cid = c.commit_challenge(model_id, commitment(ChallengeKind.RECOMPUTE, evidence, salt))
+        c.reveal_challenge(cid, ChallengeKind.RECOMPUTE, evidence, salt)
+
+    def _court(self, vote: Vote) -> None:
+        """Every verifier's daemon takes the step due in each open case (draw, vote `vote`, reveal,
+        tally, close), after a block so a seed is mined."""
+        self.votes = vote
+        self.w.rpc("evm_mine")
+        for clerk in self.clerks:
+            clerk.step_all()
+
+    def _appeal(self) -> None:
+        """The losing side of every appealable case appeals."""
+        a = self.w.admin
+        for case_id in self.clerks[0].open_cases():
+            case = a.court_case(case_id)
+            if case.phase == CasePhase.APPEALABLE:
+                loser = case.node if case.verdict.name == "UPHELD" else case.challenger
+                by = next(p for p in [*self.nodes, self.challenger] if p.address == loser)
+                by.appeal(case_id)
+
     def _pay(self, k: int) -> None:
         """Every leaf of the job's final reward tree claimed by the contributors' relayer."""
         job = self.w.admin.job(self.jobs[k])
@@ -161,10 +235,24 @@ class Fuzz:
         jobs = [a.job(j) for j in self.jobs]
         live = [j for j in jobs if j.status in (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.SUBMITTED)]
         assert a.balance(a.models.address) == sum(j.pool + j.verifierFee for j in live)
-        # No verifier is staked here: every finalized job's fee waits in the court, undistributed.
-        paid_fees = sum(j.verifierFee for j in jobs if j.status == JobStatus.COMPLETED)
-        court_now = (a.balance(a.court.address), a.client.call(a.court.functions.undistributed()))
-        assert court_now == (self.court0[0] + paid_fees, self.court0[1] + paid_fees)
+        # The court: stakes, open cases' bonds, fees owed (earned or accrued) and fees waiting for a
+        # staker; the per-stake accumulator floors each accrual, so at most a unit per verifier stays.
+        stakes = sum(v.active + v.leaving for v in (a.verifier(x.address) for x in self.verifiers))
+        # Every revealed Recompute challenge has a case, unless it was moot at its reveal.
+        referred = [
+            i for i in range(1, a.challenge_count() + 1)
+            if a.challenge(i).kind == ChallengeKind.RECOMPUTE and a.challenge(i).status != ChallengeStatus.COMMITTED
+        ]  # fmt: skip
+        cases = [c for c in (_case_or_none(a, i) for i in referred) if c is not None]
+        assert all(a.challenge(i).status == ChallengeStatus.MOOT for i in set(referred) - {c.id for c in cases})
+        bonds = sum(c.bond + c.appealBond for c in cases if c.phase != CasePhase.CLOSED)
+        owed = sum(a.court_fees(x.address) for x in self.verifiers) + a.client.call(a.court.functions.undistributed())
+        held = a.balance(a.court.address) - self.court0
+        assert stakes + bonds + owed <= held <= stakes + bonds + owed + len(self.verifiers)
+        assert all(c.bond == 0 and c.appealBond == 0 for c in cases if c.phase == CasePhase.CLOSED)
+        for c in cases:
+            ch = a.challenge(c.id)
+            assert (ch.status == ChallengeStatus.REFERRED) == (c.phase != CasePhase.CLOSED), (ch, c)
         undecided = [
             c for c in (a.challenge(i) for i in range(1, a.challenge_count() + 1))
             if c.status in (ChallengeStatus.COMMITTED, ChallengeStatus.ANSWERABLE)
@@ -206,6 +294,29 @@ def test_the_books_balance_under_any_sequence_with_challenges(world: World, ops:
         for op, k, who in ops:
             fuzz.run(op, k, who)
             fuzz.check()
+
+
+def test_the_fuzzed_court_operations_do_what_they_say(world: World) -> None:
+    """The harness's court: an honest result referred to the committee is upheld by Fault votes,
+    the node appeals, a Reproduces appeal committee rejects the challenge for good, and the result
+    is finalized and paid."""
+    ops = [("claim", 0, 0), ("submit", 0, 0), ("recompute", 0, 0), ("court", 0, 1), ("court", 0, 1),
+           ("advance", 3, 0), ("court", 0, 1), ("advance", 3, 0), ("court", 0, 1), ("appeal", 0, 0),
+           ("court", 0, 0), ("court", 0, 0), ("advance", 3, 0), ("court", 0, 0), ("advance", 3, 0),
+           ("court", 0, 0), ("advance", 7, 0), ("finalize", 0, 0), ("pay", 0, 0)]  # fmt: skip
+    with isolated(world) as w, frozen_clock(w, w.now() + 1):
+        fuzz = Fuzz(w)
+        got = []
+        for op, k, who in ops:
+            got.append(fuzz.run(op, k, who))
+            fuzz.check()
+        a = w.admin
+        assert got == ["ok"] * len(ops), got
+        case = a.court_case(1)
+        assert (case.phase, case.verdict, case.round) == (CasePhase.CLOSED, Verdict.REJECTED, 2)
+        assert a.challenge(1).status == ChallengeStatus.REJECTED
+        assert a.job(fuzz.jobs[0]).status == JobStatus.COMPLETED
+        assert sum(a.court_fees(v.address) for v in fuzz.verifiers) > 0
 
 
 def test_the_fuzzed_operations_do_what_they_say(world: World) -> None:
