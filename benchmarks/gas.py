@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, Field
 from web3 import Web3
@@ -54,12 +55,13 @@ from benchmarks.gas_report import (
     tool_versions,
     write_section,
 )
+from node.attribution.disputes import commitment, new_salt
 from node.chain.accounts import dev_account
 from node.chain.artifacts import compile_contracts
 from node.chain.client import ChainClient
 from node.chain.deploy import OPEN, DeployConfig, deploy
 from node.chain.devchain import DEV_CHAIN_ID, DevChain, DevChainConfig
-from node.chain.models import ContributionInput, DatanetParams, Deployment, JobParams, ResultParams
+from node.chain.models import ChallengeKind, ContributionInput, DatanetParams, Deployment, JobParams, ResultParams, Vote
 from node.chain.protocol import Protocol
 from node.config import REPO_ROOT
 from node.data.encryption import derive_encryption_key, public_bytes
@@ -84,6 +86,7 @@ BASELINE_ARTIFACT = (
 ROLES = {
     "admin": 0, "owner": 1, "curator": 2, "contributor": 3, "permit_contributor": 4,
     "signer": 5, "relayer": 6, "node": 7, "node2": 8, "poster": 9, "claimer": 10, "baseline": 19,
+    "verifier": 11, "verifier2": 12, "verifier3": 13,
 }  # fmt: skip
 
 # (call, contract, note), in the order of the table.
@@ -118,6 +121,14 @@ CALLS: list[tuple[str, str, str]] = [
     ("finalize", "ModelRegistry", "after the window: releases the bond, opens the reward round, pays fees"),
     ("claim", "RewardDistributor", "3-leaf tree"),
     ("sweep", "RewardDistributor", "after the claim window"),
+    ("join", "VerifierCourt", "a verifier stakes (fresh: a new member of the set)"),
+    ("reveal (Recompute)", "ResultChallenges", "refers the challenge: moves its bond to the court, opens a case"),
+    ("draw", "VerifierCourt", "a committee of 3 drawn by stake from 3 verifiers"),
+    ("commitVote", "VerifierCourt", "a member's sealed vote"),
+    ("revealVote", "VerifierCourt", ""),
+    ("tally", "VerifierCourt", "3 votes, a Fault majority paid half the bond"),
+    ("close (upheld)", "VerifierCourt", "after the appeal period: returns the bond, voids the result, slashes"),
+    ("claimFees", "VerifierCourt", "a verifier's committee fees and its share of finalized jobs' fees"),
 ]
 
 
@@ -161,7 +172,8 @@ class GasBenchmark:
         admin = ChainClient(self._chain.rpc_url, dev_account(ROLES["admin"]))
         self._config = DeployConfig.for_chain(DEV_CHAIN_ID)  # a challenge window of seconds
         self._deployment = deploy(admin, "gas-benchmark", self._config)
-        for role in ("owner", "contributor", "permit_contributor", "signer", "node", "node2", "poster"):
+        for role in ("owner", "contributor", "permit_contributor", "signer", "node", "node2", "poster", "relayer",
+                     "verifier", "verifier2", "verifier3"):  # fmt: skip
             self.p("admin").transfer(self.p(role).address, 1_000_000 * OPEN)
 
     def cleanup(self) -> None:
@@ -243,6 +255,7 @@ class GasBenchmark:
         gas: dict[str, int] = {}
         self._contribution_calls(gas, k)
         self._staking_and_job_calls(gas)
+        self._court_calls(gas)
         self._private_datanet_calls(gas, k)
         self._token_calls(gas)
         return gas
@@ -296,12 +309,12 @@ class GasBenchmark:
         self._gas(gas, "stakeWithPermit", "node2", lambda: node2.stake(min_stake, permit))
         self._gas(gas, "requestUnbond", "node2", lambda: node2.request_unbond(min_stake))
 
-        poster.approve(poster.models.address, 2 * POOL)  # jobs A and C; B comes with a permit
+        poster.approve(poster.models.address, 2 * poster.job_cost(POOL))  # jobs A and C; B comes with a permit
         self._job = job_a = self._gas(
             gas, "postJob", "poster", lambda: poster.post_job(job_params(now, self._datanet, 2 * DAY))
         )
         job_c = poster.post_job(job_params(now, self._datanet, DAY))
-        permit = poster.permit(poster.models.address, POOL, now + 3_600)
+        permit = poster.permit(poster.models.address, poster.job_cost(POOL), now + 3_600)
         params_b = job_params(now, self._datanet, 2 * DAY)
         job_b = self._gas(gas, "postJobWithPermit", "poster", lambda: poster.post_job(params_b, permit))
         self._gas(gas, "claimJob", "node", lambda: node.claim_job(job_a))
@@ -336,6 +349,49 @@ class GasBenchmark:
         self._gas(gas, "expireJob", "relayer", lambda: p("relayer").expire_job(job_c))
         self._advance(self._config.claim_window + DAY)
         self._gas(gas, "sweep", "poster", lambda: poster.sweep(job_a))
+
+    def _court_calls(self, gas: dict[str, int]) -> None:
+        """Three verifiers join; a job's result is challenged as not reproducing; the committee
+        is drawn, votes Fault sealed, reveals; the case is tallied and closed: the result voided."""
+        p = self.p
+        node, poster, challenger = p("node"), p("poster"), p("relayer")
+        members = {p(r).address: r for r in ("verifier", "verifier2", "verifier3")}
+        stake = p("admin").min_verifier_stake()
+        self._gas(gas, "join", "verifier", lambda: p("verifier").join_court(stake))
+        for role in ("verifier2", "verifier3"):
+            p(role).join_court(stake)
+        poster.approve(poster.models.address, poster.job_cost(POOL))
+        job = poster.post_job(job_params(self._now(), self._datanet, 2 * DAY))
+        bond = node.bond_for(job)
+        node.approve(node.staking.address, bond)
+        node.stake(bond)
+        node.claim_job(job)
+        node.submit_result(job, result_params(hashlib.sha256(b"court").digest()))
+        model_id = node.job(job).modelId
+        evidence = encode(["uint256", "string"], [0, "example 0's score does not reproduce"])
+        salt = new_salt()
+        challenger.approve(challenger.challenges.address, challenger.challenge_bond())
+        case = challenger.commit_challenge(model_id, commitment(ChallengeKind.RECOMPUTE, evidence, salt))
+        self._gas(gas, "reveal (Recompute)", "relayer",
+                  lambda: challenger.reveal_challenge(case, ChallengeKind.RECOMPUTE, evidence, salt))  # fmt: skip
+        self._rpc("evm_mine")  # the seed block
+        self._gas(gas, "draw", "relayer", lambda: challenger.draw_committee(case))
+        drawn = [p(members[m]) for m in p("admin").court_round(case, 0).members]
+        first, role = drawn[0], members[drawn[0].address]
+        salts = [new_salt() for _ in drawn]
+        sealed = [v.vote_commitment(case, 0, Vote.FAULT, s) for v, s in zip(drawn, salts, strict=True)]
+        self._gas(gas, "commitVote", role, lambda: first.commit_vote(case, sealed[0]))
+        for v, seal in zip(drawn[1:], sealed[1:], strict=True):
+            v.commit_vote(case, seal)
+        self._advance(self._config.vote_period + 1)
+        self._gas(gas, "revealVote", role, lambda: first.reveal_vote(case, Vote.FAULT, salts[0]))
+        for v, s in zip(drawn[1:], salts[1:], strict=True):
+            v.reveal_vote(case, Vote.FAULT, s)
+        self._advance(self._config.reveal_vote_period + 1)
+        self._gas(gas, "tally", "relayer", lambda: challenger.tally(case))
+        self._advance(self._config.appeal_period + 1)
+        self._gas(gas, "close (upheld)", "relayer", lambda: challenger.close_case(case))
+        self._gas(gas, "claimFees", role, lambda: first.claim_court_fees())
 
     def _private_datanet_calls(self, gas: dict[str, int], k: int) -> None:
         """A restricted private Datanet's settings and keys, sent as node/data/grants.py sends them.
@@ -390,7 +446,7 @@ class GasBenchmark:
         if not self._datanet:
             self._datanet = p("owner").create_datanet(DatanetParams(name="bench", treasury=TREASURY))
         node, poster = p("node"), p("poster")
-        poster.approve(poster.models.address, POOL)
+        poster.approve(poster.models.address, poster.job_cost(POOL))
         job = poster.post_job(job_params(now, self._datanet, 30 * DAY))
         bond = node.bond_for(job)
         node.approve(node.staking.address, bond)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from node.chain.accounts import dev_account, save_keystore
 from node.chain.deploy import OPEN, save_deployment
-from node.chain.models import JobStatus
+from node.chain.models import JobStatus, job_cost
 from node.cli import app
 from node.config import Settings
 from node.daemon.eligibility import load_config, local_base_model
@@ -74,7 +74,7 @@ def test_posted_job_is_one_the_daemon_accepts(
     assert config.base_model == job["baseModel"] == str(tiny_base_model.resolve())
     assert (job["status"], job["method"], int(job["pool"])) == (JobStatus.OPEN, 0, 500 * OPEN)
     assert 0 <= job["postedAt"] + 24 * 3600 - job["deadline"] <= 60  # 24 h from the latest block at posting
-    assert world.poster.balance() == before - 500 * OPEN  # escrowed by permit, no approve
+    assert world.poster.balance() == before - 505 * OPEN  # the pool and the 1 % verifier fee, by permit, no approve
     # What the daemon checks before claiming: the document and the base model both match.
     on_chain = world.poster.job(posted["job_id"])
     assert load_config(store, on_chain) == config
@@ -122,7 +122,7 @@ def test_cancel_refunds_the_pool(world: World, poster_cli: list[str], tiny_base_
     node = ["--rpc-url", world.rpc_url, "--wallet", "node"]
     _fails([*node, "job", "cancel", str(job_id)], "only its poster can cancel it")
     cancelled = _json([*poster_cli, "job", "cancel", str(job_id)])
-    assert cancelled["refunded"] == 42 * OPEN and cancelled["status"] == "cancelled"
+    assert cancelled["refunded"] == job_cost(42 * OPEN) and cancelled["status"] == "cancelled"
     assert world.poster.job(job_id).status == JobStatus.CANCELLED and world.poster.balance() == before
     _fails([*poster_cli, "job", "cancel", str(job_id)], "is cancelled; only an open")
 
@@ -199,9 +199,10 @@ def test_expire_refunds_the_poster_and_slashes_the_node(
     _fails([*anyone, "job", "expire", str(job_id)], "it can be expired after that")
     world.advance(3601)
     expired = _json([*anyone, "job", "expire", str(job_id)])
-    assert (expired["status"], expired["refunded"], expired["node"]) == ("expired", 42 * OPEN, world.node.address)
+    refund = job_cost(42 * OPEN)  # the pool and the verifier fee paid on top of it
+    assert (expired["status"], expired["refunded"], expired["node"]) == ("expired", refund, world.node.address)
     assert expired["slashed"] > 0 and expired["tx"].startswith("0x")
-    assert world.poster.balance() == before + 42 * OPEN + expired["slashed"]  # the slash goes to the poster
+    assert world.poster.balance() == before + refund + expired["slashed"]  # the slash goes to the poster
     assert world.node.node_stake().active == stake - expired["slashed"]
     assert world.admin.job(job_id).status == JobStatus.EXPIRED
     _fails([*anyone, "job", "expire", str(job_id)], "is expired; only an open or claimed job can expire")

@@ -15,6 +15,7 @@ def test_deployment_is_wired(world: World) -> None:
         "RewardDistributor",
         "ModelRegistry",
         "ResultChallenges",
+        "VerifierCourt",
         "ProtocolTimelock",
         "KeyRegistry",
     }
@@ -27,6 +28,8 @@ def test_deployment_is_wired(world: World) -> None:
     assert rewards.functions.funder().call() == world.admin.models.address
     assert world.admin.models.functions.challenges().call() == world.admin.challenges.address
     assert world.admin.challenges.functions.registry().call() == world.admin.models.address
+    assert world.admin.challenges.functions.court().call() == world.admin.court.address
+    assert world.admin.court.functions.challenges().call() == world.admin.challenges.address
     timelock = world.admin.timelock.address
     assert staking.functions.hasRole(b"\0" * 32, timelock).call()  # the only admin of the staking parameters
     assert not staking.functions.hasRole(b"\0" * 32, world.admin.address).call()

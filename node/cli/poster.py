@@ -155,7 +155,7 @@ def _check_poster(p: Protocol, datanets: list[int], amount: int, hours: float) -
 
 
 def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
-    """Cancel a job nobody has claimed yet; its pool is refunded to you (the poster)."""
+    """Cancel a job nobody has claimed yet; its pool and verifier fee are refunded to you (the poster)."""
     p = write_protocol(ctx)
     if not 1 <= job_id <= p.job_count():
         raise JobPostError(f"No job #{job_id} (`datanet job list`).")
@@ -170,9 +170,10 @@ def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
     p.cancel_job(job_id)
     tx = p.client.last_tx
     if json_out:
-        print_json({"job_id": job_id, "status": "cancelled", "refunded": job.pool, "tx": tx})
+        print_json({"job_id": job_id, "status": "cancelled", "refunded": job.pool + job.verifierFee, "tx": tx})
         return
-    console.print(f"cancelled job #{job_id} in tx {tx}; {fmt_open(job.pool)} refunded to {p.address}")
+    console.print(f"cancelled job #{job_id} in tx {tx}; {fmt_open(job.pool + job.verifierFee)} (pool and verifier "
+                  f"fee) refunded to {p.address}")  # fmt: skip
 
 
 def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
@@ -191,13 +192,13 @@ def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
     receipt = p.expire_job(job_id)
     [event] = p.models.events.JobExpired().process_receipt(receipt, errors=DISCARD)
     slashed, node = int(event["args"]["slashed"]), job.node if job.status == JobStatus.CLAIMED else None
-    out = {"job_id": job_id, "status": "expired", "refunded": job.pool, "poster": job.poster, "node": node,
-           "slashed": slashed, "tx": p.client.last_tx}  # fmt: skip
+    out = {"job_id": job_id, "status": "expired", "refunded": job.pool + job.verifierFee, "poster": job.poster,
+           "node": node, "slashed": slashed, "tx": p.client.last_tx}  # fmt: skip
     if json_out:
         print_json(out)
         return
-    console.print(f"expired job #{job_id} in tx {out['tx']}; {fmt_open(job.pool)} refunded to the poster {job.poster}"
-                  + (f", node {node} slashed {fmt_open(slashed)}" if node else ""))  # fmt: skip
+    console.print(f"expired job #{job_id} in tx {out['tx']}; {fmt_open(job.pool + job.verifierFee)} refunded to the "
+                  f"poster {job.poster}" + (f", node {node} slashed {fmt_open(slashed)}" if node else ""))  # fmt: skip
 
 
 def job_reopen(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:

@@ -182,6 +182,7 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
             w.admin.rewards.address,
             w.admin.models.address,
             w.admin.staking.address,
+            w.admin.court.address,  # the job's verifier fee, at finalize
         ]
         before = {a: w.admin.balance(a) for a in ledger}
         params = job_params(w.now(), ids, pool=case.pool, node_fee_bps=case.node_bps, datanet_fee_bps=case.datanet_bps)
@@ -229,7 +230,9 @@ def test_reward_rounds_never_pay_more_than_funded(world: World, case: RewardCase
         assert after[w.node.address] - before[w.node.address] == node_fee - bond
         assert [after[t] - before[t] for t in treasuries] == [each] * case.datanets
         assert {c: after[c] - before[c] for c in contributors} == paid
-        assert after[w.poster.address] - before[w.poster.address] == remainder - case.pool
+        fee = job_cost(case.pool) - case.pool  # the verifiers' fee, paid on top of the pool, to the court
+        assert after[w.poster.address] - before[w.poster.address] == remainder - case.pool - fee
+        assert after[w.admin.court.address] - before[w.admin.court.address] == fee
         assert after[w.admin.models.address] == before[w.admin.models.address]
         held = after[w.admin.rewards.address] - before[w.admin.rewards.address]
         assert held == share - sum(paid.values()) - remainder == total_owed(w.admin)
