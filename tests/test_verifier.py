@@ -23,12 +23,15 @@ from node.attribution.document import (
     build_document,
 )
 from node.chain.accounts import dev_account
-from node.chain.models import ChallengeStatus, JobStatus, ModelStatus, ResultParams
+from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, ResultParams
 from node.cli import app
+from node.daemon.outputs import MetricsDocument
 from node.daemon.verifier import Verifier
 from node.data.manifest import ContributionData, Manifest, build_training_set
 from node.data.records import Example, SourceRecord
 from node.rewards.shares import Share, reward_tree, split_pool
+from node.train.config import Method as TrainMethod
+from node.train.config import TrainMetrics
 from tests.conftest import RELAYER, TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import JobSetup, claimed_job, frozen_clock, set_time
 from tests.daemon_setup import NodeHome, node_home
@@ -64,10 +67,12 @@ def _document(world: World, job: JobSetup) -> tuple[AttributionDocument, Manifes
     return doc, manifest
 
 
-def _submit(world: World, home: NodeHome, job: JobSetup, doc: AttributionDocument, manifest: Manifest) -> int:
+def _submit(
+    world: World, home: NodeHome, job: JobSetup, doc: AttributionDocument, manifest: Manifest, metrics_cid: str = ""
+) -> int:
     cid = home.store.add_bytes(doc.canonical_json())
     params = ResultParams(
-        adapterCID="bafyadapter", adapterHash=keccak(text="adapter"), metricsCID="",
+        adapterCID="bafyadapter", adapterHash=keccak(text="adapter"), metricsCID=metrics_cid,
         dataRoot=bytes.fromhex(manifest.data_root[2:]), attributionRoot=bytes.fromhex(doc.reward_root[2:]),
         attributionCID=cid, scoresRoot=bytes.fromhex(doc.scores.root[2:]), totalWeight=doc.total_weight,
         exampleCount=doc.example_count,
@@ -131,3 +136,25 @@ def test_the_verifier_challenges_a_node_paying_itself_and_finalize_voids_it(worl
     assert world.admin.challenge(c.id).status == ChallengeStatus.UPHELD
     assert world.admin.model(model_id).status == ModelStatus.VOIDED
     assert world.admin.job(job.job_id).status == JobStatus.OPEN
+
+
+def test_the_verifier_voids_a_result_trained_on_data_it_was_not_permitted(world: World, home: NodeHome) -> None:
+    """The node published its manifest (metricsCID -> manifest_cid) and it names contributions 1 and 2,
+    which were never approved in the job's Datanet (none exist on this chain): the verifier proves
+    one data leaf with the DataNotPermitted challenge and the result is voided at once."""
+    job = claimed_job(world)
+    doc, manifest = _document(world, job)
+    metrics = MetricsDocument(
+        job_id=job.job_id, data_root=manifest.data_root, manifest_cid=home.store.add_bytes(manifest.canonical_json()),
+        examples=len(manifest.entries), excluded=0, stream=[],
+        train=TrainMetrics(method=TrainMethod.LORA, steps=1, epochs=1, train_examples=5, eval_examples=0,
+                           train_tokens=1, final_train_loss=None, eval_loss=None, perplexity=None, tokens_per_s=1,
+                           train_seconds=1, peak_memory_bytes=0, device="cpu"),
+    )  # fmt: skip
+    with frozen_clock(world, world.now() + 1):
+        model_id = _submit(world, home, job, doc, manifest, metrics_cid=home.store.add_bytes(metrics.model_dump_json().encode()))
+        [check] = Verifier(world.relayer, home.store, home.settings).run(once=True)
+    assert (check.model_id, check.outcome, check.challenge_status) == (model_id, "challenged", "upheld")
+    assert "contribution 1 does not exist" in check.detail
+    assert world.admin.challenge(check.challenge_id or 0).kind == ChallengeKind.DATA_NOT_PERMITTED
+    assert world.admin.model(model_id).status == ModelStatus.VOIDED
