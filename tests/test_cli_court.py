@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from node.chain.accounts import dev_account
-from node.chain.deploy import save_deployment
-from node.cli import app
+from tests.cli_run import run_cli
 from tests.conftest import TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import frozen_clock
 from tests.contracts.test_verifier_court import refer, submitted
@@ -19,12 +16,7 @@ VERIFIER = 10  # a dev account with ETH; the test gives it OPEN
 
 
 def _run(world: World, tmp_path: Path, *args: str, key: int = VERIFIER) -> tuple[int, str]:
-    save_deployment(world.deployment, tmp_path / "deployments" / "test.json")
-    env = {"DATANET_RPC_URL": world.rpc_url, "DATANET_NETWORK": "test", "DATANET_DATA_DIR": str(tmp_path / ".d"),
-           "DATANET_DEPLOYMENTS_DIR": str(tmp_path / "deployments"),
-           "DATANET_PRIVATE_KEY": dev_account(key).key.hex()}  # fmt: skip
-    out = CliRunner().invoke(app, list(args), env=env)
-    return out.exit_code, out.stdout + (str(out.exception) if out.exception else "")
+    return run_cli(world, tmp_path, *args, key=key)
 
 
 def test_a_verifier_joins_sits_on_a_case_and_cannot_leave_it(world: World, tmp_path: Path) -> None:

@@ -7,22 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from node.chain.accounts import dev_account
-from node.chain.deploy import OPEN, save_deployment
-from node.cli import app
+from node.chain.deploy import OPEN
+from tests.cli_run import run_cli
 from tests.conftest import DEPLOYER, OUTSIDER, TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import frozen_clock, set_time
 
 
 def _run(world: World, tmp_path: Path, *args: str, key: int = DEPLOYER) -> tuple[int, str]:
-    save_deployment(world.deployment, tmp_path / "deployments" / "test.json")
-    env = {"DATANET_RPC_URL": world.rpc_url, "DATANET_NETWORK": "test", "DATANET_DATA_DIR": str(tmp_path / ".d"),
-           "DATANET_DEPLOYMENTS_DIR": str(tmp_path / "deployments"),
-           "DATANET_PRIVATE_KEY": dev_account(key).key.hex()}  # fmt: skip
-    out = CliRunner().invoke(app, list(args), env=env)
-    return out.exit_code, out.stdout + (str(out.exception) if out.exception else "")
+    return run_cli(world, tmp_path, *args, key=key)
 
 
 def test_params_show_the_deployed_values(world: World, tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def test_the_verifier_voids_a_result_trained_on_data_it_was_not_permitted(world:
                            train_seconds=1, peak_memory_bytes=0, device="cpu"),
     )  # fmt: skip
     with frozen_clock(world, world.now() + 1):
-        model_id = _submit(world, home, job, doc, manifest, metrics_cid=home.store.add_bytes(metrics.model_dump_json().encode()))
+        metrics_cid = home.store.add_bytes(metrics.model_dump_json().encode())
+        model_id = _submit(world, home, job, doc, manifest, metrics_cid=metrics_cid)
         [check] = Verifier(world.relayer, home.store, home.settings).run(once=True)
     assert (check.model_id, check.outcome, check.challenge_status) == (model_id, "challenged", "upheld")
     assert "contribution 1 does not exist" in check.detail
