@@ -23,6 +23,8 @@ from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelSt
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.cli.operator import chain_now, fmt_when
+from node.daemon.court import CourtClerk, court_state_path
+from node.daemon.verifier import WHOLE_RESULT, mismatch_reason, recompute_evidence, result_faults
 from node.errors import NodeError
 from node.storage import open_store
 
@@ -116,16 +118,9 @@ def challenge_cmd(
         console.print(f"{c.status.name.lower()}: your bond of {fmt_open(bond)} went to the node")
 
 
-def result_faults(p: Protocol, store: Any, model_id: int, trees: ResultTrees) -> list[Fault]:
-    from node.daemon.verifier import result_faults as faults_of
-
-    return faults_of(p, store, model_id, trees)
-
-
 def _recompute_fault(p: Protocol, store: Any, job_id: int, ctx: typer.Context) -> list[Fault]:
     """`datanet verify` on the job: a mismatch as a Recompute fault, for the committee."""
-    from node.daemon.verifier import WHOLE_RESULT, mismatch_reason, recompute_evidence
-    from node.daemon.verify import verify_job
+    from node.daemon.verify import verify_job  # imports torch: only when asked to recompute
 
     report = verify_job(p, store, job_id, settings(ctx))
     if report.verdict == "MATCH":
@@ -156,10 +151,8 @@ def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> 
     referred = [c.id for c in p.challenges_of(model_id) if c.status == ChallengeStatus.REFERRED]
     if referred and p.model(model_id).status == ModelStatus.PENDING:
         from node.cli.court import case_summary
-        from node.daemon.court import CourtClerk
 
-        dep = p.deployment
-        clerk = CourtClerk(p, settings(ctx).data_dir / f"court-{dep.network}-{dep.chain_key}.json")
+        clerk = CourtClerk(p, court_state_path(settings(ctx).data_dir, p.deployment))
         done = clerk.step_all(model_id)
         waiting = [case_summary(p, i) for i in referred if p.challenge(i).status == ChallengeStatus.REFERRED]
         if waiting and p.model(model_id).status == ModelStatus.PENDING:

@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from node import safe_json
-from node.chain.models import CasePhase, Vote
+from node.chain.models import CasePhase, Deployment, Vote
 from node.chain.protocol import Protocol
 from node.errors import ContractRevertError
 
@@ -31,6 +31,11 @@ log = logging.getLogger("node.court")
 
 Judge = Callable[[int], Vote]
 """model id -> this verifier's vote on it."""
+
+
+def court_state_path(data_dir: Path, deployment: Deployment) -> Path:
+    """Where a node keeps its sealed votes for one chain (`data_dir/court-<network>-<chain>.json`)."""
+    return data_dir / f"court-{deployment.network}-{deployment.chain_key}.json"
 
 
 class SealedVote(BaseModel):
@@ -141,4 +146,4 @@ class CourtClerk:
         return None
 
 
-__all__ = ["CourtClerk", "CourtState", "Judge", "SealedVote"]
+__all__ = ["CourtClerk", "CourtState", "Judge", "SealedVote", "court_state_path"]

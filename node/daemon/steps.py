@@ -553,10 +553,9 @@ class JobSteps:
         if referred and self.p.model(model_id).status == ModelStatus.PENDING:
             # A recomputation case before the VerifierCourt: move it along (draw, tally, close: anyone
             # may), so our pool never waits on others; the committee's verdict decides the result.
-            from node.daemon.court import CourtClerk
+            from node.daemon.court import CourtClerk, court_state_path
 
-            dep = self.p.deployment
-            clerk = CourtClerk(self.p, self.settings.data_dir / f"court-{dep.network}-{dep.chain_key}.json")
+            clerk = CourtClerk(self.p, court_state_path(self.settings.data_dir, self.p.deployment))
             for action in clerk.step_all(model_id):
                 log.info("job #%d: %s", r.job_id, action)
             if self.p.finalizable_at(model_id)[1] and self.p.model(model_id).status == ModelStatus.PENDING:

@@ -40,7 +40,7 @@ from node.attribution.document import AttributionDocument
 from node.chain.models import ChallengeKind, ChallengeStatus, Contribution, Model, ModelStatus, Vote
 from node.chain.protocol import Protocol
 from node.config import Settings
-from node.daemon.court import CourtClerk
+from node.daemon.court import CourtClerk, court_state_path
 from node.errors import ContractRevertError, NodeError
 from node.rewards.merkle import StandardMerkleTree
 from node.storage.base import ContentStore
@@ -117,7 +117,7 @@ class Verifier:
         self.path = settings.data_dir / f"verifier-{dep.network}-{dep.chain_key}.json"
         self.state = self._load(self.path)
         self.clerk = (
-            CourtClerk(protocol, settings.data_dir / f"court-{dep.network}-{dep.chain_key}.json", judge=self.judge)
+            CourtClerk(protocol, court_state_path(settings.data_dir, dep), judge=self.judge)
             if "VerifierCourt" in dep.contracts
             else None
         )
