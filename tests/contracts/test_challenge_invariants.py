@@ -239,7 +239,7 @@ class Fuzz:
         assert a.balance(a.models.address) == sum(j.pool + j.verifierFee for j in live)
         # The court: stakes, open cases' bonds, fees owed (earned or accrued) and fees waiting for a
         # staker; it never owes more than it holds, and what it holds beyond that is the flooring of
-        # accruals (under a unit per verifier per accrual, at most one accrual per operation).
+        # accruals (under a unit per verifier per accrual, at most one per open case per operation).
         stakes = sum(v.active + v.leaving for v in (a.verifier(x.address) for x in self.verifiers))
         # Every revealed Recompute challenge has a case, unless it was moot at its reveal.
         referred = [
@@ -251,7 +251,8 @@ class Fuzz:
         bonds = sum(c.bond + c.appealBond for c in cases if c.phase != CasePhase.CLOSED)
         owed = sum(a.court_fees(x.address) for x in self.verifiers) + a.client.call(a.court.functions.undistributed())
         held = a.balance(a.court.address) - self.court0
-        assert stakes + bonds + owed <= held <= stakes + bonds + owed + len(self.verifiers) * (self.calls + 1)
+        dust = len(self.verifiers) * len(self.jobs) * (self.calls + 1)
+        assert stakes + bonds + owed <= held <= stakes + bonds + owed + dust
         assert all(c.bond == 0 and c.appealBond == 0 for c in cases if c.phase == CasePhase.CLOSED)
         for c in cases:
             ch = a.challenge(c.id)
