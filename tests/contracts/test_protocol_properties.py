@@ -129,7 +129,8 @@ class RewardCase:
 
 @st.composite
 def reward_cases(draw: st.DrawFn) -> RewardCase:
-    pool = draw(st.one_of(st.integers(1, 10_000), st.integers(1, 10**24)))
+    # Up to everything the poster holds, less the verifiers' fee it pays on top (1 %).
+    pool = draw(st.one_of(st.integers(1, 10_000), st.integers(1, FUNDED * 100 // 101)))
     node_bps = draw(st.integers(0, 5_000))
     datanet_bps = draw(st.integers(0, 5_000 - node_bps))
     datanets = draw(st.integers(1, 3))
