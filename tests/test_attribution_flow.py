@@ -166,7 +166,9 @@ def test_a_node_committing_other_scores_is_voided_by_a_verifier_committee(world:
     )  # fmt: skip
     (work / "attribution.json").write_bytes(forged.canonical_json())
     daemon.jobs.update(job_id, attribution_root=forged.reward_root)
-    committee = _staked_verifiers(world, 3)
+    # Two verifiers: each recomputes the job (about what the node's attribution cost), so the
+    # committee is kept small here; committees of 3 and 7 are tests/contracts/test_verifier_court.py's.
+    committee = _staked_verifiers(world, 2)
     with frozen_clock(world, world.now() + 1):  # each phase of the window and of the case on purpose
         _drive(steps, daemon.jobs, job_id, JobState.SUBMITTED)
         model_id = world.admin.job(job_id).modelId
@@ -210,13 +212,13 @@ def _a_committee_voids_it(
         for m in members:
             m.pass_once()
     rnd = a.court_round(case_id, 0)
-    assert sorted(rnd.members) == sorted(v.address for v in committee)  # 3 eligible: all drawn
+    assert sorted(rnd.members) == sorted(v.address for v in committee)  # 2 eligible for 3 seats: both drawn
     assert all(a.ballot(case_id, 0, v.address).commitment != b"\0" * 32 for v in committee)
     assert rnd.faults == 0  # sealed: nobody can copy a vote
     set_time(world, rnd.commitDeadline + 1)
     for m in members:
         m.pass_once()  # each reveals what it sealed
-    assert a.court_round(case_id, 0).faults == 3
+    assert a.court_round(case_id, 0).faults == len(committee)
     set_time(world, max(rnd.revealDeadline, a.finalizable_at(model_id)[0]) + 1)
     daemon.run(once=True)  # the node's settle step tallies the case: upheld, appealable
     case = a.court_case(case_id)
