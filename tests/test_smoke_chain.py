@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from node.chain.deploy import OPEN
+from node.chain.protocol import Protocol
+from node.errors import DeploymentError
 from tests.conftest import FUNDED, World
 
 
@@ -42,3 +46,15 @@ def test_snapshot_isolation_first(world: World) -> None:
 
 def test_snapshot_isolation_second(world: World) -> None:
     assert world.outsider.balance() == 0
+
+
+def test_a_deployment_file_without_a_newer_contract_loads_and_says_to_redeploy(world: World) -> None:
+    """A file written before the court (or challenges, timelock, keys) existed still loads; using
+    the missing contract names it and says what to do."""
+    old = world.deployment.model_copy(
+        update={"contracts": {k: v for k, v in world.deployment.contracts.items() if k != "VerifierCourt"}}
+    )
+    p = Protocol(world.admin.client, old)
+    assert p.challenges.address == world.admin.challenges.address  # the others are there
+    with pytest.raises(DeploymentError, match="no VerifierCourt contract .*recomputation committees.*datanet deploy"):
+        _ = p.court

@@ -57,6 +57,15 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value._asdict() if hasattr(value, "_asdict") else dict(value)
 
 
+OPTIONAL_CONTRACTS = {
+    "ProtocolTimelock": "timelocked parameters",
+    "ResultChallenges": "challenge windows",
+    "VerifierCourt": "recomputation committees",
+    "KeyRegistry": "private Datanets",
+}
+"""Contracts a deployment file may lack (written before they existed), with what they brought."""
+
+
 class Protocol:
     """All protocol contracts, bound to one client (one signing account)."""
 
@@ -87,17 +96,9 @@ class Protocol:
         self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])
         self.rewards: Contract = client.contract("RewardDistributor", c["RewardDistributor"])
         self.models: Contract = client.contract("ModelRegistry", c["ModelRegistry"])
-        self._timelock: Contract | None = (
-            client.contract("ProtocolTimelock", c["ProtocolTimelock"]) if "ProtocolTimelock" in c else None
-        )
-        self._challenges: Contract | None = (
-            client.contract("ResultChallenges", c["ResultChallenges"]) if "ResultChallenges" in c else None
-        )
-        self._court: Contract | None = (
-            client.contract("VerifierCourt", c["VerifierCourt"]) if "VerifierCourt" in c else None
-        )
-        # Optional so that deployment files written before KeyRegistry existed still load.
-        self._keys: Contract | None = client.contract("KeyRegistry", c["KeyRegistry"]) if "KeyRegistry" in c else None
+        # Contracts newer than the first deployments: a file written before one existed still loads,
+        # and using it says what to do (`_deployed`).
+        self._optional: dict[str, Contract] = {n: client.contract(n, c[n]) for n in OPTIONAL_CONTRACTS if n in c}
 
     def as_account(self, account: LocalAccount) -> Protocol:
         return Protocol(self.client.with_account(account), self.deployment)
@@ -109,12 +110,16 @@ class Protocol:
     @property
     def keys(self) -> Contract:
         """The KeyRegistry (private Datanets' keys and grants)."""
-        if self._keys is None:
+        return self._deployed("KeyRegistry")
+
+    def _deployed(self, name: str) -> Contract:
+        contract = self._optional.get(name)
+        if contract is None:
             raise DeploymentError(
-                f"The deployment for network '{self.deployment.network}' has no KeyRegistry (it predates "
-                "private Datanets). Redeploy with `datanet deploy`."
+                f"The deployment file for network '{self.deployment.network}' has no {name} contract (it predates "
+                f"{OPTIONAL_CONTRACTS[name]}). Redeploy with `datanet deploy`."
             )
-        return self._keys
+        return contract
 
     def _event_arg(self, receipt: TxReceipt, contract: Contract, event: str, arg: str) -> Any:
         logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
@@ -375,12 +380,7 @@ class Protocol:
 
     @property
     def timelock(self) -> Contract:
-        if self._timelock is None:
-            raise DeploymentError(
-                f"The deployment file for network '{self.deployment.network}' has no ProtocolTimelock (it predates "
-                "timelocked parameters). Redeploy with `datanet deploy`."
-            )
-        return self._timelock
+        return self._deployed("ProtocolTimelock")
 
     def _parameters_call(self, min_stake: int, unbonding_period: int) -> tuple[ChecksumAddress, bytes]:
         data = self.staking.encode_abi("setParameters", args=[min_stake, unbonding_period])
@@ -412,12 +412,7 @@ class Protocol:
 
     @property
     def challenges(self) -> Contract:
-        if self._challenges is None:
-            raise DeploymentError(
-                f"The deployment file for network '{self.deployment.network}' has no ResultChallenges contract "
-                "(it predates challenge windows). Redeploy with `datanet deploy`."
-            )
-        return self._challenges
+        return self._deployed("ResultChallenges")
 
     def challenge_bond(self) -> int:
         return int(self.client.call(self.challenges.functions.challengeBond()))
@@ -473,12 +468,7 @@ class Protocol:
 
     @property
     def court(self) -> Contract:
-        if self._court is None:
-            raise DeploymentError(
-                f"The deployment file for network '{self.deployment.network}' has no VerifierCourt contract "
-                "(it predates recomputation committees). Redeploy with `datanet deploy`."
-            )
-        return self._court
+        return self._deployed("VerifierCourt")
 
     def job_cost(self, pool: int) -> int:
         """What posting a job with `pool` takes from the poster: the pool plus the verifier fee."""
