@@ -56,5 +56,5 @@ def test_a_deployment_file_without_a_newer_contract_loads_and_says_to_redeploy(w
     )
     p = Protocol(world.admin.client, old)
     assert p.challenges.address == world.admin.challenges.address  # the others are there
-    with pytest.raises(DeploymentError, match="no VerifierCourt contract .*recomputation committees.*datanet deploy"):
+    with pytest.raises(DeploymentError, match=r"no VerifierCourt contract .*recomputation committees.*datanet deploy"):
         _ = p.court
