@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,19 +20,21 @@ from typer.testing import CliRunner
 from node.attribution.disputes import REWARD_CLAIM, commitment, new_salt
 from node.attribution.document import AttributionDocument, build_document
 from node.chain.accounts import dev_account
-from node.chain.models import CasePhase, ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, Verdict
+from node.chain.models import CasePhase, ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, Verdict, Vote
 from node.chain.protocol import Protocol
 from node.cli import app
+from node.daemon.eligibility import load_config
 from node.daemon.loop import Daemon
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
-from node.daemon.verifier import Verifier
+from node.daemon.verifier import Verifier, claimed_interval
 from node.daemon.verify import VerifyError, verify_job
 from node.data.grants import ensure_encryption_key, grant_job, grant_standing
 from node.data.manifest import Manifest
 from node.demo import world as demo_world
 from node.rewards.merkle import StandardMerkleTree
 from node.rewards.shares import split_pool
+from node.train.trainer import train
 from tests.conftest import OUTSIDER, TEST_DEPLOY, World
 from tests.contracts.helpers_jobs import frozen_clock, set_time
 from tests.daemon_setup import NodeHome, approved_datanet, node_home, post_job, private_datanet, run_to_settled, stake
@@ -183,6 +186,50 @@ def test_a_node_committing_other_scores_is_voided_by_a_verifier_committee(world:
     daemon.close()
     assert world.admin.model(model_id).status == ModelStatus.VOIDED
     assert world.admin.job(job_id).status == JobStatus.OPEN  # for another node, with the pool plus part of the bond
+
+
+@pytest.mark.timeout(600)
+def test_a_node_committing_another_runs_trajectory_fails_the_training_replay(
+    world: World, home: NodeHome, tiny_base_model: Path, tmp_path: Path
+) -> None:
+    """The node trains, but commits the snapshots of another run (trained on half the data, the
+    same number of steps) and attributes on them consistently: every hash checks and the scores
+    would recompute, yet replaying a training interval from the committed data does not land on its
+    snapshot. The verifier challenges naming that interval; a drawn member replays it and votes Fault."""
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id, config={"max_steps": 8, "snapshots": 2})
+    daemon = home.daemon(world.node)
+    steps = daemon.steps
+    daemon.catch_up()
+    _drive(steps, daemon.jobs, job_id, JobState.TRAINED)
+    _manifest, examples = steps._training_set(daemon.jobs.require(job_id))
+    config = load_config(home.store, world.admin.job(job_id)).train_config()
+    other = train(tiny_base_model, examples[: len(examples) // 2], config, tmp_path / "other")
+    assert other.snapshots_dir is not None
+    committed = steps.work_dir(job_id) / "train" / "snapshots"
+    shutil.rmtree(committed)
+    shutil.copytree(other.snapshots_dir, committed)
+    with frozen_clock(world, world.now() + 1):
+        _drive(steps, daemon.jobs, job_id, JobState.SUBMITTED)
+        model_id = world.admin.job(job_id).modelId
+        for k in (0, 1):
+            report = verify_job(world.admin, home.store, job_id, home.settings, interval=k)
+            assert report.verdict == "MISMATCH" and report.comparison is None
+            *artifacts, replay = report.checks
+            assert all(c.ok for c in artifacts) and replay.name == f"training replay (interval {k})" and not replay.ok
+            assert report.replay is not None and report.replay.relative > 3 * report.replay.tolerance
+        out = CliRunner().invoke(app, ["verify", str(job_id), "--interval", "1"], env=_cli_env(home, world),
+                                 catch_exceptions=False)  # fmt: skip
+        assert out.exit_code == 1 and "training replay" in out.stdout and "MISMATCH" in out.stdout
+
+        [check] = Verifier(world.relayer, home.store, home.settings, recompute=True).run(once=True)
+        assert (check.model_id, check.outcome, check.challenge_status) == (model_id, "challenged", "referred")
+        claim = world.admin.case_claim(check.challenge_id or 0)
+        assert claimed_interval(claim) in (0, 1)
+        [member] = _staked_verifiers(world, 1)
+        assert Verifier(member, home.store, home.settings).judge(model_id, claim) == Vote.FAULT
+    daemon.close()
 
 
 def _staked_verifiers(world: World, n: int) -> list[Protocol]:

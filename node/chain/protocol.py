@@ -505,6 +505,16 @@ class Protocol:
     def court_case(self, case_id: int) -> CourtCase:
         return CourtCase(id=case_id, **_as_dict(self.client.call(self.court.functions.getCase(case_id))))
 
+    def case_claim(self, case_id: int) -> bytes:
+        """The challenger's claim of case `case_id` (from its CaseOpened log: the court does not
+        store it), or b"" when no such case was opened."""
+        event = self.court.events.CaseOpened
+        logs = self.client.rpc(
+            lambda: event.get_logs(from_block=self.deployment.deploy_block, argument_filters={"caseId": case_id}),
+            "get CaseOpened logs",
+        )
+        return bytes(logs[0]["args"]["claim"]) if logs else b""
+
     def court_round(self, case_id: int, round_index: int) -> CourtRound:
         return CourtRound(**_as_dict(self.client.call(self.court.functions.getRound(case_id, round_index))))
 

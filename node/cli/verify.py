@@ -21,10 +21,18 @@ if TYPE_CHECKING:  # the verifier imports torch; `datanet --help` should not
 def verify_cmd(
     ctx: typer.Context,
     job: Annotated[int, typer.Argument(help="The job whose registered result to verify.")],
+    interval: Annotated[
+        int | None,
+        typer.Option("--interval", min=0, help="The training interval to replay (0-based; default: one at random)."),
+    ] = None,
+    replay: Annotated[
+        bool, typer.Option("--replay/--no-replay", help="Replay a training interval onto its snapshot.")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetches the job's config, eval set, training data, snapshots and adapter, checks each
-    against its on-chain (or committed) hash, recomputes every example's score in a pinned
+    against its on-chain (or committed) hash, replays one training interval from the snapshot
+    before it (it must land on its snapshot), recomputes every example's score in a pinned
     worker, and compares the payout. Needs the base model locally (a CPU suffices for models of
     a few hundred million parameters; billions want a GPU) and, for a private Datanet, a key grant."""
     from node.daemon.verify import verify_job
@@ -33,7 +41,7 @@ def verify_cmd(
     s = settings(ctx)
     with contextlib.suppress(KeystoreError):  # a private Datanet's files open only with this account's keys
         p = p.as_account(signer(s, p.chain_id)[0])
-    report = verify_job(p, open_store(s), job, s)
+    report = verify_job(p, open_store(s), job, s, interval=interval, replay=replay)
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:

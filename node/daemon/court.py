@@ -29,8 +29,8 @@ from node.errors import ContractRevertError
 
 log = logging.getLogger("node.court")
 
-Judge = Callable[[int], Vote]
-"""model id -> this verifier's vote on it."""
+Judge = Callable[[int, bytes], Vote]
+"""(model id, the challenger's claim) -> this verifier's vote on it."""
 
 
 def court_state_path(data_dir: Path, deployment: Deployment) -> Path:
@@ -126,7 +126,7 @@ class CourtClerk:
             sealed = self.state.votes.get(key)
             if sealed is None:
                 assert self.judge is not None
-                vote = self.judge(model_id)
+                vote = self.judge(model_id, p.case_claim(case_id))
                 sealed = SealedVote(vote=vote, salt="0x" + secrets.token_hex(32))
                 self.state.votes[key] = sealed
                 self._save()  # before the commit: the reveal needs the salt, whatever happens next

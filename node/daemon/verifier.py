@@ -49,6 +49,9 @@ log = logging.getLogger("node.verifier")
 
 WHOLE_RESULT = 2**256 - 1
 """The example index of a Recompute challenge's claim that names no single example."""
+INTERVAL_TAG = 2**255
+"""A claim's index with this bit set names training interval `index - INTERVAL_TAG`: its replay
+does not land on its snapshot. Committee members replay that interval (`claimed_interval`)."""
 
 
 def published_data_tree(store: ContentStore, model: Model) -> StandardMerkleTree | None:
@@ -90,6 +93,20 @@ def recompute_evidence(example_index: int, reason: str) -> bytes:
     """A Recompute challenge's evidence: `abi.encode(uint256 exampleIndex, string reason)`, for the committee."""
     return encode(["uint256", "string"], [example_index, reason])
 
+def claimed_interval(claim: bytes) -> int | None:
+    """The training interval a Recompute claim names, or None (the whole result, an example, or a
+    claim that does not decode: then each member replays an interval of its own drawing)."""
+    from eth_abi import decode
+
+    try:
+        index, _reason = decode(["uint256", "string"], claim)
+    except Exception:  # the challenger's bytes: anything at all
+        return None
+    if index == WHOLE_RESULT or index < INTERVAL_TAG or index - INTERVAL_TAG > 2**16:
+        return None
+    return int(index - INTERVAL_TAG)
+
+
 Outcome = Literal["clean", "challenged", "unprovable", "mismatch", "match", "skipped"]
 
 
@@ -121,7 +138,7 @@ class Verifier:
             if "VerifierCourt" in dep.contracts
             else None
         )
-        self._votes: dict[int, Vote] = {}
+        self._votes: dict[tuple[int, int | None], Vote] = {}  # (model, the interval a claim named)
 
     @staticmethod
     def _load(path: Path) -> VerifierState:
@@ -152,23 +169,25 @@ class Verifier:
                 log.info("%s", action)
         return out
 
-    def judge(self, model_id: int) -> Vote:
+    def judge(self, model_id: int, claim: bytes = b"") -> Vote:
         """This verifier's vote on `model_id` when drawn: `datanet verify` reproduces it within the
-        documented tolerance, or not. An artifact that cannot be fetched (or decrypted with a
-        standing key grant) in time is the node's fault, as the protocol defines it."""
-        if model_id in self._votes:
-            return self._votes[model_id]
+        documented tolerance, or not, replaying the training interval the claim names (if any). An
+        artifact that cannot be fetched (or decrypted with a standing key grant) in time is the
+        node's fault, as the protocol defines it."""
+        interval = claimed_interval(claim)
+        if (model_id, interval) in self._votes:
+            return self._votes[(model_id, interval)]
         from node.daemon.verify import verify_job
 
         m = self.p.model(model_id)
         try:
-            report = verify_job(self.p, self.store, m.jobId, self.settings)
+            report = verify_job(self.p, self.store, m.jobId, self.settings, interval=interval)
             vote = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
             log.info("model #%d: verify says %s -> vote %s", model_id, report.verdict, vote.name.lower())
         except NodeError as e:
             vote = Vote.FAULT
             log.warning("model #%d: cannot verify (%s) -> vote fault", model_id, e)
-        self._votes[model_id] = vote
+        self._votes[(model_id, interval)] = vote
         return vote
 
     def _check_new(self) -> list[ModelCheck]:
@@ -205,14 +224,19 @@ class Verifier:
             from node.daemon.verify import verify_job
 
             report = verify_job(self.p, self.store, m.jobId, self.settings)
-            self._votes[model_id] = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
+            vote = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
+            self._votes[(model_id, None)] = vote
             if report.verdict == "MATCH":
                 return ModelCheck(model_id=model_id, outcome="match", detail=report.verdict)
             reason = mismatch_reason(report)
             if self.clerk is None:
                 log.warning("model #%d: %s; this deployment has no VerifierCourt to decide it", model_id, reason)
                 return ModelCheck(model_id=model_id, outcome="mismatch", detail=reason)
-            return self._challenge(model_id, ChallengeKind.RECOMPUTE, recompute_evidence(WHOLE_RESULT, reason), reason)
+            index = WHOLE_RESULT
+            if report.replay is not None and not report.replay.ok:  # the committee replays this interval
+                index = INTERVAL_TAG + report.replay.interval
+                self._votes[(model_id, report.replay.interval)] = vote
+            return self._challenge(model_id, ChallengeKind.RECOMPUTE, recompute_evidence(index, reason), reason)
         log.info("model #%d: arithmetic consistent with its committed roots", model_id)
         return ModelCheck(model_id=model_id, outcome="clean")
 
@@ -260,4 +284,7 @@ def mismatch_reason(report: object) -> str:
     )
 
 
-__all__ = ["WHOLE_RESULT", "ModelCheck", "Verifier", "VerifierState", "mismatch_reason", "recompute_evidence"]
+__all__ = [
+    "INTERVAL_TAG", "WHOLE_RESULT", "ModelCheck", "Verifier", "VerifierState", "claimed_interval", "mismatch_reason",
+    "recompute_evidence",
+]  # fmt: skip

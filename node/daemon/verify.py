@@ -5,9 +5,11 @@ against the hash the chain (or the document) committed to before it is used: the
 (`configHash`), the training set (re-assembled from the chain at the claim block, exactly as the
 node did, so its root must be `dataRoot`), the revealed eval set (`eval_sha256` of the config),
 the adapter (`adapterHash`), every trajectory snapshot (its sha256 in the document), the base
-model (`baseModelHash`). Then the scores are recomputed in the isolated worker with the
-committed method parameters and score scale, and compared in payout terms
-(`node.attribution.verify.compare`).
+model (`baseModelHash`). One training interval, drawn at random unless named, is replayed from
+the snapshot before it on the committed data and config and must land on its snapshot
+(`node.train.replay`: this is what ties the snapshots to the data). Then the scores are
+recomputed in the isolated worker with the committed method parameters and score scale, and
+compared in payout terms (`node.attribution.verify.compare`).
 
 It lives beside the daemon because it reuses the daemon's own checks (config, base model,
 private-Datanet key grants): a verifier is a node that re-runs a step instead of claiming.
@@ -16,6 +18,7 @@ private-Datanet key grants): a verifier is a node that re-runs a step instead of
 from __future__ import annotations
 
 import hashlib
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +47,7 @@ from node.data.assemble import assemble
 from node.errors import AccessDeniedError, ContentMismatchError, DecryptionError, GrantCoverageError, NodeError
 from node.rewards.shares import split_pool
 from node.storage.base import ContentStore
+from node.train.replay import IntervalReplay
 
 
 class VerifyError(NodeError):
@@ -63,6 +67,7 @@ class VerifyReport(BaseModel):
     method: str
     checks: list[Check] = Field(description="Every artifact checked against its committed hash, in order.")
     comparison: Comparison | None = Field(None, description="None when an artifact check already failed.")
+    replay: IntervalReplay | None = Field(None, description="The training interval replayed, when one was.")
     seconds: float
 
 
@@ -79,8 +84,13 @@ class _Checks:
         return all(c.ok for c in self.items)
 
 
-def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings) -> VerifyReport:
-    """Recomputes job `job_id`'s attribution and compares it with what was committed."""
+def verify_job(
+    p: Protocol, store: ContentStore, job_id: int, settings: Settings, *, interval: int | None = None,
+    replay: bool = True,
+) -> VerifyReport:  # fmt: skip
+    """Recomputes job `job_id`'s attribution and compares it with what was committed. `interval`:
+    the training interval to replay (default: one drawn at random, so a node cannot know which);
+    `replay=False` skips the replay (the attribution alone)."""
     t0 = time.perf_counter()
     job = p.job(job_id)
     if job.status not in (JobStatus.SUBMITTED, JobStatus.COMPLETED) or not job.modelId:
@@ -183,6 +193,12 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
             except NotEligibleError as e:
                 raise VerifyError(f"the base model is not available here: {e}") from e
             checks.add("base model", True, f"{job.baseModel} matches baseModelHash")
+            replayed = None
+            if replay and doc.snapshots:
+                k = secrets.randbelow(len(doc.snapshots)) if interval is None else interval
+                replayed = _replay(checks, base_dir, examples, config.train_config(), snapshots, k, work / "replay")
+                if replayed is None or not replayed.ok:
+                    return _report(job_id, job.modelId, doc, checks, None, t0, replayed)
             params = doc.method.params
             engine = EngineParams.model_validate(params.model_extra.get("engine", {}) if params.model_extra else {})
             exponent = int((params.model_extra or {}).get("score_exponent", 0))
@@ -194,7 +210,25 @@ def verify_job(p: Protocol, store: ContentStore, job_id: int, settings: Settings
             recomputed = attribute_run(
                 inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads()
             ).document
+            return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0, replayed)
     return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
+
+
+def _replay(checks: _Checks, base_dir: Path, examples: Any, config: Any, snapshots_dir: Path, k: int,
+            work: Path) -> IntervalReplay | None:  # fmt: skip
+    """Replays interval `k` and records it as a check; None when it cannot be replayed (a failed check)."""
+    from node.train.replay import ReplayError, replay_interval
+    from node.train.snapshots import SnapshotError, load_all
+
+    name = f"training replay (interval {k})"
+    try:
+        result = replay_interval(base_dir, examples, config, load_all(snapshots_dir), k, work)
+    except (ReplayError, SnapshotError) as e:
+        checks.add(name, False, str(e))
+        return None
+    checks.add(name, result.ok, f"steps {result.start + 1}..{result.end} from the committed data land "
+               f"{result.relative:.2e} of the interval's movement from snapshot {k} (tolerance {result.tolerance:.0%})")
+    return result
 
 
 class _Split(BaseModel):
@@ -205,12 +239,13 @@ class _Split(BaseModel):
 
 
 def _report(
-    job_id: int, model_id: int, doc: AttributionDocument, checks: _Checks, comparison: Comparison | None, t0: float
-) -> VerifyReport:
+    job_id: int, model_id: int, doc: AttributionDocument, checks: _Checks, comparison: Comparison | None, t0: float,
+    replay: IntervalReplay | None = None,
+) -> VerifyReport:  # fmt: skip
     ok = checks.ok and comparison is not None and comparison.verdict == "MATCH"
     return VerifyReport(
         job_id=job_id, model_id=model_id, verdict="MATCH" if ok else "MISMATCH", method=doc.method.method_id(),
-        checks=checks.items, comparison=comparison, seconds=time.perf_counter() - t0,
+        checks=checks.items, comparison=comparison, replay=replay, seconds=time.perf_counter() - t0,
     )  # fmt: skip
 
 

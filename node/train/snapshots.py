@@ -5,13 +5,16 @@ snapshot's step, 0 for the first) and holds the state right after step ``step``:
 
 - ``lora/<name>``: every trainable (LoRA) parameter, float32, named as in
   ``model.named_parameters()`` of the PEFT model;
-- ``exp_avg_sq/<name>``: Adam's second moment of that parameter at that step, float32 (on CUDA
-  with 8-bit paged AdamW, dequantised), *without* bias correction (``adam_step`` and ``beta2``
-  are in the metadata for it);
+- ``exp_avg_sq/<name>``: Adam's second moment of that parameter at that step, float32, *without*
+  bias correction (``adam_step`` and ``beta2`` are in the metadata for it);
+- ``exp_avg/<name>``: Adam's first moment, float32 (v2): with the weights and the second moment
+  it is the whole optimizer state, so a verifier can replay the next interval's steps from here
+  (`node.train.replay`) and check that they land on the next snapshot;
 - metadata: how far the interval moved the weights, as ``lr_sum`` = Σ over its steps of
   ``learning_rate_t * clip_factor_t`` (``clip_factor = min(1, max_grad_norm / grad_norm)``), so an
   attribution method can weigh each snapshot by the step size it actually stood for.
 
+v1 files (no first moment, no ``world_size``) still load for attribution; they cannot be replayed.
 The files are plain safetensors (public: anyone verifying the job downloads them by CID), one per
 snapshot, written atomically; their metadata is one JSON string under the key ``datanet``.
 """
@@ -28,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from node import safe_json
 from node.errors import NodeError
 
-FORMAT = "datanet-snapshot-v1"
-LORA, EXP_AVG_SQ = "lora/", "exp_avg_sq/"
+FORMAT = "datanet-snapshot-v2"
+READABLE = ("datanet-snapshot-v1", FORMAT)
+LORA, EXP_AVG_SQ, EXP_AVG = "lora/", "exp_avg_sq/", "exp_avg/"
 
 
 class SnapshotError(NodeError, ValueError):
@@ -51,6 +55,8 @@ class SnapshotMeta(BaseModel):
     beta2: float = 0.999
     eps: float = 1e-8
     lora_scale: float = Field(gt=0, description="lora_alpha / r of the run.")
+    compute_dtype: str = Field("float32", description="The run's compute dtype (bfloat16: autocast on CUDA).")
+    world_size: int = Field(1, ge=1, description="Processes the run trained on (they split each step's rows).")
 
 
 class Snapshot(BaseModel):
@@ -59,6 +65,11 @@ class Snapshot(BaseModel):
     meta: SnapshotMeta
     lora: dict[str, torch.Tensor]
     exp_avg_sq: dict[str, torch.Tensor]
+    exp_avg: dict[str, torch.Tensor] = Field(default_factory=dict, description="Empty in a v1 file.")
+
+    @property
+    def replayable(self) -> bool:
+        return self.meta.format == FORMAT and set(self.exp_avg) == set(self.lora)
 
 
 def snapshot_steps(total_steps: int, count: int) -> list[int]:
@@ -74,14 +85,19 @@ def file_name(index: int) -> str:
 
 
 def save(
-    directory: Path, meta: SnapshotMeta, lora: dict[str, torch.Tensor], exp_avg_sq: dict[str, torch.Tensor]
+    directory: Path,
+    meta: SnapshotMeta,
+    lora: dict[str, torch.Tensor],
+    exp_avg_sq: dict[str, torch.Tensor],
+    exp_avg: dict[str, torch.Tensor],
 ) -> Path:
     from safetensors.torch import save_file
 
-    if set(lora) != set(exp_avg_sq):
-        raise SnapshotError("snapshot: the LoRA weights and the second moments name different parameters")
-    tensors = {LORA + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora.items()}
-    tensors |= {EXP_AVG_SQ + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in exp_avg_sq.items()}
+    if not set(lora) == set(exp_avg_sq) == set(exp_avg):
+        raise SnapshotError("snapshot: the LoRA weights and Adam's moments name different parameters")
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, group in ((LORA, lora), (EXP_AVG_SQ, exp_avg_sq), (EXP_AVG, exp_avg)):
+        tensors |= {prefix + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in group.items()}
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(meta.index)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -105,13 +121,14 @@ def load(path: Path) -> Snapshot:
         if isinstance(e, SnapshotError):
             raise
         raise SnapshotError(f"cannot read snapshot {path}: {e}") from e
-    if meta.format != FORMAT:
-        raise SnapshotError(f"{path} is a {meta.format} snapshot; this node reads {FORMAT}")
+    if meta.format not in READABLE:
+        raise SnapshotError(f"{path} is a {meta.format} snapshot; this node reads {', '.join(READABLE)}")
     lora = {k[len(LORA) :]: v for k, v in tensors.items() if k.startswith(LORA)}
     v = {k[len(EXP_AVG_SQ) :]: t for k, t in tensors.items() if k.startswith(EXP_AVG_SQ)}
-    if not lora or set(lora) != set(v):
-        raise SnapshotError(f"{path}: LoRA weights and second moments do not name the same parameters")
-    return Snapshot(meta=meta, lora=lora, exp_avg_sq=v)
+    m = {k[len(EXP_AVG) :]: t for k, t in tensors.items() if k.startswith(EXP_AVG)}
+    if not lora or set(lora) != set(v) or (meta.format == FORMAT and set(lora) != set(m)):
+        raise SnapshotError(f"{path}: the LoRA weights and Adam's moments do not name the same parameters")
+    return Snapshot(meta=meta, lora=lora, exp_avg_sq=v, exp_avg=m)
 
 
 def load_all(directory: Path) -> list[Snapshot]:
@@ -125,5 +142,6 @@ def load_all(directory: Path) -> list[Snapshot]:
 
 
 __all__ = [
-    "FORMAT", "Snapshot", "SnapshotError", "SnapshotMeta", "file_name", "load", "load_all", "save", "snapshot_steps",
+    "FORMAT", "READABLE", "Snapshot", "SnapshotError",
+    "SnapshotMeta", "file_name", "load", "load_all", "save", "snapshot_steps",
 ]  # fmt: skip

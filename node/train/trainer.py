@@ -36,6 +36,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,16 @@ from node.data.records import Example
 from node.errors import NodeError
 from node.train import card as model_card
 from node.train import checkpoint
+from node.train import dropout as portable_dropout
 from node.train.card import ModelCard
 from node.train.checkpoint import CheckpointError
 from node.train.config import Method, Progress, TrainConfig, TrainConfigError, TrainMetrics, TrainResult
+from node.train.dropout import DropoutClock
 from node.train.formatting import IGNORE, Tokenized, chat_template, tokenize_example, truncate
 from node.train.packing import Batch, Row, collate, epoch_order, make_row, pack, plan_rows
 from node.train.quantized import check_bitsandbytes, eval_mode, make_optimizer
 from node.train.runtime import Runtime, all_sum, peak_memory_bytes, setup_runtime, teardown_runtime
+from node.train.snapshots import Snapshot
 from node.train.trajectory import SnapshotRecorder
 
 __all__ = ["LoraTrainer", "ModelCard", "TrainDataError", "train"]
@@ -97,7 +101,10 @@ class LoraTrainer:
         card: ModelCard | None = None,
         on_progress: OnProgress | None = None,
         show_progress: bool = False,
+        world_size: int | None = None,
     ):
+        """`world_size`: the number of processes whose steps to reproduce, when one process replays
+        a run that trained on several (`node.train.replay`); default: this run's own."""
         self.base_dir, self.cfg, self.out = Path(base_model_dir), config, Path(out_dir)
         self.card = card or ModelCard(base_model=str(base_model_dir))
         self.on_progress, self.show_progress = on_progress, show_progress
@@ -105,6 +112,9 @@ class LoraTrainer:
         if not (self.base_dir / "config.json").is_file():
             raise TrainConfigError(f"{self.base_dir} is not a Hugging Face model directory (no config.json).")
         self.rt: Runtime = setup_runtime(config)
+        self.world = world_size or self.rt.world_size
+        if self.world != self.rt.world_size and self.rt.distributed:
+            raise TrainConfigError(f"{self.rt.world_size} processes cannot stand in for a run on {self.world}")
         if config.method == Method.QLORA:
             check_bitsandbytes()
 
@@ -153,7 +163,7 @@ class LoraTrainer:
             self.rows_per_micro = max(1, round(budget / self.width))
         else:
             self.width, self.rows_per_micro = cfg.max_seq_len, cfg.batch_size
-        self.rows_per_step = self.rows_per_micro * cfg.gradient_accumulation * self.rt.world_size
+        self.rows_per_step = self.rows_per_micro * cfg.gradient_accumulation * self.world
         self._epochs: list[list[tuple[int, ...]]] = []  # each epoch's rows, planned on demand
         if cfg.max_steps:
             self.total_steps = cfg.max_steps
@@ -212,6 +222,8 @@ class LoraTrainer:
             self.model = get_peft_model(model, lora)
         except ValueError as e:
             raise TrainConfigError(f"LoRA target_modules={cfg.target_modules!r} do not fit this model: {e}") from e
+        self.dropout_clock = DropoutClock(seed=cfg.seed)  # masks any machine can redraw: replayable steps
+        portable_dropout.install(self.model, self.dropout_clock)
         self.model.train()  # peft may leave it in eval mode (STACK.md)
         self.loss_sum = _LossSum(self.model)  # eval calls it directly: no collective inside
         self.loss_fn: nn.Module = self.loss_sum
@@ -223,23 +235,64 @@ class LoraTrainer:
             # would also deadlock evals where ranks run different numbers of batches.
             self.loss_fn = DistributedDataParallel(self.loss_sum, device_ids=ids, broadcast_buffers=False)
 
-    def _setup_optimizer(self) -> None:
+    def _make_scheduler(self) -> Any:
         from transformers import get_scheduler
 
         cfg = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(cfg, params, cuda=self.rt.device.type == "cuda")
         name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
-        self.scheduler = get_scheduler(
+        return get_scheduler(
             name, self.optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total_steps),
             num_training_steps=self.total_steps,
         )  # fmt: skip
+
+    def _setup_optimizer(self) -> None:
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(cfg, params, cuda=self.rt.device.type == "cuda")
+        self.scheduler = self._make_scheduler()
         self.snapshots: SnapshotRecorder | None = None
         if cfg.snapshots:
             self.snapshots = SnapshotRecorder(
                 self.out / "snapshots", self.total_steps, cfg.snapshots, max_grad_norm=cfg.max_grad_norm,
-                lora_scale=cfg.lora_scale, write=self.rt.is_main,
+                lora_scale=cfg.lora_scale, world_size=self.world, write=self.rt.is_main,
+                compute_dtype=str(self.rt.dtype).removeprefix("torch."),
             )  # fmt: skip
+
+    def restore(self, snapshot: Snapshot | None) -> int:
+        """Puts the run in the state right after `snapshot`'s step (None: before step 1, where
+        `setup` leaves it), with torch's AdamW whatever optimizer trained it (bitsandbytes' 32-bit
+        paged AdamW makes the same update), and returns the step to run next. For replaying an
+        interval (`node.train.replay`): what `_step` does from here is what training did."""
+        cfg = self.cfg
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        meta = snapshot.meta if snapshot else None
+        betas, eps = ((meta.beta1, meta.beta2), meta.eps) if meta else ((0.9, 0.999), 1e-8)
+        self.optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.learning_rate, betas=betas, eps=eps,
+                                           weight_decay=cfg.weight_decay)  # fmt: skip
+        self.snapshots = None
+        start = 0
+        if snapshot is not None:
+            assert meta is not None
+            if set(snapshot.lora) != set(params) or not snapshot.replayable:
+                raise TrainConfigError(
+                    f"snapshot {meta.index} does not hold this run's parameters and both Adam moments "
+                    f"({len(snapshot.lora)} tensors, format {meta.format}; this model trains {len(params)})"
+                )
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(snapshot.lora[name].to(p.device, p.dtype))
+                    self.optimizer.state[p] = {
+                        "step": torch.tensor(float(meta.adam_step)),
+                        "exp_avg": snapshot.exp_avg[name].to(p.device, torch.float32).clone(),
+                        "exp_avg_sq": snapshot.exp_avg_sq[name].to(p.device, torch.float32).clone(),
+                    }
+            start = meta.step
+        self.scheduler = self._make_scheduler()
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start):
+                self.scheduler.step()
+        return start
 
     # ------------------------------------------------------------------ train
 
@@ -286,23 +339,28 @@ class LoraTrainer:
         return self.save(metrics)
 
     def _step(self, step: int) -> tuple[float, int]:
-        """One optimizer step: gradient accumulation over micro-batches; returns (mean loss, tokens)."""
+        """One optimizer step: gradient accumulation over micro-batches; returns (mean loss, tokens).
+        This process runs its rank's share of each micro-batch; one process replaying a
+        several-process run (`self.world` > processes) runs every rank's share in turn."""
         rt, cfg = self.rt, self.cfg
         micro = self._micro_batches(step)
         targets = sum(b.targets for group in micro for b in group)  # every rank knows every row
         scale = rt.world_size / max(targets, 1)  # DDP averages over ranks; we want the global mean
+        ranks = [rt.rank] if self.world == rt.world_size else list(range(self.world))
         loss_sum, tokens = 0.0, 0
         for m, group in enumerate(micro):
-            batch = group[rt.rank]
-            last = m == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not rt.distributed else self.loss_fn.no_sync()  # type: ignore[operator]
-            with sync, self._autocast():
-                loss = self.loss_fn(
-                    batch.input_ids.to(rt.device), batch.position_ids.to(rt.device), batch.labels.to(rt.device)
-                )
-                (loss * scale).backward()
-            loss_sum += float(loss.detach())
-            tokens += batch.tokens
+            for r in ranks:
+                batch = group[r]
+                last = m == len(micro) - 1 and r == ranks[-1]
+                sync = contextlib.nullcontext() if last or not rt.distributed else self.loss_fn.no_sync()  # type: ignore[operator]
+                self.dropout_clock.at(step, m, r)
+                with sync, self._autocast():
+                    loss = self.loss_fn(
+                        batch.input_ids.to(rt.device), batch.position_ids.to(rt.device), batch.labels.to(rt.device)
+                    )
+                    (loss * scale).backward()
+                loss_sum += float(loss.detach())
+                tokens += batch.tokens
         norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm
         )
@@ -317,7 +375,7 @@ class LoraTrainer:
 
     def _micro_batches(self, step: int) -> list[list[Batch]]:
         """Step `step`'s micro-batches, each as one batch per rank (pure function of seed, step)."""
-        w, rpm = self.rt.world_size, self.rows_per_micro
+        w, rpm = self.world, self.rows_per_micro
         epoch, within = self._locate(step)
         plan = self._rows_of(epoch)[within * self.rows_per_step : (within + 1) * self.rows_per_step]
         rows = [make_row(self.train_ex, sources) for sources in plan]

@@ -1,7 +1,7 @@
 """Taking a run's trajectory snapshots (the format is `node.train.snapshots`).
 
 The trainer calls `SnapshotRecorder.after_step` right after every optimizer step. It only adds two
-floats per step; at the K snapshot steps it copies the LoRA weights and Adam's second moments to
+floats per step; at the K snapshot steps it copies the LoRA weights and Adam's two moments to
 a safetensors file. What it has summed over the current interval is part of every checkpoint
 (`state_dict`), so a run resumed after `kill -9` writes byte-for-byte the files an uninterrupted
 run writes: the steps it replays rewrite the same snapshots, and files a crashed run wrote past
@@ -25,8 +25,10 @@ class SnapshotRecorder:
     keep the sums, which are the same on every rank, so any rank's checkpoint state is right)."""
 
     def __init__(self, directory: Path, total_steps: int, count: int, *, max_grad_norm: float,
-                 lora_scale: float, write: bool = True):  # fmt: skip
+                 lora_scale: float, world_size: int = 1, compute_dtype: str = "float32",
+                 write: bool = True):  # fmt: skip
         self.directory, self.total_steps, self.write = directory, total_steps, write
+        self.world_size, self.compute_dtype = world_size, compute_dtype
         self.steps = snapshot_steps(total_steps, count)
         self.max_grad_norm, self.lora_scale = max_grad_norm, lora_scale
         self.start, self.lr_sum, self.clip_sum = 0, 0.0, 0.0  # the current interval (start, ...]
@@ -65,39 +67,44 @@ class SnapshotRecorder:
             return None
         path = None
         if self.write:
-            lora, v, adam_step = _lora_and_second_moments(model, optimizer)
+            lora, v, m, adam_step = _lora_and_moments(model, optimizer)
             group = optimizer.param_groups[0]
             beta1, beta2 = group["betas"]
             meta = SnapshotMeta(
                 index=self.steps.index(step), start=self.start, step=step, total_steps=self.total_steps,
                 lr_sum=self.lr_sum, clip_mean=self.clip_sum / (step - self.start), adam_step=adam_step,
-                beta1=beta1, beta2=beta2, eps=group["eps"], lora_scale=self.lora_scale,
+                beta1=beta1, beta2=beta2, eps=group["eps"], lora_scale=self.lora_scale, world_size=self.world_size,
+                compute_dtype=self.compute_dtype,
             )  # fmt: skip
-            path = save(self.directory, meta, lora, v)
+            path = save(self.directory, meta, lora, v, m)
         self.start, self.lr_sum, self.clip_sum = step, 0.0, 0.0
         return path
 
 
-def _lora_and_second_moments(
+def _lora_and_moments(
     model: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
-    """Every trainable parameter by `named_parameters()` name, its Adam second moment (torch's
-    `exp_avg_sq`, bitsandbytes' 32-bit `state2`; zeros if it never had a gradient) and the step count."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+    """Every trainable parameter by `named_parameters()` name, its Adam second and first moments
+    (torch's `exp_avg_sq`/`exp_avg`, bitsandbytes' 32-bit `state2`/`state1`; zeros if it never had
+    a gradient) and the step count."""
     lora: dict[str, torch.Tensor] = {}
     v: dict[str, torch.Tensor] = {}
+    m: dict[str, torch.Tensor] = {}
     adam_step = 0
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         state = optimizer.state.get(p, {})
-        m2 = state["exp_avg_sq"] if "exp_avg_sq" in state else state.get("state2")
-        if m2 is None:
-            m2 = torch.zeros_like(p, dtype=torch.float32)
-        elif m2.dtype != torch.float32:  # the trainer never pairs snapshots with an 8-bit optimizer
-            raise SnapshotError(f"snapshot: the second moment of {name} is {m2.dtype}, not float32 (8-bit Adam?)")
-        lora[name], v[name] = p.detach(), m2.detach()
+        for out, torch_key, bnb_key in ((v, "exp_avg_sq", "state2"), (m, "exp_avg", "state1")):
+            moment = state[torch_key] if torch_key in state else state.get(bnb_key)
+            if moment is None:
+                moment = torch.zeros_like(p, dtype=torch.float32)
+            elif moment.dtype != torch.float32:  # the trainer never pairs snapshots with an 8-bit optimizer
+                raise SnapshotError(f"snapshot: {torch_key} of {name} is {moment.dtype}, not float32 (8-bit Adam?)")
+            out[name] = moment.detach()
+        lora[name] = p.detach()
         adam_step = max(adam_step, int(state.get("step", 0)))
-    return lora, v, adam_step
+    return lora, v, m, adam_step
 
 
 __all__ = ["SnapshotRecorder"]

@@ -75,11 +75,6 @@ OPS = st.lists(
 )  # fmt: skip
 
 
-def _court_state(v: Protocol) -> Path:
-    """Where a verifier's clerk keeps its sealed votes (a fresh directory per example)."""
-    return Path(tempfile.mkdtemp(prefix="court-")) / f"court-{v.address}.json"
-
-
 def _case_or_none(a: Protocol, case_id: int) -> CourtCase | None:
     try:
         return a.court_case(case_id)
@@ -90,7 +85,8 @@ def _case_or_none(a: Protocol, case_id: int) -> CourtCase | None:
 class Fuzz:
     """One example's protocol: three jobs on one Datanet, two staked nodes, one challenger."""
 
-    def __init__(self, w: World):
+    def __init__(self, w: World, state_dir: Path):
+        """`state_dir`: where the verifiers' clerks keep their sealed votes (a fresh one per example)."""
         self.w = w
         self.nodes = [w.node, w.contributors[3]]
         self.challenger = w.relayer
@@ -101,7 +97,8 @@ class Fuzz:
             w.admin.transfer(v.address, 2 * TEST_DEPLOY.min_verifier_stake)
             v.join_court(2 * TEST_DEPLOY.min_verifier_stake)
         self.votes = Vote.REPRODUCES  # what the committees vote next ("court" ops set it)
-        self.clerks = [CourtClerk(v, _court_state(v), judge=lambda _model: self.votes) for v in self.verifiers]
+        self.clerks = [CourtClerk(v, state_dir / f"court-{v.address}.json", judge=lambda _model, _claim: self.votes)
+                       for v in self.verifiers]  # fmt: skip
         ids, self.treasuries = create_datanets(w.curator, 1)
         self.jobs = [
             post_job(w.poster, job_params(w.now(), ids, pool=(k + 1) * 1_000 * OPEN, deadline_in=2 * 86_400))
@@ -292,8 +289,8 @@ class Fuzz:
          ("finalize", 1, 0), ("pay", 1, 0), ("expire", 1, 0), ("reopen", 1, 0)],
 )  # fmt: skip
 def test_the_books_balance_under_any_sequence_with_challenges(world: World, ops: list[tuple[str, int, int]]) -> None:
-    with isolated(world) as w, frozen_clock(w, w.now() + 1):
-        fuzz = Fuzz(w)
+    with isolated(world) as w, frozen_clock(w, w.now() + 1), tempfile.TemporaryDirectory(prefix="court-") as tmp:
+        fuzz = Fuzz(w, Path(tmp))
         fuzz.check()
         for op, k, who in ops:
             fuzz.run(op, k, who)
@@ -308,8 +305,8 @@ def test_the_fuzzed_court_operations_do_what_they_say(world: World) -> None:
            ("advance", 3, 0), ("court", 0, 1), ("advance", 3, 0), ("court", 0, 1), ("appeal", 0, 0),
            ("court", 0, 0), ("court", 0, 0), ("advance", 3, 0), ("court", 0, 0), ("advance", 3, 0),
            ("court", 0, 0), ("advance", 7, 0), ("finalize", 0, 0), ("pay", 0, 0)]  # fmt: skip
-    with isolated(world) as w, frozen_clock(w, w.now() + 1):
-        fuzz = Fuzz(w)
+    with isolated(world) as w, frozen_clock(w, w.now() + 1), tempfile.TemporaryDirectory(prefix="court-") as tmp:
+        fuzz = Fuzz(w, Path(tmp))
         got = []
         for op, k, who in ops:
             got.append(fuzz.run(op, k, who))
@@ -328,8 +325,8 @@ def test_the_fuzzed_operations_do_what_they_say(world: World) -> None:
     delivered honestly, a wrong challenge of that result pays the node, and it is finalized and paid."""
     ops = [("claim", 0, 0), ("forge", 0, 0), ("challenge", 0, 0), ("claim", 0, 1), ("submit", 0, 1),
            ("challenge", 0, 0), ("finalize", 0, 0), ("advance", 7, 0), ("finalize", 0, 0), ("pay", 0, 0)]  # fmt: skip
-    with isolated(world) as w, frozen_clock(w, w.now() + 1):
-        fuzz = Fuzz(w)
+    with isolated(world) as w, frozen_clock(w, w.now() + 1), tempfile.TemporaryDirectory(prefix="court-") as tmp:
+        fuzz = Fuzz(w, Path(tmp))
         got = [fuzz.run(op, k, who) for op, k, who in ops]
         fuzz.check()
         assert got == ["ok"] * 6 + ["ModelRegistryChallengeWindowOpen", "ok", "ok", "ok"]

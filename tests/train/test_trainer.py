@@ -23,6 +23,8 @@ from node.train.checkpoint import CheckpointError, checkpoints
 from node.train.config import JobConfig, Progress, TrainConfig, TrainConfigError
 from node.train.formatting import tokenize_example
 from node.train.packing import collate, pack
+from node.train.replay import replay_interval
+from node.train.snapshots import load_all
 from node.train.trainer import LoraTrainer, TrainDataError, _LossSum, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,7 +208,8 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_base_model: Path, 
     (unpacked, so both split the same examples into the same steps; packing is covered elsewhere)."""
     examples = tmp_path / "examples.jsonl"
     examples.write_text("".join(e.model_dump_json() + "\n" for e in FACTS))
-    common = {**FAST, "method": method, "max_steps": 3, "lora_dropout": 0.0, "eval_fraction": 0.1, "packing": False}
+    common = {**FAST, "method": method, "max_steps": 3, "lora_dropout": 0.0, "eval_fraction": 0.1, "packing": False,
+              "snapshots": 2}  # fmt: skip
     (tmp_path / "two.json").write_text(json.dumps({**common, "batch_size": 2}))
     (tmp_path / "one.json").write_text(json.dumps({**common, "batch_size": 4}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -228,3 +231,9 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_base_model: Path, 
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert any(float(b[k].abs().max()) > 1e-3 for k in b if "lora_B" in k)  # it did train
+    # One process replays the two processes' last interval (each step runs both ranks' rows).
+    snaps = load_all(tmp_path / "ddp" / "snapshots")
+    assert [s.meta.world_size for s in snaps] == [2, 2]
+    cfg = TrainConfig.model_validate_json((tmp_path / "two.json").read_text())
+    r = replay_interval(tiny_base_model, FACTS, cfg, snaps, 1, tmp_path / "replay")
+    assert r.ok, r
