@@ -27,7 +27,7 @@ from node.daemon.eligibility import load_config
 from node.daemon.loop import Daemon
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
-from node.daemon.verifier import Verifier, claimed_interval
+from node.daemon.verifier import Claim, Verifier
 from node.daemon.verify import VerifyError, verify_job
 from node.data.grants import ensure_encryption_key, grant_job, grant_standing
 from node.data.manifest import Manifest
@@ -182,7 +182,10 @@ def test_a_node_committing_other_scores_is_voided_by_a_verifier_committee(world:
         assert report.comparison.differing and not report.comparison.scores_root_equal
         out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
         assert out.exit_code == 1 and "MISMATCH" in out.stdout
-        _a_committee_voids_it(world, home, daemon, committee, model_id)
+        claim = _a_committee_voids_it(world, home, daemon, committee, model_id)
+        # The challenge named the example whose score deviates most: each member recomputed that one example.
+        assert claim.kind == "example" and claim.index is not None
+        assert forged_scores[claim.index] != honest.scores.leaves[claim.index].score
     daemon.close()
     assert world.admin.model(model_id).status == ModelStatus.VOIDED
     assert world.admin.job(job_id).status == JobStatus.OPEN  # for another node, with the pool plus part of the bond
@@ -226,7 +229,7 @@ def test_a_node_committing_another_runs_trajectory_fails_the_training_replay(
         [check] = Verifier(world.relayer, home.store, home.settings, recompute=True).run(once=True)
         assert (check.model_id, check.outcome, check.challenge_status) == (model_id, "challenged", "referred")
         claim = world.admin.case_claim(check.challenge_id or 0)
-        assert claimed_interval(claim) in (0, 1)
+        assert Claim.decode(claim).kind == "interval" and Claim.decode(claim).index in (0, 1)
         [member] = _staked_verifiers(world, 1)
         assert Verifier(member, home.store, home.settings).judge(model_id, claim) == Vote.FAULT
     daemon.close()
@@ -245,7 +248,7 @@ def _staked_verifiers(world: World, n: int) -> list[Protocol]:
 
 def _a_committee_voids_it(
     world: World, home: NodeHome, daemon: Daemon, committee: list[Protocol], model_id: int
-) -> None:
+) -> Claim:
     """A verifier (`--verify --recompute`) finds the scores do not reproduce and files a Recompute
     challenge; the drawn verifiers' daemons recompute, vote Fault sealed, then reveal; the node's
     own daemon tallies and, after the appeal period, closes the case: its result is voided."""
@@ -275,6 +278,7 @@ def _a_committee_voids_it(
     daemon.run(once=True)  # no appeal: it closes the case, and its result is voided
     assert a.challenge(case_id).status == ChallengeStatus.UPHELD
     assert all(a.court_fees(v.address) > 0 for v in committee)  # the majority shares half the bond
+    return Claim.decode(a.case_claim(case_id))
 
 
 @pytest.mark.timeout(600)

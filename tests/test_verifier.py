@@ -26,7 +26,7 @@ from node.chain.accounts import dev_account
 from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus, ResultParams
 from node.cli import app
 from node.daemon.outputs import MetricsDocument
-from node.daemon.verifier import Verifier
+from node.daemon.verifier import INTERVAL_TAG, QUERIES_TAG, WHOLE_RESULT, Claim, Verifier, recompute_evidence
 from node.data.manifest import ContributionData, Manifest, build_training_set
 from node.data.records import Example, SourceRecord
 from node.rewards.shares import Share, reward_tree, split_pool
@@ -159,3 +159,16 @@ def test_the_verifier_voids_a_result_trained_on_data_it_was_not_permitted(world:
     assert "contribution 1 does not exist" in check.detail
     assert world.admin.challenge(check.challenge_id or 0).kind == ChallengeKind.DATA_NOT_PERMITTED
     assert world.admin.model(model_id).status == ModelStatus.VOIDED
+
+
+def test_a_recompute_claim_names_the_piece_the_committee_checks() -> None:
+    """Example i, interval k, the query vectors of snapshot k, or the whole result round-trip
+    through the on-chain evidence; bytes that do not decode dispute the whole result."""
+    for claim in (Claim(kind="example", index=0), Claim(kind="example", index=41), Claim(kind="interval", index=2),
+                  Claim(kind="queries", index=0), Claim(kind="whole")):  # fmt: skip
+        assert Claim.decode(recompute_evidence(claim.evidence_index(), "why")) == claim
+    assert Claim(kind="interval", index=3).evidence_index() == INTERVAL_TAG + 3
+    assert Claim(kind="queries", index=1).evidence_index() == QUERIES_TAG + 1
+    assert Claim(kind="whole").evidence_index() == WHOLE_RESULT
+    for junk in (b"", b"\x01" * 7, recompute_evidence(INTERVAL_TAG + 2**20, "beyond any snapshot")):
+        assert Claim.decode(junk) == Claim(kind="whole")

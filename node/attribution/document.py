@@ -88,6 +88,8 @@ class SnapshotInfo(BaseModel):
     sha256: str = Field(pattern=_HASH)
     step: int = Field(ge=0)
     lr_sum: float = Field(description="Effective learning rate summed over the interval (clip factor included).")
+    queries_cid: str | None = Field(None, description="This snapshot's query vectors V_k (`query_vectors`).")
+    queries_sha256: str | None = Field(None, pattern=_HASH, description="Their file's sha256.")
 
 
 class ScoresSection(BaseModel):

@@ -11,6 +11,11 @@ and s_i = Σ_k eta_k Σ_j w_{c(i) j} a_ijk with eta_k the snapshot's lr_sum and 
 weights of example i's contributor c: every query's summed answer loss over the total answer
 tokens of the queries that count for c (the token mean, as the trainer's eval loss), where a
 held-out query never counts for its own contributor.
+
+a_ijk is computed as phi_ikᵀ V_k[:, j] with V_k = F_k⁻¹ Psi_kᵀ (`kernel.query_vectors`), and V_k is
+written out for the document (`query_vectors`): with `request.only`, the engine scores just
+those examples from their own gradients and the committed V_k, which is how a dispute about one
+example's score is settled without recomputing the others.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from node.train import snapshots as snaps
 from node.train.formatting import Tokenized
 
 from . import gradients as G
-from .kernel import kernel_scores, preconditioner_sqrt
+from . import query_vectors as QV
+from .kernel import preconditioner_sqrt, query_vectors
 from .request import (
     METHOD_NAME,
     AttributionError,
@@ -69,6 +75,10 @@ def attribute(req: AttributionRequest) -> AttributionResult:
     width = req.params.projection_dim if n_params > req.params.projection_dim else None
     seed = projection_seed(req.data_root, req.job_id)
     hashers = [hashlib.sha256() for _ in req.examples]
+    if req.only is not None:  # a narrowed dispute: these examples against the committed V_k
+        wanted = set(req.only)
+        weights = weights[[k for k, i in enumerate(active) if i in wanted]]
+        active = [i for i in active if i in wanted]
     total = torch.zeros(len(active), dtype=torch.float64)
     timings: list[SnapshotTiming] = []
     for snap in snapshots:
@@ -79,11 +89,20 @@ def attribute(req: AttributionRequest) -> AttributionResult:
         sketch = CountSketch(snapshot_seed(seed, snap.meta.index), n_params, width)
         phi = _projected(per_example, loss_fn, [train_tok[i] for i in active], pre, sketch)  # (N, d)
         tq = time.perf_counter()
-        psi = _projected(per_example, loss_fn, [query_tok[j] for j in q_active], pre, sketch)  # (Q, d)
-        tsolve = time.perf_counter()
+        if req.only is None:
+            psi = _projected(per_example, loss_fn, [query_tok[j] for j in q_active], pre, sketch)  # (Q, d)
+            tsolve = time.perf_counter()
+            v = query_vectors(phi, psi, req.params.damping)  # (d, Q)
+            if req.query_vectors_dir is not None:
+                QV.save(req.query_vectors_dir, snap.meta.index, v)
+        else:
+            tsolve = tq
+            assert req.query_vectors_dir is not None
+            v = QV.load(req.query_vectors_dir / QV.file_name(snap.meta.index), snapshot=snap.meta.index,
+                        dim=sketch.out_dim, queries=len(q_active))  # fmt: skip
         for row, i in zip(phi, active, strict=True):
             hashers[i].update(row.numpy().astype("<f4").tobytes())
-        a = kernel_scores(phi, psi, req.params.damping)  # (N, Q)
+        a = phi @ v  # (N, Q): phi_iᵀ F⁻¹ psi_j
         total += snap.meta.lr_sum * (a * weights).sum(dim=1)
         te = time.perf_counter()
         timings.append(SnapshotTiming(index=snap.meta.index, step=snap.meta.step, train_gradients_s=tq - ts,

@@ -35,19 +35,28 @@ def damping_lambda(phi: torch.Tensor, damping: float) -> float:
     return float(damping * (phi * phi).sum() / (n * min(n, d)))
 
 
-def kernel_scores(phi: torch.Tensor, psi: torch.Tensor, damping: float) -> torch.Tensor:
-    """(N, Q) matrix of phi_iᵀ F⁻¹ psi_j for phi (N, d) and psi (Q, d), float64 in and out."""
+def query_vectors(phi: torch.Tensor, psi: torch.Tensor, damping: float) -> torch.Tensor:
+    """(d, Q) V = F⁻¹ Psiᵀ: each query's gradient through the inverse kernel. A training example's
+    score against query j is then phi_iᵀ V[:, j], so with V committed per snapshot, checking one
+    example's score costs that example's gradients alone (`node.attribution.narrow`).
+
+    When N <= d, Woodbury gives V from an (N, N) system, K = PhiPhiᵀ/N + lambda·I:
+    V = (Psiᵀ - Phiᵀ K⁻¹ Phi Psiᵀ / N) / lambda (then Phi V = K⁻¹ Phi Psiᵀ, the push-through)."""
     n, d = phi.shape
     lam = damping_lambda(phi, damping)
     if lam == 0.0:  # every training gradient is zero: nothing moved, nothing to credit
-        return torch.zeros(n, psi.shape[0], dtype=phi.dtype)
-    if n <= d:  # push-through: an (N, N) system
+        return torch.zeros(d, psi.shape[0], dtype=phi.dtype)
+    if n <= d:
         k = phi @ phi.T / n + lam * torch.eye(n, dtype=phi.dtype)  # (N, N)
         chol = torch.linalg.cholesky(k)
-        return torch.cholesky_solve(phi @ psi.T, chol)  # (N, Q)
+        return (psi.T - phi.T @ torch.cholesky_solve(phi @ psi.T, chol) / n) / lam
     f = phi.T @ phi / n + lam * torch.eye(d, dtype=phi.dtype)  # (d, d)
-    chol = torch.linalg.cholesky(f)
-    return phi @ torch.cholesky_solve(psi.T, chol)  # (N, d) @ (d, Q)
+    return torch.cholesky_solve(psi.T, torch.linalg.cholesky(f))
+
+
+def kernel_scores(phi: torch.Tensor, psi: torch.Tensor, damping: float) -> torch.Tensor:
+    """(N, Q) matrix of phi_iᵀ F⁻¹ psi_j for phi (N, d) and psi (Q, d), float64 in and out."""
+    return phi @ query_vectors(phi, psi, damping)
 
 
 def dense_reference(phi: torch.Tensor, psi: torch.Tensor, damping: float) -> torch.Tensor:
@@ -57,4 +66,4 @@ def dense_reference(phi: torch.Tensor, psi: torch.Tensor, damping: float) -> tor
     return phi @ torch.linalg.inv(f) @ psi.T
 
 
-__all__ = ["damping_lambda", "dense_reference", "kernel_scores", "preconditioner_sqrt"]
+__all__ = ["damping_lambda", "dense_reference", "kernel_scores", "preconditioner_sqrt", "query_vectors"]

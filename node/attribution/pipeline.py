@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,19 +79,30 @@ def held_out_queries(manifest: Manifest, examples: Sequence[Example], eval_indic
     return QuerySet(info=QueryInfo(source="held-out", examples=len(queries)), queries=queries)
 
 
-def snapshot_infos(snapshots_dir: Path, cids: Sequence[str]) -> list[SnapshotInfo]:
-    """The document's snapshot list: each file's CID (as uploaded), sha256, step and step size."""
+def snapshot_infos(
+    snapshots_dir: Path, cids: Sequence[str], queries_dir: Path | None = None,
+    publish: Callable[[bytes], str] | None = None,
+) -> list[SnapshotInfo]:  # fmt: skip
+    """The document's snapshot list: each file's CID (as uploaded), sha256, step and step size,
+    and its query vectors' file (from `queries_dir`, uploaded with `publish` when given)."""
+    from node.attribution.query_vectors import file_name
     from node.train.snapshots import load_all  # torch: only where snapshots are read
 
     files = sorted(snapshots_dir.glob("snapshot-*.safetensors"))
     snaps = load_all(snapshots_dir)
     if len(cids) != len(files):
         raise NodeError(f"{len(files)} snapshot files in {snapshots_dir} but {len(cids)} CIDs")
-    return [
-        SnapshotInfo(index=s.meta.index, cid=cid, sha256="0x" + hashlib.sha256(f.read_bytes()).hexdigest(),
-                     step=s.meta.step, lr_sum=s.meta.lr_sum)
-        for s, f, cid in zip(snaps, files, cids, strict=True)
-    ]  # fmt: skip
+    out = []
+    for s, f, cid in zip(snaps, files, cids, strict=True):
+        queries: dict[str, str | None] = {}
+        q = queries_dir / file_name(s.meta.index) if queries_dir is not None else None
+        if q is not None and q.is_file():
+            data = q.read_bytes()
+            queries = {"queries_cid": publish(data) if publish else None,
+                       "queries_sha256": "0x" + hashlib.sha256(data).hexdigest()}  # fmt: skip
+        out.append(SnapshotInfo(index=s.meta.index, cid=cid, sha256="0x" + hashlib.sha256(f.read_bytes()).hexdigest(),
+                                step=s.meta.step, lr_sum=s.meta.lr_sum, **queries))  # fmt: skip
+    return out
 
 
 class RunInputs(BaseModel):
@@ -155,19 +168,21 @@ def attribute_run(
     score_exponent: int | None = None,
     timeout_s: float | None = None,
     threads: int = 1,
+    queries_dir: Path | None = None,
+    publish: Callable[[bytes], str] | None = None,
 ) -> JobAttribution:
     """Scores every manifest example in the isolated worker, quantises with `score_exponent`
-    (a verifier's: the committed one) or a freshly chosen one, and builds the document."""
+    (a verifier's: the committed one) or a freshly chosen one, and builds the document. The
+    snapshots' query vectors are written to `queries_dir` (a temporary one if None) and uploaded
+    with `publish` (the node's store; a verifier recomputing passes none)."""
+    if queries_dir is None:
+        with tempfile.TemporaryDirectory(prefix="datanet-queries-") as tmp:
+            return attribute_run(inputs, params=params, score_exponent=score_exponent, timeout_s=timeout_s,
+                                 threads=threads, queries_dir=Path(tmp), publish=publish)  # fmt: skip
     from node.attribution.isolated import run_isolated
 
-    m, trained = inputs.manifest, set(inputs.train_indices)
-    request = AttributionRequest(
-        base_model_dir=inputs.base_dir, method=inputs.config.method, config=inputs.config,
-        examples=[TrainingExample(example=ex, contributor=e.contributor, trained=k in trained)
-                  for k, (ex, e) in enumerate(zip(inputs.examples, m.entries, strict=True))],
-        queries=inputs.query.queries, snapshots_dir=inputs.snapshots_dir, job_id=inputs.job.id,
-        data_root=m.data_root, params=params or EngineParams(),
-    )  # fmt: skip
+    shutil.rmtree(queries_dir, ignore_errors=True)  # nothing of an earlier try
+    request = _request(inputs, params or EngineParams(), queries_dir=queries_dir)
     result = run_isolated(request, timeout_s=timeout_s, threads=threads)
     exponent = choose_scale(result.scores) if score_exponent is None else score_exponent
     ints = quantise(result.scores, exponent)
@@ -182,14 +197,38 @@ def attribute_run(
         ),
     )  # fmt: skip
     document = build_document(
-        inputs.job, m, ints, result.gradients_hashes, method, inputs.query.info,
-        snapshot_infos(inputs.snapshots_dir, inputs.snapshot_cids), inputs.split, chain_id=inputs.chain_id,
-        model_registry=inputs.model_registry, dust_recipient=inputs.dust_recipient,
+        inputs.job, inputs.manifest, ints, result.gradients_hashes, method, inputs.query.info,
+        snapshot_infos(inputs.snapshots_dir, inputs.snapshot_cids, queries_dir, publish), inputs.split,
+        chain_id=inputs.chain_id, model_registry=inputs.model_registry, dust_recipient=inputs.dust_recipient,
     )  # fmt: skip
     if document.projection_seed != result.projection_seed:  # one definition; a drift here would mislabel
         raise NodeError(f"the engine projected with seed {result.projection_seed}, the document records "
                         f"{document.projection_seed}; node.attribution.sketch is the one definition")  # fmt: skip
     return JobAttribution(document=document, result=result)
+
+
+def narrow_scores(
+    inputs: RunInputs, only: Sequence[int], committed_queries_dir: Path, *, params: EngineParams,
+    timeout_s: float | None = None, threads: int = 1,
+) -> AttributionResult:  # fmt: skip
+    """The raw scores of manifest examples `only` from their own gradients and the committed query
+    vectors in `committed_queries_dir` (the other scores come back 0): one example's dispute."""
+    from node.attribution.isolated import run_isolated
+
+    request = _request(inputs, params, queries_dir=committed_queries_dir, only=list(only))
+    return run_isolated(request, timeout_s=timeout_s, threads=threads)
+
+
+def _request(inputs: RunInputs, params: EngineParams, *, queries_dir: Path, only: list[int] | None = None
+             ) -> AttributionRequest:  # fmt: skip
+    m, trained = inputs.manifest, set(inputs.train_indices)
+    return AttributionRequest(
+        base_model_dir=inputs.base_dir, method=inputs.config.method, config=inputs.config,
+        examples=[TrainingExample(example=ex, contributor=e.contributor, trained=k in trained)
+                  for k, (ex, e) in enumerate(zip(inputs.examples, m.entries, strict=True))],
+        queries=inputs.query.queries, snapshots_dir=inputs.snapshots_dir, job_id=inputs.job.id,
+        data_root=m.data_root, params=params, query_vectors_dir=queries_dir, only=only,
+    )  # fmt: skip
 
 
 __all__ = [
@@ -201,6 +240,7 @@ __all__ = [
     "count_document",
     "eval_queries",
     "held_out_queries",
+    "narrow_scores",
     "snapshot_infos",
     "versions",
 ]

@@ -94,9 +94,22 @@ class AttributionRequest(BaseModel):
         "quantises from exactly those values.",
     )  # fmt: skip
     params: MethodParams = Field(default_factory=MethodParams)
+    query_vectors_dir: Path | None = Field(
+        None, description="Where each snapshot's query vectors V_k are written (`query_vectors`); with `only`, "
+        "where the committed ones are read from.",
+    )  # fmt: skip
+    only: list[int] | None = Field(
+        None, description="Score only these example indices, from their own gradients and the committed query "
+        "vectors in query_vectors_dir (no kernel solve): a dispute narrowed to those examples.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _check(self) -> AttributionRequest:
+        if self.only is not None:
+            if self.query_vectors_dir is None:
+                raise ValueError("`only` scores against committed query vectors: give query_vectors_dir")
+            if not self.only or any(not 0 <= i < len(self.examples) for i in self.only):
+                raise ValueError(f"`only` must name examples 0..{len(self.examples) - 1}")
         if self.method != self.config.method:
             raise ValueError(f"method {self.method.value!r} differs from the config's {self.config.method.value!r}")
         return self

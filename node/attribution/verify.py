@@ -43,6 +43,7 @@ class Comparison(BaseModel):
     scores_differing: int = Field(0, description="Committed integers that the recomputation quantises otherwise.")
     max_score_deviation: int = Field(0, description="Largest |committed - recomputed| score integer.")
     max_relative_deviation: float = Field(0.0, description="max_score_deviation / the largest committed |score|.")
+    worst_example: int | None = Field(None, description="The manifest index of the largest deviation.")
     scores_root_equal: bool
     reward_root_equal: bool
     delta: int = Field(description="The committed per-contributor tolerance, in OPEN base units.")
@@ -62,8 +63,18 @@ def committed_amounts(doc: AttributionDocument) -> dict[str, int]:
 
 def compare(committed: AttributionDocument, recomputed: AttributionDocument, manifest: Manifest) -> Comparison:
     """`committed` as published, `recomputed` by this verifier with the committed score scale."""
-    arithmetic = check_arithmetic(committed, manifest)
     mine = [x.score for x in recomputed.scores.leaves]
+    return compare_scores(committed, mine, manifest, scores_root_equal=committed.scores.root == recomputed.scores.root,
+                          reward_root_equal=committed.reward_root == recomputed.reward_root)  # fmt: skip
+
+
+def compare_scores(
+    committed: AttributionDocument, mine: list[int], manifest: Manifest, *, scores_root_equal: bool,
+    reward_root_equal: bool,
+) -> Comparison:  # fmt: skip
+    """The comparison when this verifier's score integers are `mine` (all recomputed, or the
+    committed ones with the disputed examples recomputed: `node.daemon.verify`'s narrowed check)."""
+    arithmetic = check_arithmetic(committed, manifest)
     theirs = [x.score for x in committed.scores.leaves]
     deviations = [abs(a - b) for a, b in zip(mine, theirs, strict=False)]
     peak = max((abs(v) for v in theirs), default=0)
@@ -91,12 +102,13 @@ def compare(committed: AttributionDocument, recomputed: AttributionDocument, man
         scores_differing=sum(1 for d in deviations if d) + abs(len(mine) - len(theirs)),
         max_score_deviation=max(deviations, default=0),
         max_relative_deviation=(max(deviations, default=0) / peak) if peak else 0.0,
-        scores_root_equal=committed.scores.root == recomputed.scores.root,
-        reward_root_equal=committed.reward_root == recomputed.reward_root,
+        worst_example=max(range(len(deviations)), key=lambda i: deviations[i]) if deviations else None,
+        scores_root_equal=scores_root_equal,
+        reward_root_equal=reward_root_equal,
         delta=delta,
         amounts=amounts,
         differing=differing,
     )
 
 
-__all__ = ["AmountDiff", "Comparison", "committed_amounts", "compare"]
+__all__ = ["AmountDiff", "Comparison", "committed_amounts", "compare", "compare_scores"]

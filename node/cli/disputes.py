@@ -24,7 +24,7 @@ from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.cli.operator import chain_now, fmt_when
 from node.daemon.court import CourtClerk, court_state_path
-from node.daemon.verifier import WHOLE_RESULT, mismatch_reason, recompute_evidence, result_faults
+from node.daemon.verifier import claim_of, mismatch_reason, recompute_evidence, result_faults
 from node.errors import NodeError
 from node.storage import open_store
 
@@ -119,14 +119,16 @@ def challenge_cmd(
 
 
 def _recompute_fault(p: Protocol, store: Any, job_id: int, ctx: typer.Context) -> list[Fault]:
-    """`datanet verify` on the job: a mismatch as a Recompute fault, for the committee."""
+    """`datanet verify` on the job: a mismatch as a Recompute fault naming the narrowest piece that
+    does not reproduce (an interval, a snapshot's query vectors, an example), for the committee."""
     from node.daemon.verify import verify_job  # imports torch: only when asked to recompute
 
     report = verify_job(p, store, job_id, settings(ctx))
     if report.verdict == "MATCH":
         return []
     reason = mismatch_reason(report)
-    return [Fault(kind=ChallengeKind.RECOMPUTE, reason=reason, evidence=recompute_evidence(WHOLE_RESULT, reason))]
+    evidence = recompute_evidence(claim_of(report).evidence_index(), reason)
+    return [Fault(kind=ChallengeKind.RECOMPUTE, reason=reason, evidence=evidence)]
 
 
 def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:

@@ -28,6 +28,11 @@ def verify_cmd(
     replay: Annotated[
         bool, typer.Option("--replay/--no-replay", help="Replay a training interval onto its snapshot.")
     ] = True,
+    example: Annotated[
+        int | None,
+        typer.Option("--example", min=0, help="Check only this manifest example's score (its own gradients against "
+                     "the committed query vectors): one example's dispute."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetches the job's config, eval set, training data, snapshots and adapter, checks each
@@ -41,7 +46,8 @@ def verify_cmd(
     s = settings(ctx)
     with contextlib.suppress(KeystoreError):  # a private Datanet's files open only with this account's keys
         p = p.as_account(signer(s, p.chain_id)[0])
-    report = verify_job(p, open_store(s), job, s, interval=interval, replay=replay)
+    replay = (replay and example is None) or interval is not None  # --example alone: that score, nothing else
+    report = verify_job(p, open_store(s), job, s, interval=interval, replay=replay, example=example)
     if json_out:
         print_json(report.model_dump(mode="json"))
     else:
@@ -73,5 +79,9 @@ def _show(r: VerifyReport) -> None:
         console.print(amounts)
         for problem in c.arithmetic_problems:
             console.print(f"[red]inconsistent:[/] {problem}")
+    if r.replay is not None:
+        console.print(f"training replay: interval {r.replay.interval} (steps {r.replay.start + 1}..{r.replay.end}) "
+                      f"landed {r.replay.relative:.2e} of its movement from its snapshot "
+                      f"(tolerance {r.replay.tolerance:.0%}, {r.replay.seconds:.1f} s)")  # fmt: skip
     colour = "green" if r.verdict == "MATCH" else "red"
     console.print(f"[bold {colour}]{r.verdict}[/] ({r.method}; {r.seconds:.1f} s)")

@@ -2,7 +2,9 @@
 the one call into `node.attribution` that turns them into the job's attribution document.
 
 The snapshots are uploaded here, before the document is built, because the document names them
-by CID (content-addressed: uploading the same bytes again after a crash gives the same CIDs).
+by CID (content-addressed: uploading the same bytes again after a crash gives the same CIDs); so
+are each snapshot's query vectors (`work/queries/`), which the attribution run writes and the
+document names too (what lets a dispute narrow to one example, docs/protocol.md).
 A job that saved no snapshots, or has no query set (no eval set and nothing held out), pays by
 example counts in the same document format.
 """
@@ -55,7 +57,8 @@ def attribute_job(
     )  # fmt: skip
     t0 = time.perf_counter()
     params = MethodParams(dtype=settings.attribution_dtype)
-    doc = attribute_run(inputs, params=params, threads=settings.worker_threads()).document
+    doc = attribute_run(inputs, params=params, threads=settings.worker_threads(), queries_dir=work / "queries",
+                        publish=store.add_bytes).document  # fmt: skip
     log.info("job #%d: attribution of %d examples against %d queries (%s) over %d snapshots in %.1f s", job.id,
              len(examples), query.info.examples, query.info.source, len(files), time.perf_counter() - t0)  # fmt: skip
     return doc

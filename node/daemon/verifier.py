@@ -50,8 +50,37 @@ log = logging.getLogger("node.verifier")
 WHOLE_RESULT = 2**256 - 1
 """The example index of a Recompute challenge's claim that names no single example."""
 INTERVAL_TAG = 2**255
-"""A claim's index with this bit set names training interval `index - INTERVAL_TAG`: its replay
-does not land on its snapshot. Committee members replay that interval (`claimed_interval`)."""
+QUERIES_TAG = 2**254
+_MAX_PART = 2**16  # snapshots are at most 32; anything beyond is no part of a result
+
+
+class Claim(BaseModel):
+    """What a Recompute challenge disputes, so the committee checks that piece and no more:
+    the whole result, one example's score (its gradients against the committed query vectors),
+    one training interval (its replay), or one snapshot's query vectors (one solve). On-chain
+    it is the `uint256` of the evidence: an example's manifest index, `INTERVAL_TAG + k`,
+    `QUERIES_TAG + k`, or `WHOLE_RESULT`."""
+
+    kind: Literal["whole", "example", "interval", "queries"]
+    index: int | None = None
+
+    def evidence_index(self) -> int:
+        tag = {"whole": None, "example": 0, "interval": INTERVAL_TAG, "queries": QUERIES_TAG}[self.kind]
+        return WHOLE_RESULT if tag is None else tag + (self.index or 0)
+
+    @classmethod
+    def decode(cls, evidence: bytes) -> Claim:
+        """The claim in a challenger's evidence; anything that does not decode is the whole result."""
+        from eth_abi import decode
+
+        try:
+            index, _reason = decode(["uint256", "string"], evidence)
+        except Exception:  # the challenger's bytes: anything at all
+            return cls(kind="whole")
+        for kind, tag in (("interval", INTERVAL_TAG), ("queries", QUERIES_TAG)):
+            if tag <= index < tag + _MAX_PART:
+                return cls(kind=kind, index=index - tag)  # type: ignore[arg-type]
+        return cls(kind="example", index=index) if index < QUERIES_TAG else cls(kind="whole")
 
 
 def published_data_tree(store: ContentStore, model: Model) -> StandardMerkleTree | None:
@@ -93,18 +122,34 @@ def recompute_evidence(example_index: int, reason: str) -> bytes:
     """A Recompute challenge's evidence: `abi.encode(uint256 exampleIndex, string reason)`, for the committee."""
     return encode(["uint256", "string"], [example_index, reason])
 
-def claimed_interval(claim: bytes) -> int | None:
-    """The training interval a Recompute claim names, or None (the whole result, an example, or a
-    claim that does not decode: then each member replays an interval of its own drawing)."""
-    from eth_abi import decode
+def claim_of(report: object) -> Claim:
+    """The narrowest claim a failed `datanet verify` supports: the replayed interval, a snapshot
+    whose query vectors do not reproduce, or the example whose score deviates most."""
+    from node.daemon.verify import VerifyReport
 
-    try:
-        index, _reason = decode(["uint256", "string"], claim)
-    except Exception:  # the challenger's bytes: anything at all
-        return None
-    if index == WHOLE_RESULT or index < INTERVAL_TAG or index - INTERVAL_TAG > 2**16:
-        return None
-    return int(index - INTERVAL_TAG)
+    assert isinstance(report, VerifyReport)
+    if report.replay is not None and not report.replay.ok:
+        return Claim(kind="interval", index=report.replay.interval)
+    for c in report.checks:
+        if not c.ok and c.name.startswith("query vectors ") and c.name.split()[-1].isdigit():
+            return Claim(kind="queries", index=int(c.name.split()[-1]))
+    cmp = report.comparison
+    if all(c.ok for c in report.checks) and cmp is not None and cmp.differing and cmp.worst_example is not None:
+        return Claim(kind="example", index=cmp.worst_example)
+    return Claim(kind="whole")
+
+
+def verify_claim(p: Protocol, store: ContentStore, job_id: int, settings: Settings, claim: Claim) -> object:
+    """`datanet verify` of just what `claim` disputes (see `Claim`)."""
+    from node.daemon.verify import verify_job
+
+    if claim.kind == "interval":
+        return verify_job(p, store, job_id, settings, interval=claim.index, attribute=False)
+    if claim.kind == "example":
+        return verify_job(p, store, job_id, settings, replay=False, example=claim.index)
+    if claim.kind == "queries":
+        return verify_job(p, store, job_id, settings, replay=False)
+    return verify_job(p, store, job_id, settings)
 
 
 Outcome = Literal["clean", "challenged", "unprovable", "mismatch", "match", "skipped"]
@@ -138,7 +183,7 @@ class Verifier:
             if "VerifierCourt" in dep.contracts
             else None
         )
-        self._votes: dict[tuple[int, int | None], Vote] = {}  # (model, the interval a claim named)
+        self._votes: dict[tuple[int, str, int | None], Vote] = {}  # (model, claim kind, claim index)
 
     @staticmethod
     def _load(path: Path) -> VerifierState:
@@ -169,25 +214,26 @@ class Verifier:
                 log.info("%s", action)
         return out
 
-    def judge(self, model_id: int, claim: bytes = b"") -> Vote:
-        """This verifier's vote on `model_id` when drawn: `datanet verify` reproduces it within the
-        documented tolerance, or not, replaying the training interval the claim names (if any). An
-        artifact that cannot be fetched (or decrypted with a standing key grant) in time is the
-        node's fault, as the protocol defines it."""
-        interval = claimed_interval(claim)
-        if (model_id, interval) in self._votes:
-            return self._votes[(model_id, interval)]
-        from node.daemon.verify import verify_job
-
+    def judge(self, model_id: int, evidence: bytes = b"") -> Vote:
+        """This verifier's vote on `model_id` when drawn: `datanet verify` of what the challenger's
+        claim disputes (`Claim`) reproduces within the documented tolerance, or not. An artifact
+        that cannot be fetched (or decrypted with a standing key grant) in time is the node's
+        fault, as the protocol defines it."""
+        claim = Claim.decode(evidence)
+        key = (model_id, claim.kind, claim.index)
+        if key in self._votes:
+            return self._votes[key]
         m = self.p.model(model_id)
         try:
-            report = verify_job(self.p, self.store, m.jobId, self.settings, interval=interval)
-            vote = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
-            log.info("model #%d: verify says %s -> vote %s", model_id, report.verdict, vote.name.lower())
+            report = verify_claim(self.p, self.store, m.jobId, self.settings, claim)
+            verdict = getattr(report, "verdict", "MISMATCH")
+            vote = Vote.REPRODUCES if verdict == "MATCH" else Vote.FAULT
+            log.info("model #%d: verify (%s %s) says %s -> vote %s", model_id, claim.kind,
+                     "" if claim.index is None else claim.index, verdict, vote.name.lower())  # fmt: skip
         except NodeError as e:
             vote = Vote.FAULT
             log.warning("model #%d: cannot verify (%s) -> vote fault", model_id, e)
-        self._votes[(model_id, interval)] = vote
+        self._votes[key] = vote
         return vote
 
     def _check_new(self) -> list[ModelCheck]:
@@ -225,18 +271,16 @@ class Verifier:
 
             report = verify_job(self.p, self.store, m.jobId, self.settings)
             vote = Vote.REPRODUCES if report.verdict == "MATCH" else Vote.FAULT
-            self._votes[(model_id, None)] = vote
+            self._votes[(model_id, "whole", None)] = vote
             if report.verdict == "MATCH":
                 return ModelCheck(model_id=model_id, outcome="match", detail=report.verdict)
             reason = mismatch_reason(report)
             if self.clerk is None:
                 log.warning("model #%d: %s; this deployment has no VerifierCourt to decide it", model_id, reason)
                 return ModelCheck(model_id=model_id, outcome="mismatch", detail=reason)
-            index = WHOLE_RESULT
-            if report.replay is not None and not report.replay.ok:  # the committee replays this interval
-                index = INTERVAL_TAG + report.replay.interval
-                self._votes[(model_id, report.replay.interval)] = vote
-            return self._challenge(model_id, ChallengeKind.RECOMPUTE, recompute_evidence(index, reason), reason)
+            claim = claim_of(report)  # the committee checks this piece only
+            evidence = recompute_evidence(claim.evidence_index(), reason)
+            return self._challenge(model_id, ChallengeKind.RECOMPUTE, evidence, reason)
         log.info("model #%d: arithmetic consistent with its committed roots", model_id)
         return ModelCheck(model_id=model_id, outcome="clean")
 
@@ -285,6 +329,6 @@ def mismatch_reason(report: object) -> str:
 
 
 __all__ = [
-    "INTERVAL_TAG", "WHOLE_RESULT", "ModelCheck", "Verifier", "VerifierState", "claimed_interval", "mismatch_reason",
-    "recompute_evidence",
+    "INTERVAL_TAG", "QUERIES_TAG", "WHOLE_RESULT", "Claim", "ModelCheck", "Verifier", "VerifierState", "claim_of",
+    "mismatch_reason", "recompute_evidence", "verify_claim",
 ]  # fmt: skip

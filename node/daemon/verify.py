@@ -36,9 +36,10 @@ from node.attribution.pipeline import (
     count_document,
     eval_queries,
     held_out_queries,
+    narrow_scores,
 )
 from node.attribution.request import MethodParams as EngineParams
-from node.attribution.verify import Comparison, compare
+from node.attribution.verify import Comparison, compare, compare_scores
 from node.chain.models import Contribution, Datanet, Job, JobStatus
 from node.chain.protocol import Protocol
 from node.config import Settings
@@ -86,11 +87,16 @@ class _Checks:
 
 def verify_job(
     p: Protocol, store: ContentStore, job_id: int, settings: Settings, *, interval: int | None = None,
-    replay: bool = True,
+    replay: bool = True, attribute: bool = True, example: int | None = None,
 ) -> VerifyReport:  # fmt: skip
-    """Recomputes job `job_id`'s attribution and compares it with what was committed. `interval`:
-    the training interval to replay (default: one drawn at random, so a node cannot know which);
-    `replay=False` skips the replay (the attribution alone)."""
+    """Recomputes job `job_id`'s attribution and compares it with what was committed.
+
+    A dispute narrows to one piece, and so can this: `interval` names the training interval to
+    replay (default: one drawn at random, so a node cannot know which; `replay=False`: none);
+    `example` recomputes only that manifest example's score, from its own gradients and the
+    committed query vectors (one example's dispute); `attribute=False` recomputes no score at all
+    (a replay dispute). By default every score is recomputed, and every snapshot's committed query
+    vectors are compared with this verifier's."""
     t0 = time.perf_counter()
     job = p.job(job_id)
     if job.status not in (JobStatus.SUBMITTED, JobStatus.COMPLETED) or not job.modelId:
@@ -207,11 +213,98 @@ def verify_job(
                 snapshots_dir=snapshots, snapshot_cids=[s.cid for s in doc.snapshots],
                 train_indices=train_split.train, query=query, split=split, **where,
             )  # fmt: skip
+            if not attribute:
+                return _report(job_id, job.modelId, doc, checks, None, t0, replayed, scored=False)
+            if example is not None:  # the example's score decides, within SCORE_TOLERANCE
+                comparison = _narrowed(checks, store, doc, inputs, example, engine, exponent, work, settings)
+                return _report(job_id, job.modelId, doc, checks, comparison, t0, replayed, scored=False)
+            mine = work / "queries"
             recomputed = attribute_run(
-                inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads()
+                inputs, params=engine, score_exponent=exponent, threads=settings.worker_threads(), queries_dir=mine
             ).document
+            _check_query_vectors(checks, store, doc, mine, work / "committed-queries")
             return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0, replayed)
     return _report(job_id, job.modelId, doc, checks, compare(doc, recomputed, manifest), t0)
+
+
+SCORE_TOLERANCE = 1e-3
+"""Largest |recomputed - committed| of one disputed example's score, as a share of the largest
+committed |score|. Other CPUs move scores by about 1e-6 of it (docs/benchmarks.md); a score
+that misses by more was not computed as committed, whether or not the payout shows it (a
+negative contribution is clipped to 0, so one example's wrong score can hide in the amounts)."""
+
+QUERY_TOLERANCE = 1e-3
+"""Largest ||V_mine - V_committed|| / ||V_committed|| of a snapshot's query vectors that still
+reproduces. Both are float64 solves of the same system from gradients that differ across
+machines in the last bits (float32 attribution: about 1e-6 relative); a made-up V misses by O(1)."""
+
+
+def _fetch_query_vectors(checks: _Checks, store: ContentStore, doc: AttributionDocument, into: Path) -> bool:
+    """Every snapshot's committed query vectors, checked against the document's sha256, into `into`."""
+    from node.attribution.query_vectors import file_name
+
+    into.mkdir(parents=True, exist_ok=True)
+    for s in doc.snapshots:
+        if s.queries_cid is None or s.queries_sha256 is None:
+            why = "the document commits no query vectors for it: only a full recomputation settles a dispute"
+            return checks.add(f"query vectors file {s.index}", False, why)
+        data = _cat(store, s.queries_cid, f"query vectors {s.index}")
+        got = "0x" + hashlib.sha256(data).hexdigest()
+        if not checks.add(f"query vectors file {s.index}", got == s.queries_sha256,
+                          f"{s.queries_cid}: sha256 {got}, document {s.queries_sha256}"):  # fmt: skip
+            return False
+        (into / file_name(s.index)).write_bytes(data)
+    return True
+
+
+def _check_query_vectors(checks: _Checks, store: ContentStore, doc: AttributionDocument, mine: Path,
+                         committed: Path) -> None:  # fmt: skip
+    """Each snapshot's committed V_k against this verifier's, within `QUERY_TOLERANCE`."""
+    import torch
+    from safetensors.torch import load_file
+
+    from node.attribution.query_vectors import QueryVectorsError, file_name, load
+
+    if not _fetch_query_vectors(checks, store, doc, committed):
+        return
+    for s in doc.snapshots:
+        ours = load_file(str(mine / file_name(s.index)))["v"]
+        name = f"query vectors {s.index}"
+        try:
+            theirs = load(committed / file_name(s.index), snapshot=s.index, dim=ours.shape[0], queries=ours.shape[1])
+        except QueryVectorsError as e:
+            checks.add(name, False, str(e))
+            continue
+        scale = float(torch.linalg.vector_norm(theirs))
+        rel = float(torch.linalg.vector_norm(ours - theirs)) / scale if scale else float(ours.abs().max() > 0)
+        detail = f"the recomputed V_{s.index} differs by {rel:.2e} of its norm (tolerance {QUERY_TOLERANCE:g})"
+        checks.add(name, rel <= QUERY_TOLERANCE, detail)
+
+
+def _narrowed(checks: _Checks, store: ContentStore, doc: AttributionDocument, inputs: RunInputs, example: int,
+              engine: EngineParams, exponent: int, work: Path, settings: Settings) -> Comparison | None:  # fmt: skip
+    """Example `example`'s score from its own gradients and the committed query vectors, checked
+    against its committed score (`SCORE_TOLERANCE`); also the payout comparison of the committed
+    scores with that one replaced (the others are not disputed), for the report."""
+    from node.attribution.quantise import quantise
+
+    committed = [x.score for x in doc.scores.leaves]
+    if not checks.add("disputed example", 0 <= example < len(committed),
+                      f"manifest index {example} of {len(committed)}"):  # fmt: skip
+        return None
+    if not _fetch_query_vectors(checks, store, doc, work / "committed-queries"):
+        return None
+    raw = narrow_scores(inputs, [example], work / "committed-queries", params=engine,
+                        threads=settings.worker_threads()).scores[example]  # fmt: skip
+    mine = list(committed)
+    mine[example] = quantise([raw], exponent)[0]
+    peak = max((abs(x) for x in committed), default=0)
+    off = abs(mine[example] - committed[example])
+    checks.add(f"score of example {example}", off <= SCORE_TOLERANCE * peak,
+               f"recomputed {mine[example]}, committed {committed[example]}: off by {off / peak if peak else 0:.2e} "
+               f"of the largest score (tolerance {SCORE_TOLERANCE:g})")  # fmt: skip
+    return compare_scores(doc, mine, inputs.manifest, scores_root_equal=mine == committed,
+                          reward_root_equal=mine == committed)  # fmt: skip
 
 
 def _replay(checks: _Checks, base_dir: Path, examples: Any, config: Any, snapshots_dir: Path, k: int,
@@ -240,9 +333,10 @@ class _Split(BaseModel):
 
 def _report(
     job_id: int, model_id: int, doc: AttributionDocument, checks: _Checks, comparison: Comparison | None, t0: float,
-    replay: IntervalReplay | None = None,
+    replay: IntervalReplay | None = None, *, scored: bool = True,
 ) -> VerifyReport:  # fmt: skip
-    ok = checks.ok and comparison is not None and comparison.verdict == "MATCH"
+    """`scored=False`: no score was to be recomputed (a replay dispute): the checks decide alone."""
+    ok = checks.ok and (not scored or (comparison is not None and comparison.verdict == "MATCH"))
     return VerifyReport(
         job_id=job_id, model_id=model_id, verdict="MATCH" if ok else "MISMATCH", method=doc.method.method_id(),
         checks=checks.items, comparison=comparison, replay=replay, seconds=time.perf_counter() - t0,
@@ -306,4 +400,4 @@ class _VerifierKeys:
         return open_as_holder(self.p, self.store, contribution, envelope)
 
 
-__all__ = ["Check", "VerifyError", "VerifyReport", "verify_job"]
+__all__ = ["QUERY_TOLERANCE", "SCORE_TOLERANCE", "Check", "VerifyError", "VerifyReport", "verify_job"]

@@ -486,12 +486,16 @@ class Demo:
                              f"{fmt_open(int(amount))} claimed: balance {fmt_open(before)} -> {fmt_open(after)}",
                              tx=payout.claim_tx)  # fmt: skip
             payouts.append(payout)
-        self.say("[dim]datanet verify: re-fetching every artifact and recomputing the scores...[/]")
+        self.say("[dim]datanet verify: re-fetching every artifact, replaying a training interval and recomputing "
+                 "the scores...[/]")  # fmt: skip
         report = verify_job(admin, self.store, job_id, self._node_settings(admin.client.rpc_url))
         c = report.comparison
         deviation = c.max_relative_deviation if c else None
+        r = report.replay
+        replayed = (f"training interval {r.interval} replayed onto its snapshot ({r.relative:.1e} of its movement), "
+                    if r else "")  # fmt: skip
         self._record("verify", "anyone",
-                     f"{report.verdict}: {len(report.checks)} artifacts checked against their hashes, scores "
+                     f"{report.verdict}: {len(report.checks)} artifacts checked against their hashes, {replayed}scores "
                      f"recomputed (largest deviation {deviation or 0:.1e} of the top score) in "
                      f"{report.seconds:.0f} s")  # fmt: skip
         return DemoAttribution(

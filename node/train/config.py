@@ -42,7 +42,11 @@ class TrainConfig(BaseModel):
     gradient_accumulation: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_dropout: float = Field(
+        0.05, ge=0, lt=1,
+        description="Dropout on the LoRA input; its masks are a pure function of (seed, step, micro-batch, rank, "
+        "layer), the same on any device, so a verifier can replay any training interval (`node.train.dropout`).",
+    )  # fmt: skip
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the output head)."
     )
@@ -65,7 +69,7 @@ class TrainConfig(BaseModel):
     )
     snapshots: int = Field(
         3, ge=0, le=32,
-        description="Trajectory snapshots saved along training (LoRA weights, Adam second moments, step size) "
+        description="Trajectory snapshots saved along training (LoRA weights, Adam's moments, step size) "
         "for training-time attribution; 0 saves none (the job then pays by example counts).",
     )  # fmt: skip
 

@@ -126,6 +126,42 @@ def test_payouts_agree_with_exact_shapley_values_from_retraining(
     assert ours["dup_a"] < ours["clean_a"]
 
 
+def test_one_examples_score_from_the_committed_query_vectors_is_its_full_run_score(
+    planted: Planted, first: tuple[AttributionResult, float], tmp_path: Path
+) -> None:
+    """A dispute narrowed to one example: with each snapshot's V_k = F_k⁻¹ Psi_kᵀ written by the
+    full run, that example's own gradients give its score (no other example's gradient, no solve);
+    query vectors of another run (scaled) give another score; a missing file is a clear error."""
+    full = run_isolated(planted.request.model_copy(update={"query_vectors_dir": tmp_path / "v"}), timeout_s=300)
+    assert full.scores == first[0].scores  # writing V_k changes nothing
+    files = sorted((tmp_path / "v").glob("queries-*.safetensors"))
+    assert [f.name for f in files] == ["queries-000.safetensors", "queries-001.safetensors", "queries-002.safetensors"]
+    peak = max(abs(x) for x in full.scores)
+    picks = [i for i, x in enumerate(full.scores) if abs(x) > 0.05 * peak][:2]
+    narrowed = run_isolated(planted.request.model_copy(update={"query_vectors_dir": tmp_path / "v", "only": picks}),
+                            timeout_s=300)  # fmt: skip
+    for i, x in enumerate(narrowed.scores):
+        if i in picks:
+            assert abs(x - full.scores[i]) <= 1e-9 * peak, (i, x, full.scores[i])
+        else:
+            assert x == 0.0
+    from safetensors.torch import load_file, save_file
+
+    from node.attribution.query_vectors import QueryVectorsMeta
+
+    for f in files:  # another V: the same shape and format, twice as long
+        meta = QueryVectorsMeta(snapshot=int(f.stem[-3:]), dim=load_file(f)["v"].shape[0],
+                                queries=load_file(f)["v"].shape[1])  # fmt: skip
+        save_file({"v": 2 * load_file(f)["v"]}, str(f), metadata={"datanet": meta.model_dump_json()})
+    doubled = run_isolated(planted.request.model_copy(update={"query_vectors_dir": tmp_path / "v", "only": picks}),
+                           timeout_s=300)  # fmt: skip
+    assert all(abs(doubled.scores[i] - 2 * full.scores[i]) <= 1e-9 * peak for i in picks)
+    files[1].unlink()
+    with pytest.raises(AttributionError, match="cannot read query vectors"):
+        run_isolated(planted.request.model_copy(update={"query_vectors_dir": tmp_path / "v", "only": picks}),
+                     timeout_s=300)  # fmt: skip
+
+
 def test_untrained_examples_score_zero_and_errors_are_clear(planted: Planted,
                                                             tmp_path: Path) -> None:  # fmt: skip
     request = planted.request
