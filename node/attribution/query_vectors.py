@@ -57,7 +57,7 @@ def save(directory: Path, index: int, v: torch.Tensor) -> Path:
 
 def load(path: Path, *, snapshot: int, dim: int, queries: int) -> torch.Tensor:
     """V of `snapshot`, checked to be (dim, queries) float64 of this format."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -67,7 +67,7 @@ def load(path: Path, *, snapshot: int, dim: int, queries: int) -> torch.Tensor:
             meta = QueryVectorsMeta.model_validate(safe_json.loads(raw, f"{path}'s metadata",
                                                                    max_bytes=safe_json.SMALL_BYTES))  # fmt: skip
             v = f.get_tensor("v")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:  # SafetensorError: not a safetensors file
         if isinstance(e, QueryVectorsError):
             raise
         raise QueryVectorsError(f"cannot read query vectors {path}: {e}") from e

@@ -107,7 +107,7 @@ def save(
 
 
 def load(path: Path) -> Snapshot:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -117,7 +117,7 @@ def load(path: Path) -> Snapshot:
             raw_meta = safe_json.loads(raw, f"{path}'s metadata", max_bytes=safe_json.SMALL_BYTES)
             meta = SnapshotMeta.model_validate(raw_meta)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:  # SafetensorError: not a safetensors file
         if isinstance(e, SnapshotError):
             raise
         raise SnapshotError(f"cannot read snapshot {path}: {e}") from e

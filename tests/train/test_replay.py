@@ -13,7 +13,7 @@ from node.data.records import Example
 from node.train.config import TrainConfig
 from node.train.dropout import DropoutClock, PortableDropout, hash32, stream_key, uniform
 from node.train.replay import REPLAY_TOLERANCE, ReplayError, replay_interval
-from node.train.snapshots import load_all
+from node.train.snapshots import SnapshotError, load, load_all
 from node.train.trainer import train
 
 FACTS = [
@@ -96,6 +96,10 @@ def test_a_snapshot_of_another_run_shape_is_refused(
     v1 = snaps[0].model_copy(update={"exp_avg": {}})
     with pytest.raises(ReplayError, match="cannot be replayed"):
         replay_interval(tiny_base_model, FACTS, CFG, [v1, *snaps[1:]], 1, tmp_path / "c")
+    junk = tmp_path / "snapshot-000.safetensors"  # a snapshot CID whose content is something else
+    junk.write_bytes(b"\xff" * 64)
+    with pytest.raises(SnapshotError, match="cannot read snapshot"):
+        load(junk)
 
 
 def test_dropout_masks_are_a_pure_function_of_where_training_is() -> None:
