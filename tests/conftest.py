@@ -3,6 +3,7 @@ every test isolated by an EVM snapshot taken before it and reverted after it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ DEPLOYER, CURATOR, NODE, POSTER, RELAYER = 0, 1, 2, 3, 4
 CONTRIBUTORS = (5, 6, 7, 8)
 OUTSIDER = 9
 FUNDED = 1_000_000 * OPEN
+def chain_examples(n: int) -> int:
+    """Random examples for a fuzzer whose every example is a chain scenario: `n` in CI (a few
+    minutes in all), times `DATANET_FUZZ_SCALE` for a thorough run (`DATANET_FUZZ_SCALE=10`)."""
+    return max(1, round(n * float(os.environ.get("DATANET_FUZZ_SCALE", "1"))))
+
+
 TEST_DEPLOY = DeployConfig(
     commit_period=2, reveal_period=2, answer_period=2, vote_period=2, reveal_vote_period=2, appeal_period=2,
     verifier_leave_delay=2,

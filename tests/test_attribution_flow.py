@@ -27,8 +27,8 @@ from node.daemon.eligibility import load_config
 from node.daemon.loop import Daemon
 from node.daemon.steps import JobSteps, WaitJob
 from node.daemon.store import JobState, JobStore
-from node.daemon.verifier import Claim, Verifier
-from node.daemon.verify import VerifyError, verify_job
+from node.daemon.verifier import Claim, Verifier, recompute_evidence
+from node.daemon.verify import NoSuchPart, VerifyError, verify_job
 from node.data.grants import ensure_encryption_key, grant_job, grant_standing
 from node.data.manifest import Manifest
 from node.demo import world as demo_world
@@ -103,11 +103,23 @@ def test_attributed_job_verifies_and_pays_its_contributors(world: World, home: N
     assert report.comparison is not None and not report.comparison.differing
     assert all(c.ok for c in report.checks)
 
-    # The CLI says the same and exits 0; `model list --json` names the attribution.
+    assert report.replay is not None and report.replay.ok  # an interval drawn at random lands on its snapshot
+
+    # One example's score, from its own gradients and the committed query vectors (the CLI, exit 0).
     runner = CliRunner()
-    out = runner.invoke(app, ["verify", str(job_id), "--json"], env=_cli_env(home, world), catch_exceptions=False)
+    out = runner.invoke(app, ["verify", str(job_id), "--example", "1", "--json"], env=_cli_env(home, world),
+                        catch_exceptions=False)  # fmt: skip
     assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["verdict"] == "MATCH"
+    narrowed = json.loads(out.stdout)
+    assert narrowed["verdict"] == "MATCH" and narrowed["replay"] is None
+    assert [c["name"] for c in narrowed["checks"]][-2:] == ["query vectors file 1", "score of example 1"]
+    # A claim naming an example the result does not have: the member checks the whole result, honest.
+    with pytest.raises(NoSuchPart, match=f"there is no example {doc.example_count}"):
+        verify_job(world.admin, home.store, job_id, home.settings, example=doc.example_count)
+    bogus = recompute_evidence(Claim(kind="example", index=doc.example_count).evidence_index(), "nothing")
+    assert Verifier(world.relayer, home.store, home.settings).judge(model.id, bogus) == Vote.REPRODUCES
+
+    # `model list --json` names the attribution.
     listed = runner.invoke(app, ["model", "list", "--json"], env=_cli_env(home, world), catch_exceptions=False)
     [view] = json.loads(listed.stdout)
     assert view["attribution_cid"] == model.attributionCID and view["attribution_method"].startswith("tracin")
@@ -180,8 +192,10 @@ def test_a_node_committing_other_scores_is_voided_by_a_verifier_committee(world:
         assert all(c.ok for c in report.checks)  # every artifact matches its hash: only the scores lie
         assert report.comparison is not None and report.comparison.arithmetic_problems == []
         assert report.comparison.differing and not report.comparison.scores_root_equal
-        out = CliRunner().invoke(app, ["verify", str(job_id)], env=_cli_env(home, world), catch_exceptions=False)
-        assert out.exit_code == 1 and "MISMATCH" in out.stdout
+        forged_one = max(range(len(forged_scores)), key=lambda i: abs(forged_scores[i] - honest.scores.leaves[i].score))
+        out = CliRunner().invoke(app, ["verify", str(job_id), "--example", str(forged_one)],
+                                 env=_cli_env(home, world), catch_exceptions=False)  # fmt: skip
+        assert out.exit_code == 1 and "MISMATCH" in out.stdout and f"score of example {forged_one}" in out.stdout
         claim = _a_committee_voids_it(world, home, daemon, committee, model_id)
         # The challenge named the example whose score deviates most: each member recomputed that one example.
         assert claim.kind == "example" and claim.index is not None
@@ -369,6 +383,6 @@ def test_a_private_datanet_job_verifies_only_with_a_key_grant(world: World, home
     assert report.verdict == "MATCH", report.model_dump_json(indent=2)
     assert report.comparison is not None and not report.comparison.differing
     assert all(c.ok for c in report.checks)
-    proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", str(job_id), "--json"], cwd=home.root,
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert proc.returncode == 0 and json.loads(proc.stdout)["verdict"] == "MATCH", proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", str(job_id), "--example", "0", "--json"],
+                          cwd=home.root, capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["verdict"] == "MATCH", proc.stderr  # one example's score

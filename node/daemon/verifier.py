@@ -140,13 +140,19 @@ def claim_of(report: object) -> Claim:
 
 
 def verify_claim(p: Protocol, store: ContentStore, job_id: int, settings: Settings, claim: Claim) -> object:
-    """`datanet verify` of just what `claim` disputes (see `Claim`)."""
-    from node.daemon.verify import verify_job
+    """`datanet verify` of just what `claim` disputes (see `Claim`). A claim naming an example or
+    interval the result does not have is checked as the whole result: a challenger cannot make
+    an honest node fail by naming nothing."""
+    from node.daemon.verify import NoSuchPart, verify_job
 
-    if claim.kind == "interval":
-        return verify_job(p, store, job_id, settings, interval=claim.index, attribute=False)
-    if claim.kind == "example":
-        return verify_job(p, store, job_id, settings, replay=False, example=claim.index)
+    try:
+        if claim.kind == "interval":
+            return verify_job(p, store, job_id, settings, interval=claim.index, attribute=False)
+        if claim.kind == "example":
+            return verify_job(p, store, job_id, settings, replay=False, example=claim.index)
+    except NoSuchPart as e:
+        log.warning("job #%d: the claim names nothing in the result (%s): checking the whole result", job_id, e)
+        return verify_job(p, store, job_id, settings)
     if claim.kind == "queries":
         return verify_job(p, store, job_id, settings, replay=False)
     return verify_job(p, store, job_id, settings)

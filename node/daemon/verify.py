@@ -55,6 +55,10 @@ class VerifyError(NodeError):
     """The job cannot be verified here (not registered, an artifact missing, no key grant)."""
 
 
+class NoSuchPart(VerifyError):
+    """The example or interval asked for is not part of the result (a claim naming nothing)."""
+
+
 class Check(BaseModel):
     name: str
     ok: bool
@@ -107,6 +111,12 @@ def verify_job(
     model = p.model(job.modelId)
     checks = _Checks()
     doc = AttributionDocument.from_json(_cat(store, model.attributionCID, "attribution document"))
+    if example is not None and not 0 <= example < len(doc.scores.leaves):
+        raise NoSuchPart(f"job #{job_id}'s result scores {len(doc.scores.leaves)} examples (0..): there is no "
+                         f"example {example}")  # fmt: skip
+    if interval is not None and not 0 <= interval < len(doc.snapshots):
+        raise NoSuchPart(f"job #{job_id}'s result has {len(doc.snapshots)} training intervals (0..): there is no "
+                         f"interval {interval}")  # fmt: skip
     checks.add("attribution root", doc.reward_root == "0x" + model.attributionRoot.hex(),
                f"document {doc.reward_root}, chain 0x{model.attributionRoot.hex()}")  # fmt: skip
     checks.add("scores root", doc.scores.root == "0x" + model.scoresRoot.hex(),
@@ -289,9 +299,6 @@ def _narrowed(checks: _Checks, store: ContentStore, doc: AttributionDocument, in
     from node.attribution.quantise import quantise
 
     committed = [x.score for x in doc.scores.leaves]
-    if not checks.add("disputed example", 0 <= example < len(committed),
-                      f"manifest index {example} of {len(committed)}"):  # fmt: skip
-        return None
     if not _fetch_query_vectors(checks, store, doc, work / "committed-queries"):
         return None
     raw = narrow_scores(inputs, [example], work / "committed-queries", params=engine,
@@ -400,4 +407,4 @@ class _VerifierKeys:
         return open_as_holder(self.p, self.store, contribution, envelope)
 
 
-__all__ = ["QUERY_TOLERANCE", "SCORE_TOLERANCE", "Check", "VerifyError", "VerifyReport", "verify_job"]
+__all__ = ["QUERY_TOLERANCE", "SCORE_TOLERANCE", "Check", "NoSuchPart", "VerifyError", "VerifyReport", "verify_job"]

@@ -14,7 +14,7 @@ from web3 import Web3
 
 from node.chain.deploy import OPEN
 from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, ContributionStatus
-from tests.conftest import CURATOR, DEPLOYER, FUNDED, NODE, OUTSIDER, World
+from tests.conftest import CURATOR, DEPLOYER, FUNDED, NODE, OUTSIDER, World, chain_examples
 from tests.contracts.helpers_datanets import (
     account,
     call_as,
@@ -33,7 +33,7 @@ from tests.contracts.helpers_jobs import events, frozen_clock, reverts, set_time
 # Every example is a scenario of several transactions, so few of them, with @examples pinning
 # the edges; no shrinking (slow on a chain, and the unshrunk case is short enough to read).
 CHAIN_EXAMPLES = settings(
-    max_examples=20,
+    max_examples=chain_examples(12),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -31,6 +31,7 @@ from tests.conftest import (
     POSTER,
     RELAYER,
     World,
+    chain_examples,
 )
 from tests.contracts.helpers_jobs import (
     CHALLENGE_WINDOW,
@@ -59,8 +60,9 @@ from tests.contracts.helpers_jobs import (
 # Every example is a whole scenario of transactions (~0.5 s), so: few random examples, explicit
 # @examples for the paths that must always run, and no shrinking (it can take minutes here and
 # would hit the suite's time-out; the unshrunk counterexample is short enough to read).
+# `DATANET_FUZZ_SCALE=10 .venv/bin/python -m pytest tests/contracts` runs ten times as many.
 CHAIN_EXAMPLES = settings(
-    max_examples=12,
+    max_examples=chain_examples(8),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

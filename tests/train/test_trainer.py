@@ -231,6 +231,8 @@ def test_two_ddp_processes_train_the_same_adapter_as_one(tiny_base_model: Path, 
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert any(float(b[k].abs().max()) > 1e-3 for k in b if "lora_B" in k)  # it did train
+    if method == "qlora":
+        return  # the replay below is the same for both methods
     # One process replays the two processes' last interval (each step runs both ranks' rows).
     snaps = load_all(tmp_path / "ddp" / "snapshots")
     assert [s.meta.world_size for s in snaps] == [2, 2]
