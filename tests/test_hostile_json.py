@@ -175,7 +175,8 @@ def test_datanet_contribute_of_a_deep_file_exits_cleanly_and_stakes_nothing(worl
     before = world.admin.contribution_count()
     alice = dev_account(CONTRIBUTORS[0]).address
     balance = world.admin.balance(alice)
-    env = {"DATANET_KEYSTORE_PASSWORD": "pw", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    # COLUMNS: rich wraps at 80 without a terminal, and a long temporary path would split the file name.
+    env = {"DATANET_KEYSTORE_PASSWORD": "pw", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "1000"}
     run = subprocess.run(
         [sys.executable, "-c", "from node.cli import main; main()", "--rpc-url", world.rpc_url, "--wallet", "alice",
          "contribute", "--datanet", str(datanet), str(deep)],
