@@ -31,14 +31,18 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, Field
 
 from node.data.records import Example
 from node.errors import NodeError
 from node.train.config import TrainConfig
-from node.train.snapshots import Snapshot
+
+if TYPE_CHECKING:  # torch loads only when an interval is replayed (`node.daemon.verify` imports this module)
+    import torch
+
+    from node.train.snapshots import Snapshot
 
 REPLAY_TOLERANCE = 0.02
 """Largest replay deviation, relative to the interval's movement, that still reproduces (float32 runs)."""
@@ -77,6 +81,8 @@ def replay_interval(
     """Replays the steps of snapshot `interval` from the one before it and compares. `examples`
     and `config` are what the job trained on (its manifest's examples, all of them: the trainer
     splits them by seed as training did). Raises `ReplayError` when it cannot replay."""
+    import torch
+
     from node.train.trainer import LoraTrainer
 
     t0 = time.perf_counter()
@@ -117,6 +123,8 @@ def replay_interval(
 
 def _flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """One float64 CPU vector in name order (the norms of thousands of float32 pieces, summed exactly enough)."""
+    import torch
+
     return torch.cat([tensors[k].reshape(-1).to("cpu", torch.float64) for k in sorted(tensors)])
 
 
