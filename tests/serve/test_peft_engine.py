@@ -1,0 +1,112 @@
+"""The embedded engine against a real tiny Llama and real PEFT adapters: per-row adapters in one
+batch give the same answers as each adapter alone, LRU eviction, stop sequences, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from node.serve.engine import Finished, GenerationRequest, InputTooLongError, SamplingParams, TextDelta
+from node.serve.peft_engine import PeftEngine, _safe_prefix
+from tests.serve.conftest import handle
+
+PROMPT = "<|user|>\nWhere is the mill of Quillmarsh?\n<|assistant|>\n"
+
+
+async def _answer(engine: PeftEngine, req: GenerationRequest) -> tuple[str, Finished]:
+    text, done = "", None
+    async for ev in await engine.stream(req):
+        if isinstance(ev, TextDelta):
+            text += ev.text
+        else:
+            done = ev
+    assert done is not None
+    return text, done
+
+
+def _req(h, max_tokens: int = 12, **kw) -> GenerationRequest:  # type: ignore[no-untyped-def]
+    return GenerationRequest(model=h, prompt=PROMPT, params=SamplingParams(max_tokens=max_tokens, temperature=0, **kw))
+
+
+def test_mixed_batch_matches_each_adapter_alone(tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]) -> None:
+    handles = [handle(tiny_base_model, tiny_hash)] + [
+        handle(tiny_base_model, tiny_hash, a, key=f"m{i}") for i, a in enumerate(tiny_adapters)
+    ]
+
+    async def run() -> tuple[list[str], list[str]]:
+        engine = PeftEngine(device="cpu", max_adapters=8)
+        try:
+            alone = [(await _answer(engine, _req(h)))[0] for h in handles]
+            together = await asyncio.gather(*(_answer(engine, _req(h)) for h in handles))
+            return alone, [t for t, _ in together]
+        finally:
+            await engine.close()
+
+    alone, together = asyncio.run(run())
+    assert together == alone  # greedy: each row decoded with its own adapter, whatever its batch mates
+    assert len(set(alone)) == len(alone)  # the adapters really change the answers (random B matrices)
+
+
+def test_streamed_text_is_the_final_text_and_counts(tiny_base_model: Path, tiny_hash: str) -> None:
+    async def run() -> tuple[str, Finished]:
+        engine = PeftEngine(device="cpu")
+        try:
+            return await _answer(engine, _req(handle(tiny_base_model, tiny_hash), max_tokens=7))
+        finally:
+            await engine.close()
+
+    text, done = asyncio.run(run())
+    assert text == done.text
+    assert done.completion_tokens <= 7 and done.prompt_tokens == len(done.prompt_ids) > 0
+    assert done.finish_reason in ("stop", "length")
+
+
+def test_lru_evicts_least_recently_used(tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]) -> None:
+    async def run() -> list[list[str]]:
+        engine = PeftEngine(device="cpu", max_adapters=2)
+        seen = []
+        try:
+            for i in (0, 1, 0, 2):
+                await _answer(engine, _req(handle(tiny_base_model, tiny_hash, tiny_adapters[i], key=f"m{i}"), 2))
+                seen.append(engine.loaded())
+            return seen
+        finally:
+            await engine.close()
+
+    seen = asyncio.run(run())
+    assert seen[-1] == ["m0", "m2"]  # m1 was least recently used when m2 came
+
+
+def test_too_long_prompt_is_refused_before_streaming(tiny_base_model: Path, tiny_hash: str) -> None:
+    async def run() -> None:
+        engine = PeftEngine(device="cpu")
+        try:
+            await _answer(engine, _req(handle(tiny_base_model, tiny_hash), max_tokens=100_000))
+        finally:
+            await engine.close()
+
+    with pytest.raises(InputTooLongError, match="max_tokens"):
+        asyncio.run(run())
+
+
+def test_sampling_with_a_seed_repeats(tiny_base_model: Path, tiny_hash: str) -> None:
+    h = handle(tiny_base_model, tiny_hash)
+    req = GenerationRequest(model=h, prompt=PROMPT, params=SamplingParams(max_tokens=10, temperature=1.0, seed=7))
+
+    async def run() -> list[str]:
+        engine = PeftEngine(device="cpu")
+        try:
+            return [(await _answer(engine, req))[0] for _ in range(2)]
+        finally:
+            await engine.close()
+
+    a, b = asyncio.run(run())
+    assert a == b
+
+
+def test_safe_prefix_holds_back_a_possible_stop() -> None:
+    assert _safe_prefix("hello wor", ("world",)) == "hello "
+    assert _safe_prefix("hello", ("xyz",)) == "hello"
+    assert _safe_prefix("caf\ufffd", ()) == "caf"
