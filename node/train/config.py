@@ -99,6 +99,11 @@ class JobConfig(TrainConfig):
         description="sha256 of the poster's evaluation set (the attribution query set), committed at posting and "
         "revealed after the claim (`datanet job reveal-eval`); without one the held-out split is the query set.",
     )  # fmt: skip
+    name: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="A readable name the trained model is served under (`datanet serve`: the OpenAI `model` id), "
+        "besides datanet-<modelId>; first come first served within a chain. Omitted from the document while unset.",
+    )  # fmt: skip
     eval_reveal_s: int = Field(
         3600, ge=0, le=30 * 86400,
         description="How long after the claim the node waits for the eval set's reveal before it uses the "
@@ -134,13 +139,14 @@ class JobConfig(TrainConfig):
 
 
 # JobConfig fields that are not TrainConfig's
-_JOB_ONLY = ("format", "base_model", "commercial_use", "eval_sha256", "eval_reveal_s")
+_JOB_ONLY = ("format", "base_model", "commercial_use", "eval_sha256", "eval_reveal_s", "name")
 # field -> the default that is left out of canonical_json (documents that predate it keep their hash)
 _ADDED_AFTER_V1: dict[str, object] = {
     "commercial_use": False,
     "snapshots": 3,
     "eval_sha256": None,
     "eval_reveal_s": 3600,
+    "name": None,
 }
 
 

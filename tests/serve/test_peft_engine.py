@@ -30,7 +30,9 @@ def _req(h, max_tokens: int = 12, **kw) -> GenerationRequest:  # type: ignore[no
     return GenerationRequest(model=h, prompt=PROMPT, params=SamplingParams(max_tokens=max_tokens, temperature=0, **kw))
 
 
-def test_mixed_batch_matches_each_adapter_alone(tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]) -> None:
+def test_mixed_batch_matches_each_adapter_alone(
+    tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]
+) -> None:
     handles = [handle(tiny_base_model, tiny_hash)] + [
         handle(tiny_base_model, tiny_hash, a, key=f"m{i}") for i, a in enumerate(tiny_adapters)
     ]

@@ -1,0 +1,34 @@
+"""`datanet serve`'s settings: flags, ``DATANET_SERVE_*`` environment variables, defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """How the API server runs. Safe defaults: loopback only, bounded requests."""
+
+    model_config = SettingsConfigDict(env_prefix="DATANET_SERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 exposes the node: mind the keys).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free one).")
+    engine: Literal["peft", "vllm"] = Field("peft", description="Inference engine: embedded PEFT, or a vLLM server.")
+    vllm_url: str = Field("http://127.0.0.1:8001", description="The `vllm serve --enable-lora` server (engine vllm).")
+    device: str | None = Field(
+        None, description="torch device of the PEFT engine (default: cuda if present, else cpu)."
+    )
+    max_adapters: int = Field(8, ge=1, le=1024, description="Adapters kept loaded per base model (LRU beyond).")
+    max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together in one batch.")
+    max_rank: int = Field(256, ge=1, description="Largest LoRA rank served from the registry.")
+    default_max_tokens: int = Field(256, ge=1, description="Tokens generated when a request names no limit.")
+    max_tokens: int = Field(2048, ge=1, description="Most tokens one request may ask for.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body.")
+    requests_per_minute: int = Field(60, ge=1, description="Rate limit of a new API key.")
+    refresh_s: float = Field(5.0, gt=0, description="Seconds between reads of the on-chain model registry.")
+    keep_alive_s: float = Field(15.0, gt=0, description="SSE comment line after this many silent seconds.")
+    retention_days: int = Field(
+        30, ge=0, description="Days a prompt and its answer are kept for attribution (0: not kept at all)."
+    )

@@ -1,0 +1,56 @@
+"""Builds the server's `Services` from the node's settings: the deployed protocol (read-only),
+the content store, the catalog, the engine, the API keys. `datanet serve` and the demo call it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from node.chain.client import ChainClient
+from node.chain.deploy import load_deployment
+from node.chain.protocol import Protocol
+from node.config import Settings
+from node.serve.adapters import AdapterPolicy
+from node.serve.app import Services
+from node.serve.catalog import Catalog
+from node.serve.config import ServeSettings
+from node.serve.engine import Engine
+from node.serve.keys import ApiKeyStore
+from node.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+def keys_path(settings: Settings) -> Path:
+    """Where the API keys live (hashed): beside the node's other state."""
+    return settings.data_dir / "serve" / "api_keys.sqlite"
+
+
+def build_engine(serve: ServeSettings) -> Engine:
+    policy = AdapterPolicy(max_rank=serve.max_rank)
+    if serve.engine == "vllm":
+        from node.serve.vllm_engine import VllmEngine
+
+        return VllmEngine(serve.vllm_url, max_adapters=serve.max_adapters, policy=policy)
+    from node.serve.peft_engine import PeftEngine
+
+    return PeftEngine(device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy)
+
+
+def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = ()) -> Services:  # type: ignore[assignment]
+    """Everything `create_app` needs. Without a deployment file the node still serves the base
+    models named in `bases` (no registry models until one is deployed)."""
+    protocol: Protocol | None = None
+    deployment_file = settings.deployment_file()
+    if deployment_file.exists():
+        deployment = load_deployment(deployment_file)
+        rpc = settings.rpc_url if "rpc_url" in settings.model_fields_set else deployment.rpc_url
+        protocol = Protocol(ChainClient(rpc, timeout=settings.rpc_timeout, retries=settings.rpc_retries), deployment)
+    else:
+        log.warning("no deployment at %s: serving base models only", deployment_file)
+    store = open_store(settings)
+    catalog = Catalog(
+        protocol, store, models_dir=settings.models_path, adapters_dir=settings.data_dir / "serve" / "adapters",
+        bases=list(bases), policy=AdapterPolicy(max_rank=serve.max_rank),
+    )  # fmt: skip
+    return Services(settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)))
