@@ -8,6 +8,7 @@ model, run the engine, shape the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -209,12 +210,12 @@ def _api_routes() -> Any:
     @r.get("/health", tags=["node"])
     def health(request: Request) -> dict[str, Any]:
         s = services_of(request)
-        return {"status": "ok", "engine": s.engine.name, "models": len(s.catalog.list(include_pending=True))}
+        return {"status": "ok", "engine": s.engine.name, "models": len(s.catalog.served(include_pending=True))}
 
     @r.get("/v1/models", response_model=ModelList, tags=["openai"])
     def list_models(request: Request, pending: bool = False) -> ModelList:
         """Finalized models and the base models they run on (pending ones too with ?pending=true)."""
-        return ModelList(data=[m.card() for m in services_of(request).catalog.list(include_pending=pending)])
+        return ModelList(data=[m.card() for m in services_of(request).catalog.served(include_pending=pending)])
 
     @r.get("/v1/models/{model:path}", response_model=ModelCard, tags=["openai"])
     def get_model(request: Request, model: str) -> ModelCard:
@@ -375,7 +376,7 @@ async def _with_keepalive(events: AsyncIterator[Event], every: float) -> AsyncIt
         try:
             async for ev in events:
                 await queue.put(ev)
-        except BaseException as e:  # noqa: BLE001 (handed to the reader)
+        except BaseException as e:
             await queue.put(e)
         finally:
             await queue.put(None)
@@ -401,10 +402,8 @@ async def _with_keepalive(events: AsyncIterator[Event], every: float) -> AsyncIt
 async def _aclose(events: AsyncIterator[Event]) -> None:
     close: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
     if close is not None:
-        try:
+        with contextlib.suppress(RuntimeError):  # still running in the cancelled pump task
             await close()
-        except RuntimeError:  # already running in the pump task, which was cancelled
-            pass
 
 
 def _data(model: Any) -> str:
@@ -413,7 +412,8 @@ def _data(model: Any) -> str:
 
 async def _stream(
     s: Services, events: AsyncIterator[Event], model: ServedModel, key: ApiKey, tok: Any, rid: str,
-    make: Callable[[str | None, str | None, list[SpanCredit] | None], Any], first: Any, usage_chunk: Callable[[Usage], Any] | None,
+    make: Callable[[str | None, str | None, list[SpanCredit] | None], Any], first: Any,
+    usage_chunk: Callable[[Usage], Any] | None,
 ) -> AsyncIterator[str]:  # fmt: skip
     """The SSE body shared by chat and completions: a first chunk, content chunks (the last one
     carrying finish_reason and the attribution), a usage chunk if asked, then [DONE]."""

@@ -108,7 +108,7 @@ class Catalog:
             self.add_base(ref)
 
     # -- reading -----------------------------------------------------------------------
-    def list(self, include_pending: bool = False) -> list[ServedModel]:
+    def served(self, include_pending: bool = False) -> list[ServedModel]:
         with self._lock:
             models = list(self._models.values())
         keep = [m for m in models if m.status != "pending" or include_pending]

@@ -92,7 +92,7 @@ class Engine(ABC):
     name: str
 
     @abstractmethod
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """The answer as it is generated; the last event is a `Finished`. Closing the iterator
         early cancels the request. Raises `InputTooLongError`, `AdapterRefusedError` or
         `EngineError` before the first event when the request cannot run."""

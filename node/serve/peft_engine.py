@@ -200,7 +200,7 @@ class PeftEngine(Engine):
         dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         log.info("loading base model %s (%s) on %s", handle.base_dir, handle.base_hash[:12], device)
         tok = AutoTokenizer.from_pretrained(handle.base_dir)
-        model = AutoModelForCausalLM.from_pretrained(handle.base_dir, dtype=dtype).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(handle.base_dir, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         eos = model.generation_config.eos_token_id
         eos_ids = {
             *([eos] if isinstance(eos, int) else (eos or [])),

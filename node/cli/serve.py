@@ -1,0 +1,124 @@
+"""`datanet serve` (the API and the ModelFactory pages) and `datanet api-key new|list|revoke`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from node.cli.common import JsonOpt, console, err_console, print_json, settings
+from node.config import Settings
+from node.serve.keys import ApiKey, ApiKeyStore
+
+
+class EngineName(StrEnum):
+    PEFT = "peft"
+    VLLM = "vllm"
+
+
+api_key_app = typer.Typer(no_args_is_help=True, help="API keys of this node's server (stored hashed).")
+
+
+def _keys(s: Settings) -> ApiKeyStore:
+    from node.serve.runtime import keys_path
+
+    return ApiKeyStore(keys_path(s))
+
+
+def _show_new(record: ApiKey, key: str, json_out: bool) -> None:
+    if json_out:
+        print_json({**record.model_dump(mode="json"), "key": key})
+        return
+    console.print(f"API key [bold]{record.name}[/] ({record.id}), shown once, keep it:")
+    console.print(key, soft_wrap=True, highlight=False)
+
+
+@api_key_app.command("new")
+def api_key_new(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A label for the key (who or what uses it).")] = "default",
+    rate: Annotated[int, typer.Option("--rate", min=1, help="Requests per minute this key may make.")] = 60,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make a key; it is printed once and stored only as a hash."""
+    record, key = _keys(settings(ctx)).create(name, requests_per_minute=rate)
+    _show_new(record, key, json_out)
+
+
+@api_key_app.command("list")
+def api_key_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Every key this node has made (never the keys themselves)."""
+    keys = _keys(settings(ctx)).list()
+    if json_out:
+        print_json(keys)
+        return
+    from rich.table import Table
+
+    table = Table("id", "name", "state", "rate/min", "created", "last used")
+    for k in keys:
+        table.add_row(k.shown, k.name, "active" if k.active else "revoked", str(k.requests_per_minute),
+                      _when(k.created_at), _when(k.last_used_at))  # fmt: skip
+    console.print(table if keys else "no API keys yet: `datanet api-key new`")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `datanet api-key list`).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke a key: requests with it fail with 401 from now on."""
+    record = _keys(settings(ctx)).revoke(key_id)
+    if json_out:
+        print_json(record)
+    else:
+        console.print(f"revoked {record.shown} ({record.name})")
+
+
+def _when(ts: int | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 exposes the node to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    engine: Annotated[EngineName, typer.Option(help="Inference engine: embedded PEFT, or a vLLM server.")] = (
+        EngineName.PEFT
+    ),
+    vllm_url: Annotated[str | None, typer.Option(help="The `vllm serve --enable-lora` server (engine vllm).")] = None,
+    base: Annotated[
+        list[str] | None, typer.Option(help="Also serve this base model (a reference a job could name); repeatable.")
+    ] = None,
+    max_adapters: Annotated[int | None, typer.Option(help="Adapters kept loaded per base model (LRU beyond).")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API over every model in the registry, and the web app."""
+    import uvicorn
+
+    from node.serve.app import create_app
+    from node.serve.config import ServeSettings
+    from node.serve.runtime import build_services
+
+    overrides: dict[str, object] = {"host": host, "port": port, "engine": engine.value}
+    if vllm_url:
+        overrides["vllm_url"] = vllm_url
+    if max_adapters:
+        overrides["max_adapters"] = max_adapters
+    serve = ServeSettings(**overrides)  # type: ignore[arg-type]
+    s = settings(ctx)
+    keys = _keys(s)
+    if keys.count_active() == 0:
+        record, key = keys.create("default", requests_per_minute=serve.requests_per_minute)
+        err_console.print("[bold]No API key yet; made one.[/]")
+        _show_new(record, key, json_out=False)
+    services = build_services(s, serve, bases=base or [])
+    err_console.print(f"serving on http://{host}:{port}  (API: /v1, docs: /docs)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print("[yellow]listening beyond this machine: only API-key holders can run models; "
+                          "keystore actions stay loopback-only[/]")  # fmt: skip
+    uvicorn.run(create_app(services), host=host, port=port, log_level="warning")
