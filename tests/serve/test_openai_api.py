@@ -102,8 +102,8 @@ def test_bad_parameters_are_400_naming_them(client: openai.OpenAI, extra: dict[s
 
 def test_an_unknown_field_is_400_naming_it(server: tuple[str, str]) -> None:
     url, key = server
-    r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                   json={"model": "datanet-1", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1})  # fmt: skip
+    body = {"model": "datanet-1", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}
+    r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "frobnicate"
     assert r.json()["error"]["code"] == "unsupported_parameter"
