@@ -20,6 +20,13 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// block the honest node's result until its job expired).
 /// The hot `claim` path touches three slots: the root, one packed (total, claimed, deadline)
 /// word, and one bitmap word.
+///
+/// Epoch rounds (inference-time rewards) are a second, permissionless kind of round: anyone opens
+/// its own round of `epoch` ({openEpochRound}), keyed by (msg.sender, epoch) and funded in the same
+/// call, with its own storage, claim window, bitmap and sweep back to that funder. No role opens
+/// them, so there is no role to squat ids with: a funder can only name epochs in its own namespace.
+/// Their roots are attested by the funder alone (nothing recomputes them on-chain); what a round
+/// can pay is bounded by what that funder paid in.
 contract RewardDistributor {
     using SafeERC20 for IERC20;
 
@@ -31,6 +38,16 @@ contract RewardDistributor {
         uint96 claimed; // never exceeds `total`
         uint64 claimDeadline;
         address refundTo;
+        bool swept;
+    }
+
+    /// @notice An epoch round: inference rewards one funder posted and paid for one epoch. The
+    /// remainder is swept back to the funder (the round's key), so there is no `refundTo`.
+    struct EpochRound {
+        bytes32 root;
+        uint96 total; // what the funder paid in (uint96 holds 7.9e28: > all OPEN)
+        uint96 claimed; // never exceeds `total`
+        uint64 claimDeadline;
         bool swept;
     }
 
@@ -53,6 +70,9 @@ contract RewardDistributor {
 
     mapping(address funder => mapping(uint256 jobId => Round)) private _rounds;
     mapping(address funder => mapping(uint256 jobId => mapping(uint256 word => uint256 bits))) private _claimedBitmap;
+    mapping(address funder => mapping(uint256 epoch => EpochRound)) private _epochRounds;
+    mapping(address funder => mapping(uint256 epoch => mapping(uint256 word => uint256 bits))) private
+        _epochClaimedBitmap;
 
     error RewardNotFunder(address caller);
     error RewardFunderSet(address funder);
@@ -70,6 +90,14 @@ contract RewardDistributor {
     error RewardClaimWindowClosed(uint256 jobId, uint64 claimDeadline);
     error RewardClaimWindowOpen(uint256 jobId, uint64 claimDeadline);
     error RewardAlreadySwept(uint256 jobId);
+    error RewardEpochRoundExists(address funder, uint256 epoch);
+    error RewardUnknownEpochRound(address funder, uint256 epoch);
+    error RewardEpochAlreadyClaimed(address funder, uint256 epoch, uint256 index);
+    error RewardInvalidEpochProof(address funder, uint256 epoch, uint256 index, address account, uint256 amount);
+    error RewardEpochExceedsFunding(address funder, uint256 epoch, uint256 claimed, uint256 amount, uint256 total);
+    error RewardEpochClaimWindowClosed(address funder, uint256 epoch, uint64 claimDeadline);
+    error RewardEpochClaimWindowOpen(address funder, uint256 epoch, uint64 claimDeadline);
+    error RewardEpochAlreadySwept(address funder, uint256 epoch);
 
     /// @notice Emitted once, when the deployment wires the funder.
     event FunderSet(address indexed funder);
@@ -91,6 +119,22 @@ contract RewardDistributor {
     );
     /// @notice Emitted when the unclaimed remainder of a round goes back to the poster.
     event Swept(address indexed funder, uint256 indexed jobId, address indexed refundTo, uint256 amount);
+    /// @notice Emitted when `funder` opens and funds its epoch round `epoch`; `treeCID` names the
+    /// published reward tree (OpenZeppelin standard-v1 dump) claimants read their proofs from.
+    event EpochRoundOpened(
+        address indexed funder,
+        uint256 indexed epoch,
+        bytes32 indexed root,
+        uint256 amount,
+        uint64 claimDeadline,
+        string treeCID
+    );
+    /// @notice Emitted when `account` claims `amount` for leaf `index` of `funder`'s epoch round `epoch`.
+    event EpochClaimed(
+        address indexed funder, uint256 indexed epoch, uint256 index, address indexed account, uint256 amount
+    );
+    /// @notice Emitted when the unclaimed remainder of an epoch round goes back to its funder.
+    event EpochSwept(address indexed funder, uint256 indexed epoch, uint256 amount);
 
     /// @param token_ The OPEN token.
     /// @param deployer_ May wire the funder, once ({setFunder}); it has no other power.
@@ -195,6 +239,110 @@ contract RewardDistributor {
         emit Swept(roundFunder, jobId, r.refundTo, remainder);
         // Interactions
         if (remainder != 0) token.safeTransfer(r.refundTo, remainder);
+    }
+
+    /// @notice Opens the caller's epoch round `epoch` (anyone may: rounds are keyed by (msg.sender,
+    /// epoch), so no one can take another funder's epoch) and pulls `amount` OPEN from the caller in
+    /// the same call (approve this contract first). The whole amount is claimable under `root`,
+    /// whose leaves are `(address funder, uint256 epoch, uint256 index, address account, uint256
+    /// amount)` (see {claimEpoch}). Emits {EpochRoundOpened}.
+    /// @param epoch The funder's epoch number (an InferenceEscrow passes a round id derived from
+    /// (node, epoch), so different nodes settling through it cannot collide).
+    /// @param root The reward tree's root; attested by the funder alone (nothing here recomputes it).
+    /// @param amount OPEN base units paid in, and the most the round will ever pay out.
+    /// @param treeCID Where the tree dump is published (content store CID), for claimants.
+    function openEpochRound(uint256 epoch, bytes32 root, uint256 amount, string calldata treeCID) external {
+        // Checks
+        if (_epochRounds[msg.sender][epoch].root != bytes32(0)) revert RewardEpochRoundExists(msg.sender, epoch);
+        if (root == bytes32(0)) revert RewardZeroRoot();
+        if (amount == 0) revert RewardZeroPool();
+        if (amount > type(uint96).max) revert RewardPoolTooLarge(amount);
+        // Effects
+        uint64 deadline = uint64(block.timestamp) + claimWindow;
+        _epochRounds[msg.sender][epoch] = EpochRound({
+            root: root,
+            total: uint96(amount), // safe: checked <= type(uint96).max above
+            claimed: 0,
+            claimDeadline: deadline,
+            swept: false
+        });
+        emit EpochRoundOpened(msg.sender, epoch, root, amount, deadline, treeCID);
+        // Interactions: the round is funded by construction (reverts without allowance/balance).
+        token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Claims `amount` for `account` from `roundFunder`'s epoch round `epoch` (anyone may send
+    /// it; the tokens go to `account`). Emits {EpochClaimed}.
+    /// @dev The leaf is `keccak256(bytes.concat(keccak256(abi.encode(roundFunder, epoch, index,
+    /// account, amount))))`: five words where a job-round leaf has four. Why a job-round proof cannot
+    /// be replayed here (nor an epoch proof there): the roots live in separate mappings, and even a
+    /// funder that opened an epoch round with a job round's root (roots are public) gets no job leaf
+    /// accepted, because the inner preimage of every epoch leaf is 160 bytes and of every job leaf
+    /// 128, so equal leaves need a keccak256 collision; leaves are double-hashed, so no 64-byte
+    /// internal node passes as a leaf either. Naming the funder in the leaf also binds a published
+    /// tree to the funder that paid for it (another funder re-posting the root cannot reuse its
+    /// proofs), and a separate bitmap keeps claims of the two kinds apart.
+    /// @param roundFunder Who opened the round (an InferenceEscrow for fee-funded rounds).
+    /// @param epoch The round's epoch key (for escrow rounds, the escrow's round id).
+    /// @param index The leaf's claim index (a bit of the round's claimed bitmap).
+    /// @param account Who is paid.
+    /// @param amount OPEN base units.
+    /// @param proof Sibling hashes from the leaf to the root.
+    function claimEpoch(
+        address roundFunder,
+        uint256 epoch,
+        uint256 index,
+        address account,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) external {
+        EpochRound storage r = _epochRounds[roundFunder][epoch];
+        // Checks
+        if (r.root == bytes32(0)) revert RewardUnknownEpochRound(roundFunder, epoch);
+        if (block.timestamp > r.claimDeadline) revert RewardEpochClaimWindowClosed(roundFunder, epoch, r.claimDeadline);
+        if (isEpochClaimed(roundFunder, epoch, index)) revert RewardEpochAlreadyClaimed(roundFunder, epoch, index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(roundFunder, epoch, index, account, amount))));
+        if (!MerkleProof.verifyCalldata(proof, r.root, leaf)) {
+            revert RewardInvalidEpochProof(roundFunder, epoch, index, account, amount);
+        }
+        uint256 claimedAfter = uint256(r.claimed) + amount;
+        if (claimedAfter > r.total) revert RewardEpochExceedsFunding(roundFunder, epoch, r.claimed, amount, r.total);
+        // Effects
+        _epochClaimedBitmap[roundFunder][epoch][index >> 8] |= (1 << (index & 0xff));
+        r.claimed = uint96(claimedAfter); // safe: claimedAfter <= total, a uint96
+        emit EpochClaimed(roundFunder, epoch, index, account, amount);
+        // Interactions
+        token.safeTransfer(account, amount);
+    }
+
+    /// @notice After the claim window, returns what was not claimed of `roundFunder`'s epoch round
+    /// `epoch` to `roundFunder` (anyone may call). Emits {EpochSwept}.
+    /// @param roundFunder Who opened the round, and who gets the remainder.
+    /// @param epoch The round's epoch key.
+    function sweepEpoch(address roundFunder, uint256 epoch) external {
+        EpochRound storage r = _epochRounds[roundFunder][epoch];
+        // Checks
+        if (r.root == bytes32(0)) revert RewardUnknownEpochRound(roundFunder, epoch);
+        if (block.timestamp <= r.claimDeadline) revert RewardEpochClaimWindowOpen(roundFunder, epoch, r.claimDeadline);
+        if (r.swept) revert RewardEpochAlreadySwept(roundFunder, epoch);
+        // Effects
+        uint256 remainder = uint256(r.total) - r.claimed;
+        r.swept = true;
+        emit EpochSwept(roundFunder, epoch, remainder);
+        // Interactions
+        if (remainder != 0) token.safeTransfer(roundFunder, remainder);
+    }
+
+    /// @notice Whether leaf `index` of `roundFunder`'s epoch round `epoch` has been claimed.
+    /// @return True once claimed.
+    function isEpochClaimed(address roundFunder, uint256 epoch, uint256 index) public view returns (bool) {
+        return (_epochClaimedBitmap[roundFunder][epoch][index >> 8] >> (index & 0xff)) & 1 == 1;
+    }
+
+    /// @notice `roundFunder`'s epoch round `epoch` (root zero if none).
+    /// @return The round.
+    function getEpochRound(address roundFunder, uint256 epoch) external view returns (EpochRound memory) {
+        return _epochRounds[roundFunder][epoch];
     }
 
     /// @notice Whether leaf `index` of `roundFunder`'s round `jobId` has been claimed.

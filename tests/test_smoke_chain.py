@@ -22,6 +22,7 @@ def test_deployment_is_wired(world: World) -> None:
         "VerifierCourt",
         "ProtocolTimelock",
         "KeyRegistry",
+        "InferenceEscrow",
     }
     assert world.admin.chain_id == d.chain_id == 31337
     assert world.curator.balance() == FUNDED

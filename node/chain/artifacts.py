@@ -24,6 +24,7 @@ CONTRACTS = (
     "ResultChallenges",
     "VerifierCourt",
     "KeyRegistry",
+    "InferenceEscrow",
 )
 
 

@@ -100,6 +100,11 @@ class DeployConfig(BaseModel):
         False, description="Transfer `dev_account_funding` OPEN to dev accounts 1..9 (dev chain 31337 only)."
     )
     dev_account_funding: int = Field(100_000 * OPEN, ge=0, description="OPEN each funded dev account gets.")
+    escrow_withdraw_delay: int = Field(
+        2 * DAY, ge=0, le=365 * DAY,
+        description="Seconds a payer's InferenceEscrow withdrawal waits after its request, so a serving node can "
+        "still settle (charge) the usage it served before the request.",
+    )  # fmt: skip
 
     @property
     def challenge_window(self) -> int:
@@ -155,7 +160,7 @@ def dev_funding(config: DeployConfig) -> dict[ChecksumAddress, int]:
 
 
 def deploy(client: ChainClient, network: str, config: DeployConfig | None = None) -> Deployment:
-    """Deploys all nine contracts from `client`'s account and wires their roles; on the dev chain
+    """Deploys all ten contracts from `client`'s account and wires their roles; on the dev chain
     with `fund_dev_accounts`, then gives dev accounts 1..9 OPEN (`dev_funding`)."""
     chain_id = client.chain_id
     cfg = config or DeployConfig.for_chain(chain_id)
@@ -186,6 +191,8 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
         cfg.appeal_bond, [cfg.vote_period, cfg.reveal_vote_period, cfg.appeal_period, cfg.verifier_leave_delay],
     )  # fmt: skip
     keys = client.deploy("KeyRegistry", datanets)  # private Datanets' public keys and grants
+    # Prepaid inference fees: settlements fund permissionless epoch rounds, no role to wire.
+    escrow = client.deploy("InferenceEscrow", token, rewards, cfg.escrow_withdraw_delay)
     # The ModelRegistry reserves/slashes node bonds and funds reward rounds; nothing else may.
     staking_c = client.contract("NodeStaking", staking)
     rewards_c = client.contract("RewardDistributor", rewards)
@@ -215,6 +222,7 @@ def deploy(client: ChainClient, network: str, config: DeployConfig | None = None
             "ResultChallenges": challenges,
             "VerifierCourt": court,
             "KeyRegistry": keys,
+            "InferenceEscrow": escrow,
         },
     )
 

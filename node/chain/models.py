@@ -400,7 +400,8 @@ class Deployment(BaseModel):
     deployed_at: int
     contracts: dict[str, ChecksumAddress] = Field(
         description="Contract name -> address, for OpenToken, DatanetRegistry, NodeStaking, "
-        "RewardDistributor, ModelRegistry, ResultChallenges, VerifierCourt and KeyRegistry."
+        "RewardDistributor, ModelRegistry, ResultChallenges, VerifierCourt, KeyRegistry and InferenceEscrow "
+        "(files written before a contract existed lack it and still load; see protocol.OPTIONAL_CONTRACTS)."
     )
     genesis_hash: str | None = Field(
         None,

@@ -62,6 +62,7 @@ OPTIONAL_CONTRACTS = {
     "ResultChallenges": "challenge windows",
     "VerifierCourt": "recomputation committees",
     "KeyRegistry": "private Datanets",
+    "InferenceEscrow": "inference fee escrow and epoch rewards",
 }
 """Contracts a deployment file may lack (written before they existed), with what they brought."""
 
@@ -111,6 +112,11 @@ class Protocol:
     def keys(self) -> Contract:
         """The KeyRegistry (private Datanets' keys and grants)."""
         return self._deployed("KeyRegistry")
+
+    @property
+    def escrow(self) -> Contract:
+        """The InferenceEscrow (prepaid inference fees; bindings in node.chain.inference)."""
+        return self._deployed("InferenceEscrow")
 
     def _deployed(self, name: str) -> Contract:
         contract = self._optional.get(name)
