@@ -272,24 +272,39 @@ class SpanIndex:
 
     def _first_starts(self, stored: list[int], start: int, end: int, p: SpanPolicy) -> dict[int, int]:
         """Document -> the earliest s such that it holds ``[s, end)``, over the suffixes of at least
-        ``min_tokens`` that are in at most ``max_documents`` documents. A later suffix is in every
-        document an earlier one is in (and maybe more), so the walk stops at the first common one;
-        an equal occurrence count means the same documents, and skips the pointer work."""
+        ``min_tokens`` that are in at most ``max_documents`` documents.
+
+        A later suffix occurs wherever an earlier one does (and maybe elsewhere): its occurrence
+        count never falls, and an equal count means the same occurrences, so the same documents.
+        The walk therefore jumps, by binary search, from one count change to the next (a passage
+        found in one example costs ~log2(length) lookups, not one per token), and stops at the
+        first suffix that is common.
+        """
+        last = end - p.min_tokens  # the last start of a long-enough suffix
+        counts: dict[int, Any] = {}
+
+        def find(s: int) -> Any:
+            if s not in counts:
+                # the C++ engine itself: the Python wrapper re-checks every id of every suffix
+                # (quadratic); these ids were range-checked once in `_stored`
+                counts[s] = self._engine.engine.find(input_ids=stored[s:end])
+            return counts[s]
+
         first: dict[int, int] = {}
-        last_cnt = -1
-        for s in range(start, end - p.min_tokens + 1):
-            # the C++ engine itself: the Python wrapper re-checks every id of every suffix (quadratic);
-            # these ids were range-checked once in `_stored`
-            found = self._engine.engine.find(input_ids=stored[s:end])
-            if found.cnt == last_cnt:
-                continue
-            last_cnt = found.cnt
+        s = start
+        while s <= last:
+            found = find(s)
             lo, hi = found.segment_by_shard[0]
             docs = self._documents(lo, hi)
             if len(docs) > p.max_documents:
                 break
             for doc in docs:
                 first.setdefault(int(doc), s)
+            a, b = s, last  # the last start with this same count lies in [a, b]
+            while a < b:
+                mid = (a + b + 1) // 2
+                a, b = (mid, b) if find(mid).cnt == found.cnt else (a, mid - 1)
+            s = a + 1
         return first
 
     def _documents(self, lo: int, hi: int) -> np.ndarray:
