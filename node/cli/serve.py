@@ -122,3 +122,49 @@ def serve_cmd(
         err_console.print("[yellow]listening beyond this machine: only API-key holders can run models; "
                           "keystore actions stay loopback-only[/]")  # fmt: skip
     uvicorn.run(create_app(services), host=host, port=port, log_level="warning")
+
+
+responses_app = typer.Typer(no_args_is_help=True, help="What the server keeps of its answers (the retention rule).")
+
+
+@responses_app.command("show")
+def responses_show(
+    ctx: typer.Context,
+    response_id: Annotated[str, typer.Argument(help="The answer's id (chatcmpl-... or cmpl-...).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """One answer's spans, credits and (within the retention period) text."""
+    from node.serve.responses import ResponseLog
+    from node.serve.runtime import responses_path
+
+    found = ResponseLog(responses_path(settings(ctx))).get(response_id)
+    if found is None:
+        raise typer.BadParameter(f"no stored answer {response_id}", param_hint="RESPONSE_ID")
+    if json_out:
+        print_json(found)
+        return
+    console.print(
+        f"{found.id}  {found.model}  epoch {found.epoch}  tokens {found.prompt_tokens}+{found.completion_tokens}"
+    )
+    for span in found.spans:
+        console.print(
+            f"  [{span.start}:{span.end}] {span.contributor} (contribution {span.contribution_id}): {span.span!r}"
+        )
+    console.print(f"  credits: {found.credits or 'none'}")
+    console.print(f"  text: {'erased' if found.answer is None else repr(found.answer)}")
+
+
+@responses_app.command("purge")
+def responses_purge(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Erase the text of every answer, not only expired ones.")
+    ] = False,
+    days: Annotated[int, typer.Option(help="Retention period in days (DATANET_SERVE_RETENTION_DAYS).")] = 30,
+) -> None:
+    """Erase stored prompts and answers past the retention period (spans and credits stay)."""
+    from node.serve.responses import ResponseLog
+    from node.serve.runtime import responses_path
+
+    n = ResponseLog(responses_path(settings(ctx)), retention_days=days).purge(everything=everything)
+    console.print(f"erased the text of {n} answer(s)")

@@ -19,8 +19,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from node.chain.protocol import Protocol
+from node.config import Settings
 from node.data.records import Message as ChatTurn
 from node.serve import errors
 from node.serve.catalog import Catalog, ModelUnavailableError, ServedModel
@@ -55,11 +58,22 @@ from node.serve.openai_types import (
     SpanCredit,
     Usage,
 )
+from node.serve.responses import ResponseLog, StoredResponse
+from node.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
 
-# (model, prompt ids, answer ids, answer text, tokenizer) -> the answer's attributed spans
-Attributor = Callable[[ServedModel, list[int], list[int], str, Any], list[SpanCredit]]
+
+class Attribution(BaseModel):
+    """What an answer drew on: its spans that match training data, and the credit units each
+    contributor earns from them (`node.attribution.spans.credits_from_spans`)."""
+
+    spans: list[SpanCredit] = Field(default_factory=list)
+    credits: dict[str, int] = Field(default_factory=dict)
+
+
+# (model, prompt ids, answer ids, answer text, tokenizer) -> the answer's attribution
+Attributor = Callable[[ServedModel, list[int], list[int], str, Any], Attribution]
 
 
 @dataclass
@@ -71,10 +85,11 @@ class Services:
     engine: Engine
     keys: ApiKeyStore
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    node: Settings | None = None  # the node's own settings (data dir, keystore): the pages' chain actions
+    protocol: Protocol | None = None  # read-only view of the deployed protocol
+    store: ContentStore | None = None
     attributor: Attributor | None = None
-    on_answer: list[Callable[[str, ApiKey, ServedModel, Finished, list[SpanCredit]], None]] = field(
-        default_factory=list
-    )  # called after every answer (response store, inference credits)
+    responses: ResponseLog | None = None  # what is kept of each answer (node.serve.responses: the retention rule)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -162,11 +177,17 @@ def create_app(services: Services, *, refresh: bool = True) -> FastAPI:
 
 
 async def _refresh_loop(s: Services) -> None:
+    """Keeps the catalog in step with the chain, and erases answer text past its retention."""
     while True:
         try:
             await asyncio.to_thread(s.catalog.refresh)
         except Exception as e:  # an RPC outage must not stop serving what is already known
             log.warning("registry refresh failed (serving the models already known): %s", e)
+        if s.responses is not None:
+            try:
+                await asyncio.to_thread(s.responses.purge)
+            except Exception as e:
+                log.warning("could not erase answers past their retention: %s", e)
         await asyncio.sleep(s.settings.refresh_s)
 
 
@@ -241,9 +262,9 @@ def _api_routes() -> Any:
         rid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _sse(_chat_chunks(s, events, rid, created, model, key, tok, usage))
+            return _sse(_chat_chunks(s, events, rid, created, model, key, tok, usage, prompt))
         done = await _collect(events)
-        spans = _attribute(s, model, done, tok, key, rid)
+        spans = _attribute(s, model, done, tok, key, rid, prompt)
         return ChatCompletion(
             id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
             choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
@@ -264,15 +285,41 @@ def _api_routes() -> Any:
         rid, created = "cmpl-" + secrets.token_hex(12), int(time.time())
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _sse(_completion_chunks(s, events, rid, created, model, key, tok, usage))
+            return _sse(_completion_chunks(s, events, rid, created, model, key, tok, usage, gen.prompt))
         done = await _collect(events)
-        spans = _attribute(s, model, done, tok, key, rid)
+        spans = _attribute(s, model, done, tok, key, rid, gen.prompt)
         return Completion(
             id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
             choices=[CompletionChoice(text=done.text, finish_reason=_reason(done))],
         )  # fmt: skip
 
+    @r.get("/v1/attribution/{response_id}", response_model=StoredResponse, tags=["attribution"])
+    def get_attribution(request: Request, response_id: str, key: KeyDep) -> StoredResponse:
+        """What an answer drew on (its spans and credits) and, within the retention period, its
+        prompt and text. Only the API key that asked can read it."""
+        return _own_response(services_of(request), response_id, key)
+
+    @r.delete("/v1/attribution/{response_id}", response_model=StoredResponse, tags=["attribution"])
+    def delete_attribution_text(request: Request, response_id: str, key: KeyDep) -> StoredResponse:
+        """Erases the answer's prompt and text now; its spans and credits stay (they settle the
+        epoch's inference rewards)."""
+        s = services_of(request)
+        _own_response(s, response_id, key)
+        assert s.responses is not None
+        s.responses.erase_text(response_id)
+        return _own_response(s, response_id, key)
+
     return r
+
+
+def _own_response(s: Services, rid: str, key: ApiKey) -> StoredResponse:
+    found = s.responses.get(rid) if s.responses is not None else None
+    if found is None or found.key_id != key.id:
+        raise ApiError(
+            404, f"No stored response '{rid}' for this API key (answers of base models are not kept, and text is "
+            "erased after the retention period).", param="response_id", code="not_found",
+        )  # fmt: skip
+    return found
 
 
 def _resolve(s: Services, name: str) -> ServedModel:
@@ -346,19 +393,27 @@ def _usage(done: Finished) -> Usage:
     )  # fmt: skip
 
 
-def _attribute(s: Services, model: ServedModel, done: Finished, tok: Any, key: ApiKey, rid: str) -> list[SpanCredit]:
-    spans: list[SpanCredit] = []
+def _attribute(
+    s: Services, model: ServedModel, done: Finished, tok: Any, key: ApiKey, rid: str, prompt: str
+) -> list[SpanCredit]:
+    """The answer's attributed spans (never an error: attribution must not cost the user the
+    answer), recorded with its credits in the response log."""
+    found = Attribution()
     if s.attributor is not None and model.kind == "adapter":
         try:
-            spans = s.attributor(model, done.prompt_ids, done.completion_ids, done.text, tok)
-        except Exception as e:  # attribution must never cost the user the answer
-            log.warning("attribution of %s failed: %s", rid, e)
-    for hook in s.on_answer:
-        try:
-            hook(rid, key, model, done, spans)
+            found = s.attributor(model, done.prompt_ids, done.completion_ids, done.text, tok)
         except Exception as e:
-            log.warning("after-answer hook failed for %s: %s", rid, e)
-    return spans
+            log.warning("attribution of %s failed: %s", rid, e)
+    if s.responses is not None and model.kind == "adapter":
+        try:
+            s.responses.record(
+                rid, key_id=key.id, model=model.id, model_id=model.model_id, prompt=prompt, answer=done.text,
+                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens, spans=found.spans,
+                credits=found.credits,
+            )  # fmt: skip
+        except Exception as e:
+            log.warning("could not record %s: %s", rid, e)
+    return found.spans
 
 
 def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
@@ -413,7 +468,7 @@ def _data(model: Any) -> str:
 async def _stream(
     s: Services, events: AsyncIterator[Event], model: ServedModel, key: ApiKey, tok: Any, rid: str,
     make: Callable[[str | None, str | None, list[SpanCredit] | None], Any], first: Any,
-    usage_chunk: Callable[[Usage], Any] | None,
+    usage_chunk: Callable[[Usage], Any] | None, prompt: str,
 ) -> AsyncIterator[str]:  # fmt: skip
     """The SSE body shared by chat and completions: a first chunk, content chunks (the last one
     carrying finish_reason and the attribution), a usage chunk if asked, then [DONE]."""
@@ -429,7 +484,7 @@ async def _stream(
                     yield _data(make(held, None, None))
                 held = ev.text
             else:
-                spans = _attribute(s, model, ev, tok, key, rid)
+                spans = _attribute(s, model, ev, tok, key, rid, prompt)
                 yield _data(make(held or "", _reason(ev), spans))
                 if usage_chunk is not None:
                     yield _data(usage_chunk(_usage(ev)))
@@ -441,7 +496,7 @@ async def _stream(
 
 def _chat_chunks(
     s: Services, events: AsyncIterator[Event], rid: str, created: int, model: ServedModel, key: ApiKey, tok: Any,
-    include_usage: bool,
+    include_usage: bool, prompt: str,
 ) -> AsyncIterator[str]:  # fmt: skip
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None, spans: list[SpanCredit] | None = None) -> Any:
         return ChatCompletionChunk(
@@ -453,14 +508,13 @@ def _chat_chunks(
         return chunk([ChunkChoice(delta=delta, finish_reason=finish)], spans=spans)  # type: ignore[arg-type]
 
     first = chunk([ChunkChoice(delta=Delta(role="assistant", content=""))])
-    return _stream(
-        s, events, model, key, tok, rid, make, first, (lambda u: chunk([], usage=u)) if include_usage else None
-    )
+    usage_chunk = (lambda u: chunk([], usage=u)) if include_usage else None
+    return _stream(s, events, model, key, tok, rid, make, first, usage_chunk, prompt)
 
 
 def _completion_chunks(
     s: Services, events: AsyncIterator[Event], rid: str, created: int, model: ServedModel, key: ApiKey, tok: Any,
-    include_usage: bool,
+    include_usage: bool, prompt: str,
 ) -> AsyncIterator[str]:  # fmt: skip
     def make(text: str | None, finish: str | None, spans: list[SpanCredit] | None) -> Any:
         choice = CompletionChoice(text=text or "", finish_reason=finish)  # type: ignore[arg-type]
@@ -469,7 +523,7 @@ def _completion_chunks(
     def usage_chunk(u: Usage) -> Any:
         return Completion(id=rid, created=created, model=model.id, choices=[], usage=u)
 
-    return _stream(s, events, model, key, tok, rid, make, None, usage_chunk if include_usage else None)
+    return _stream(s, events, model, key, tok, rid, make, None, usage_chunk if include_usage else None, prompt)
 
 
 def json_error(e: ApiError) -> Response:

@@ -16,6 +16,7 @@ from node.serve.catalog import Catalog
 from node.serve.config import ServeSettings
 from node.serve.engine import Engine
 from node.serve.keys import ApiKeyStore
+from node.serve.responses import ResponseLog
 from node.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 def keys_path(settings: Settings) -> Path:
     """Where the API keys live (hashed): beside the node's other state."""
     return settings.data_dir / "serve" / "api_keys.sqlite"
+
+
+def responses_path(settings: Settings) -> Path:
+    """Where answers' spans, credits and (for the retention period) text are kept."""
+    return settings.data_dir / "serve" / "responses.sqlite"
 
 
 def build_engine(serve: ServeSettings) -> Engine:
@@ -53,4 +59,8 @@ def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = 
         protocol, store, models_dir=settings.models_path, adapters_dir=settings.data_dir / "serve" / "adapters",
         bases=list(bases), policy=AdapterPolicy(max_rank=serve.max_rank),
     )  # fmt: skip
-    return Services(settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)))
+    return Services(
+        settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)),
+        node=settings, protocol=protocol, store=store,
+        responses=ResponseLog(responses_path(settings), retention_days=serve.retention_days),
+    )  # fmt: skip

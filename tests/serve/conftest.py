@@ -83,6 +83,7 @@ def local_services(tmp: Path, base: Path, base_hash: str, adapters: list[Path], 
     from node.serve.config import ServeSettings
     from node.serve.keys import ApiKeyStore
     from node.serve.peft_engine import PeftEngine
+    from node.serve.responses import ResponseLog
     from node.storage.embedded import EmbeddedStore
 
     store = EmbeddedStore(tmp / "ipfs")
@@ -101,4 +102,5 @@ def local_services(tmp: Path, base: Path, base_hash: str, adapters: list[Path], 
     _, key = keys.create("tests")
     serve = ServeSettings(**settings)
     engine = PeftEngine(device="cpu", max_adapters=serve.max_adapters)
-    return Services(settings=serve, catalog=catalog, engine=engine, keys=keys), key
+    responses = ResponseLog(tmp / "responses.sqlite", retention_days=serve.retention_days)
+    return Services(settings=serve, catalog=catalog, engine=engine, keys=keys, responses=responses), key
