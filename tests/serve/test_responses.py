@@ -44,8 +44,8 @@ def test_the_asking_key_reads_and_erases_its_answer(
     _, other = services.keys.create("someone else")
     with live_server(create_app(services, refresh=False)) as url:
         auth = {"Authorization": f"Bearer {key}"}
-        r = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=60,
-                       json={"model": "datanet-1", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        body = {"model": "datanet-1", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=60, json=body)
         rid = r.json()["id"]
         stored = httpx.get(f"{url}/v1/attribution/{rid}", headers=auth).json()
         assert stored["answer"] == r.json()["choices"][0]["message"]["content"] and "hi" in stored["prompt"]
