@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from node.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +123,17 @@ class Settings(BaseSettings):
 
     def deployment_file(self, network: str | None = None) -> Path:
         return self.deployments_dir / f"{network or self.network}.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings (`overrides` > env > TOML > defaults); an invalid value raises ConfigError
+    naming the setting, the value, where to fix it and what it must be (one line per field)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            where = f"DATANET_{field.upper()} (environment) or `{field}` in datanet.toml"
+            problems.append(f"setting {field} = {err.get('input')!r} is invalid: {err['msg']}; fix {where}")
+        raise ConfigError("; ".join(problems) + ".") from e

@@ -17,6 +17,10 @@ class ConfigError(NodeError, ValueError):
     """A setting is missing or invalid."""
 
 
+class InputError(NodeError, ValueError):
+    """A value given on the command line (or to an API) is invalid: an address, an amount, a file."""
+
+
 class KeystoreError(NodeError, ValueError):
     """A key could not be loaded or stored (wrong password, missing file, bad format)."""
 

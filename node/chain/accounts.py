@@ -12,14 +12,25 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from web3 import Web3
 
 from node.chain.devchain import DEV_MNEMONIC
-from node.errors import KeystoreError
+from node.errors import InputError, KeystoreError
 
 Account.enable_unaudited_hdwallet_features()
 
 
 @cache
+def checksum_address(value: str, what: str) -> ChecksumAddress:
+    """`value` as a checksummed address; InputError naming `what` (an option, a field) otherwise."""
+    if not Web3.is_address(value.strip()):
+        if Web3.is_address(value.strip().lower()):  # 40 hex digits in a mixed case that is not the checksum
+            raise InputError(f"{what} '{value}' has a wrong checksum (its upper/lower case); check it for typos.")
+        raise InputError(f"{what} '{value}' is not an address (0x followed by 40 hex digits).")
+    return Web3.to_checksum_address(value.strip())
+
+
 def dev_account(index: int) -> LocalAccount:
     """The `index`-th account of the public dev mnemonic (funded on the dev chain only).
     Cached: HD derivation is slow and the tests ask for the same few accounts constantly."""

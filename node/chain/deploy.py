@@ -244,5 +244,9 @@ def load_deployment(path: Path) -> Deployment:
         )
     try:
         return Deployment.model_validate(json.loads(path.read_text()))
-    except (ValueError, ValidationError) as e:
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors())
+        raise DeploymentError(f"Deployment file {path} is malformed ({problems}). Redeploy with `datanet deploy`, "
+                              "or restore the file.") from e  # fmt: skip
+    except ValueError as e:
         raise DeploymentError(f"Deployment file {path} is malformed: {e}") from e

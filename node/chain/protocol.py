@@ -57,6 +57,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value._asdict() if hasattr(value, "_asdict") else dict(value)
 
 
+REQUIRED_CONTRACTS = ("OpenToken", "DatanetRegistry", "NodeStaking", "RewardDistributor", "ModelRegistry")
+"""Contracts every deployment file has had since the first."""
 OPTIONAL_CONTRACTS = {
     "ProtocolTimelock": "timelocked parameters",
     "ResultChallenges": "challenge windows",
@@ -92,6 +94,13 @@ class Protocol:
         self.genesis_hash = genesis
         """0x-hash of the chain's block 0 (checked against the deployment file's where it has one)."""
         c = deployment.contracts
+        missing = [n for n in REQUIRED_CONTRACTS if n not in c]
+        if missing:
+            raise DeploymentError(
+                f"The deployment file for network '{deployment.network}' lacks the {', '.join(missing)} "
+                "contract(s) every deployment has, so it was edited or cut short. Redeploy with `datanet deploy` "
+                "(or restore the file)."
+            )
         self.token: Contract = client.contract("OpenToken", c["OpenToken"])
         self.datanets: Contract = client.contract("DatanetRegistry", c["DatanetRegistry"])
         self.staking: Contract = client.contract("NodeStaking", c["NodeStaking"])

@@ -8,11 +8,13 @@ node print one clear line (what went wrong, how to fix it) and exit with status 
 from __future__ import annotations
 
 import logging
+import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from node.cli import (
     chain,
@@ -33,9 +35,10 @@ from node.cli import (
     wallet,
 )
 from node.cli import daemon as daemon_cli
+from node.cli import serve as serve_cli
 from node.cli.common import State, err_console
 from node.cli.wallet import wallet_path
-from node.config import Settings
+from node.config import load_settings
 from node.errors import NodeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
@@ -48,6 +51,7 @@ POSTERS = "Job posters"
 NODES = "Training nodes"
 EVERYONE = "Everyone: read and verify"
 SETUP = "Setup: wallets, storage, dev chain"
+SERVING = "Serving: the API and the web app"
 
 # Contributors: submit data, follow it, get paid.
 app.command("contribute", rich_help_panel=CONTRIBUTORS)(contribute.contribute_cmd)
@@ -85,6 +89,11 @@ app.add_typer(court.case_app, name="case", rich_help_panel=EVERYONE)
 app.add_typer(court.verifier_app, name="verifier", rich_help_panel=EVERYONE)
 app.add_typer(views.model_app, name="model", rich_help_panel=EVERYONE)
 views.model_app.command("list")(daemon_cli.models_cmd)
+
+# Serving: the OpenAI-compatible API, the ModelFactory pages, their keys.
+app.command("serve", rich_help_panel=SERVING)(serve_cli.serve_cmd)
+app.add_typer(serve_cli.api_key_app, name="api-key", rich_help_panel=SERVING)
+app.add_typer(serve_cli.responses_app, name="responses", rich_help_panel=SERVING)
 
 # Setup.
 app.add_typer(wallet.wallet_app, name="wallet", rich_help_panel=SETUP)
@@ -135,16 +144,29 @@ def _root(
         overrides["rpc_url"] = rpc_url
     if network:
         overrides["network"] = network
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     if wallet:
         settings = settings.model_copy(update={"keystore": wallet_path(settings, wallet)})
     ctx.obj = State(settings=settings)
 
 
 def main() -> None:
-    """Console entry point: runs the app, turning node errors into one readable line."""
+    """Console entry point: runs the app. An error the user can fix (every `NodeError`) prints one
+    line, what was wrong and how to fix it, and exits with status 1; anything else is a bug or a
+    case not handled yet, said as much in one line. `-v`/`--verbose` adds the traceback."""
+    argv = sys.argv[1:]
+    verbose = "-v" in argv or "--verbose" in argv
     try:
-        app()
+        app(args=argv)
     except NodeError as e:
-        err_console.print(f"[red]error:[/] {e}")
-        raise SystemExit(1) from None
+        _fail(str(e), verbose)
+    except Exception as e:
+        _fail(f"unexpected {type(e).__name__}: {e} (a bug, or a case datanet does not handle yet; "
+              "`datanet -v ...` shows the traceback to report)", verbose)  # fmt: skip
+
+
+def _fail(message: str, verbose: bool) -> NoReturn:
+    if verbose:
+        err_console.print_exception()
+    err_console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)  # one line, however narrow
+    raise SystemExit(1) from None

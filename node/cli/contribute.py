@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from web3.logs import DISCARD
 
+from node.chain.accounts import checksum_address
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN, fmt_open
 from node.chain.models import Contribution, ContributionStatus
@@ -92,7 +93,7 @@ def contributions_list(
 ) -> None:
     """Your contributions with their status, stake, and when the stake can be withdrawn."""
     p = read_protocol(ctx)
-    who = address or signer(settings(ctx), p.chain_id)[0].address
+    who = checksum_address(address, "--address") if address else signer(settings(ctx), p.chain_id)[0].address
     items = [p.contribution(i) for i in submitted_ids(p, contributor=who)]
     unlocks = {c.id: _unlocks_at(p, c) for c in items}
     if json_out:

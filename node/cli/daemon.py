@@ -19,7 +19,6 @@ from node.chain.models import Model
 from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
 from node.config import Settings
-from node.daemon.loop import Daemon, retry
 from node.daemon.store import JobRecord, JobState, JobStore
 from node.errors import ConfigError, NodeError
 from node.storage import open_store
@@ -58,6 +57,8 @@ def daemon_cmd(
 
     Runs until Ctrl-C (or SIGTERM): the job in progress stops at its next checkpoint and resumes
     on the next start. Progress: `datanet node jobs`. With --verify: a verifier (see above)."""
+    from node.daemon.loop import Daemon  # torch and the training stack load only for the daemon
+
     _daemon_logging()
     s = settings(ctx)
     if verify:
@@ -130,7 +131,7 @@ def jobs_cmd(
     s = settings(ctx)
     with JobStore.from_settings(s, load_deployment(s.deployment_file())) as store:
         if retry_id is not None:
-            r = retry(store, retry_id)
+            r = _retry(store, retry_id)
             err_console.print(f"job #{retry_id} is {r.state} again; a running daemon picks it up")
         rows = store.all()
     if json_out:
@@ -153,11 +154,17 @@ def retry_cmd(
     """Put a skipped or failed (retryable) job back to run again; a running daemon picks it up."""
     s = settings(ctx)
     with JobStore.from_settings(s, load_deployment(s.deployment_file())) as store:
-        r = retry(store, job_id)
+        r = _retry(store, job_id)
     if json_out:
         print_json(JobView(job=r, percent=r.percent).model_dump(mode="json"))
         return
     console.print(f"job #{job_id} is {r.state} again; a running `datanet daemon` picks it up")
+
+
+def _retry(store: JobStore, job_id: int) -> JobRecord:
+    from node.daemon.loop import retry  # see daemon_cmd: the loop module loads the training stack
+
+    return retry(store, job_id)
 
 
 def _state(r: JobRecord) -> str:

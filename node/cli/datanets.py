@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from web3 import Web3
 
+from node.chain.accounts import checksum_address
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import OPEN, fmt_open
 from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
-from node.errors import NodeError
+from node.errors import InputError, NodeError
 
 datanet_app = typer.Typer(no_args_is_help=True, help="Create and inspect Datanets.")
 _LOCK_HELP = "Days a stake stays bonded after approval; also the curators' window to decide (1/24 to 730)."
@@ -52,6 +52,9 @@ def datanet_create(
             f"to {MAX_LOCK_PERIOD // 86400}. It is also how long curators have to decide a contribution, so it "
             "cannot be 0; nothing was created."
         )
+    _check_create_options(name, slash_percent, license_file)
+    treasury_address = checksum_address(treasury, "--treasury") if treasury else None
+    curators = [checksum_address(c, "--curator") for c in curator or []]
     s = settings(ctx)
     proto = write_protocol(ctx)
     store = open_store(s)
@@ -64,8 +67,7 @@ def datanet_create(
     params = DatanetParams(
         name=name, metadataCID=metadata_cid, license=license_ref, commercialUse=commercial, isPrivate=private,
         restricted=restricted, minStake=int(min_stake * OPEN), slashBps=round(slash_percent * 100),
-        lockPeriod=lock_period, treasury=Web3.to_checksum_address(treasury or proto.address),
-        curators=[Web3.to_checksum_address(c) for c in (curator or [proto.address])],
+        lockPeriod=lock_period, treasury=treasury_address or proto.address, curators=curators or [proto.address],
     )  # fmt: skip
     if private:  # every key holder must have an encryption key before the Datanet exists
         from node.data.grants import ensure_encryption_key, missing_encryption_keys
@@ -92,6 +94,18 @@ def datanet_create(
         if private:
             console.print(f"private: files are encrypted to key v{out['key_version']} {out['public_key']}; the "
                           f"owner and {len(params.curators)} curator(s) can decrypt ({out['key_grants']})")  # fmt: skip
+
+
+def _check_create_options(name: str, slash_percent: float, license_file: Path | None) -> None:
+    """What DatanetRegistry (or the file system) would refuse, said in this command's options."""
+    if not 1 <= len(name) <= 128:
+        raise InputError(f"--name must be 1 to 128 characters, got {len(name)}; shorten it (--description holds "
+                         "the long text).")  # fmt: skip
+    if not 0 <= slash_percent <= 100:
+        raise InputError(f"--slash-percent {slash_percent:g} is out of range: the share of a rejected stake that is "
+                         "slashed is from 0 to 100.")  # fmt: skip
+    if license_file is not None and not license_file.is_file():
+        raise InputError(f"--license-file {license_file} is not a readable file; give the path of the license text.")
 
 
 @datanet_app.command("list")
@@ -156,7 +170,7 @@ def datanet_trust_node(
     if d.owner != proto.address:
         raise NodeError(f"Datanet #{datanet_id} is owned by {d.owner}, not this wallet ({proto.address}); "
                         "only its owner can change which nodes it trusts.")  # fmt: skip
-    address = Web3.to_checksum_address(node)
+    address = checksum_address(node, "NODE")
     proto.set_trusted_node(datanet_id, address, not revoke)
     out = {"datanet_id": datanet_id, "node": address, "trusted": not revoke, "checked": d.isPrivate or d.restricted,
            "tx": proto.client.last_tx}  # fmt: skip

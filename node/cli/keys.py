@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from web3 import Web3
 
+from node.chain.accounts import checksum_address
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
 
@@ -43,7 +43,7 @@ def keys_show(
 ) -> None:
     """An account's published encryption key, and a Datanet's key version."""
     p = read_protocol(ctx)
-    who = Web3.to_checksum_address(account) if account else write_protocol(ctx).address
+    who = checksum_address(account, "ACCOUNT") if account else write_protocol(ctx).address
     key = p.encryption_key_of(who)
     out: dict[str, object] = {"account": who, "encryption_key": "0x" + key.hex() if key else None}
     if datanet is not None:

@@ -14,14 +14,16 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from node.errors import StorageError
+
 CHUNK_SIZE = 256 * 1024
 MAX_LINKS = 174
 RAW, DAG_PB, SHA2_256 = 0x55, 0x70, 0x12
 _FILE, _DIRECTORY = 2, 1
 
 
-class CidError(ValueError):
-    """A string that is not a CIDv1 (sha2-256, raw or dag-pb) we can verify."""
+class CidError(StorageError, ValueError):
+    """A string that is not a CID (v1 base32, or v0 "Qm...": sha2-256, raw or dag-pb) we can verify."""
 
 
 # ------------------------------------------------------------------------ CIDs
@@ -58,10 +60,19 @@ def cid_str(binary: bytes) -> str:
     return "b" + base64.b32encode(binary).decode().lower().rstrip("=")
 
 
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
 def parse_cid(cid: str) -> tuple[int, bytes]:
-    """(codec, sha256 digest) of a base32 CIDv1; raises CidError for anything else."""
+    """(codec, sha256 digest) of a base32 CIDv1 or a CIDv0 ("Qm...", always dag-pb); raises
+    CidError for anything else."""
+    if cid.startswith("Qm"):
+        return DAG_PB, _cidv0_digest(cid)
     if not cid.startswith("b"):
-        raise CidError(f"{cid!r} is not a base32 CIDv1 (expected 'bafy...' or 'bafk...').")
+        raise CidError(
+            f"{cid!r} is not a base32 CIDv1 ('bafy...' or 'bafk...') nor a CIDv0 ('Qm' and 44 base58 characters); "
+            "copy the whole CID."
+        )
     body = cid[1:].upper()
     try:
         raw = base64.b32decode(body + "=" * (-len(body) % 8))
@@ -70,6 +81,36 @@ def parse_cid(cid: str) -> tuple[int, bytes]:
     if len(raw) != 36 or raw[0] != 1 or raw[1] not in (RAW, DAG_PB) or raw[2:4] != bytes([SHA2_256, 32]):
         raise CidError(f"{cid!r} is not a CIDv1 with codec raw/dag-pb and a sha2-256 multihash.")
     return raw[1], raw[4:]
+
+
+def _cidv0_digest(cid: str) -> bytes:
+    """The sha2-256 digest of a CIDv0: base58btc of the multihash 0x12 0x20 + 32 bytes."""
+    n = 0
+    for ch in cid:
+        if ch not in _B58:
+            raise CidError(f"{cid!r} is not a base32 CIDv1 nor a CIDv0 ({ch!r} is not base58); copy the whole CID.")
+        n = n * 58 + _B58.index(ch)
+    raw = n.to_bytes(max(34, (n.bit_length() + 7) // 8), "big")
+    if len(cid) != 46 or len(raw) != 34 or raw[:2] != bytes([SHA2_256, 32]):
+        raise CidError(f"{cid!r} is not a base32 CIDv1 nor a CIDv0 ('Qm' and 44 base58 characters, a sha2-256 "
+                       "multihash); copy the whole CID.")  # fmt: skip
+    return raw[2:]
+
+
+def normalize_cid(cid: str) -> str:
+    """`cid` as the base32 CIDv1 the stores key blocks by: a CIDv0 ("Qm...", what most IPFS tools
+    print) names the same dag-pb block as the CIDv1 with its multihash, so both fetch the same
+    content. Raises CidError for anything that is not a CID."""
+    cid = cid.strip()
+    codec, digest = parse_cid(cid)
+    return cid_str(bytes([0x01, codec, SHA2_256, 32]) + digest) if cid.startswith("Qm") else cid
+
+
+def _link_cid(binary: bytes) -> str:
+    """A dag-pb link's binary CID as a string (a CIDv0 link is the bare multihash)."""
+    if len(binary) == 34 and binary[:2] == bytes([SHA2_256, 32]):
+        return cid_str(bytes([0x01, DAG_PB]) + binary)
+    return cid_str(binary)
 
 
 def block_matches(cid: str, block: bytes) -> bool:
@@ -233,6 +274,7 @@ class Tree:
 
 def read(cid: str, get_block: GetBlock) -> Tree:
     """Reads a file or directory DAG; every block is checked against its CID by `verified`."""
+    cid = normalize_cid(cid)
     codec, _ = parse_cid(cid)
     block = verified(cid, get_block)
     if codec == RAW:
@@ -240,9 +282,9 @@ def read(cid: str, get_block: GetBlock) -> Tree:
     links, data = decode_node(block)
     kind, inline, _ = unixfs_info(data)
     if kind == _DIRECTORY:
-        return Tree(entries={ln.name: read(cid_str(ln.cid), get_block) for ln in links})
+        return Tree(entries={ln.name: read(_link_cid(ln.cid), get_block) for ln in links})
     if kind in (_FILE, 0):
-        parts = [inline] + [_file_bytes(cid_str(ln.cid), get_block) for ln in links]
+        parts = [inline] + [_file_bytes(_link_cid(ln.cid), get_block) for ln in links]
         return Tree(data=b"".join(parts))
     raise CidError(f"{cid}: UnixFS type {kind} is not supported (only files and directories).")
 
