@@ -36,12 +36,18 @@ from node.cli import (
 )
 from node.cli import daemon as daemon_cli
 from node.cli import serve as serve_cli
-from node.cli.common import State, err_console
+from node.cli.common import GlobalOptionsGroup, State, err_console
 from node.cli.wallet import wallet_path
 from node.config import load_settings
 from node.errors import NodeError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Datanet Node: data, models and rewards on-chain.")
+# cls: the root's options (and --json) work before or after any sub-command, as with `gh` and `cast`.
+app = typer.Typer(
+    cls=GlobalOptionsGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Datanet Node: data, models and rewards on-chain.",
+)
 
 # The command tree, grouped by role (each group is one `rich_help_panel` of `datanet --help`).
 # To add a command, register it in its role's block (e.g. `verify` in EVERYONE, from node/cli/verify.py).

@@ -6,10 +6,12 @@ import json
 import sys
 from typing import Annotated, Any
 
+import click
 import typer
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
 from rich.console import Console
+from typer.core import TyperGroup
 
 from node.chain.accounts import resolve_account
 from node.chain.client import ChainClient
@@ -22,6 +24,51 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+GLOBAL_VALUE_OPTIONS = ("--rpc-url", "--network", "--wallet")
+GLOBAL_FLAGS = ("-v", "--verbose")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`args` with the root's options moved before the command, wherever they were given, and a
+    `--json` given before the command moved after it, so `datanet job list --rpc-url URL --json`,
+    `datanet --json job list` and `datanet --rpc-url URL job list --json` all mean the same (as with
+    `gh` and `cast`). Nothing after a `--` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    early_json = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_VALUE_OPTIONS:
+            taken = 1 if "=" in arg else 2
+            front.extend(args[i : i + taken])
+            i += taken
+            continue
+        if arg in GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg == "--json" and not any(not a.startswith("-") for a in rest):
+            early_json = True  # before the command name: the command takes it
+        else:
+            rest.append(arg)
+        i += 1
+    if early_json:
+        cut = rest.index("--") if "--" in rest else len(rest)
+        rest.insert(cut, "--json")
+    return front + rest
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """The root command group: takes its options (`--rpc-url`, `--network`, `--wallet`, `-v`)
+    before or after any sub-command, and `--json` before one (`hoist_global_options`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
 
 class State(BaseModel):
