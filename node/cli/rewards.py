@@ -16,6 +16,7 @@ from web3 import Web3
 
 from node.chain.deploy import fmt_open
 from node.chain.protocol import Protocol
+from node.cli import epochs as epoch_cli
 from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, signer, write_protocol
 from node.cli.operator import chain_now, fmt_when
 from node.errors import NodeError
@@ -55,15 +56,20 @@ def rewards_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Per job with a registered model: your weight, share and amount, claimed or not, the claim
-    deadline, and per contribution why it earned what it did. Proofs are checked on-chain."""
+    deadline, and per contribution why it earned what it did; then your inference rewards (epoch
+    rounds; `--json`: items with "kind": "epoch"). Proofs are checked on-chain."""
     p = read_protocol(ctx)
     who = _account(ctx, p, address)
     items = _rewards(ctx, p, who, job)
+    epochs = epoch_cli.epoch_items(ctx, p, who) if job is None else []
     if json_out:
-        print_json(items)
+        print_json([*items, *epochs])
         return
     if not items:
-        console.print("no job has a registered model yet, so nothing pays rewards")
+        if epochs:
+            epoch_cli.print_epoch_table(p, epochs, who)
+        else:
+            console.print("no job has a registered model yet, so nothing pays rewards")
         return
     now = chain_now(p)
     t = Table("job", "model", "method", "weight", "share", "amount", "status", "claim by", title=f"rewards of {who}")
@@ -92,12 +98,16 @@ def rewards_cmd(
             "claim with `datanet claim --all` (or `--job N`); unclaimed rewards go back to the poster "
             "after the deadline (`datanet job sweep N`)"
         )
+    if epochs:
+        epoch_cli.print_epoch_table(p, epochs, who)
 
 
 def claim_cmd(
     ctx: typer.Context,
     job: Annotated[int | None, typer.Option("--job", help="Claim this job's reward.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Claim every reward not claimed yet.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Claim every reward not claimed yet (jobs and inference epochs).")
+    ] = False,
     address: Annotated[
         str | None, typer.Option("--address", help="Claim for this account (anyone may; the OPEN goes to it).")
     ] = None,
@@ -116,6 +126,7 @@ def claim_cmd(
     if job is not None:
         _check_claimable(items[0], chain_now(p))
     todo = [r for r in items if r.status == "claimable"]
+    epochs = epoch_cli.epoch_items(ctx, p, who) if all_ else []
     before = p.balance(who)
     results: list[dict[str, Any]] = []
     for r in todo:
@@ -131,6 +142,7 @@ def claim_cmd(
                     "tx": sender.client.last_tx,
                 }
             )
+    results += epoch_cli.claim_epochs(sender, epochs)
     after = p.balance(who)
     out = {
         "account": who,
@@ -148,10 +160,16 @@ def claim_cmd(
         return
     for c in results:
         console.print(
-            f"claimed {fmt_open(c['amount'])} for {who} from job #{c['job_id']} in tx {c['tx']}"
+            f"claimed {fmt_open(c['amount'])} for {who} from {_source(c)} in tx {c['tx']}"
             f"{f' (sent by {sender.address})' if sender.address != who else ''}"
         )
     console.print(f"balance {fmt_open(before)} -> {fmt_open(after)}")
+
+
+def _source(claim: dict[str, Any]) -> str:
+    if claim.get("kind") == "epoch":
+        return f"inference epoch {claim['node_epoch']} of node {claim['node']}"
+    return f"job #{claim['job_id']}"
 
 
 def _sender(ctx: typer.Context, p: Protocol, relayer: str | None) -> Protocol:
