@@ -264,7 +264,7 @@ def _api_routes() -> Any:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return _sse(_chat_chunks(s, events, rid, created, model, key, tok, usage, prompt))
         done = await _collect(events)
-        spans = _attribute(s, model, done, tok, key, rid, prompt)
+        spans = await _attribute(s, model, done, tok, key, rid, prompt)
         return ChatCompletion(
             id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
             choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
@@ -287,7 +287,7 @@ def _api_routes() -> Any:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return _sse(_completion_chunks(s, events, rid, created, model, key, tok, usage, gen.prompt))
         done = await _collect(events)
-        spans = _attribute(s, model, done, tok, key, rid, gen.prompt)
+        spans = await _attribute(s, model, done, tok, key, rid, gen.prompt)
         return Completion(
             id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
             choices=[CompletionChoice(text=done.text, finish_reason=_reason(done))],
@@ -393,11 +393,18 @@ def _usage(done: Finished) -> Usage:
     )  # fmt: skip
 
 
-def _attribute(
+async def _attribute(
     s: Services, model: ServedModel, done: Finished, tok: Any, key: ApiKey, rid: str, prompt: str
 ) -> list[SpanCredit]:
-    """The answer's attributed spans (never an error: attribution must not cost the user the
-    answer), recorded with its credits in the response log."""
+    """The answer's attributed spans, recorded with its credits in the response log (off the
+    event loop: a model's first answer builds its span index)."""
+    return await asyncio.to_thread(_attribute_now, s, model, done, tok, key, rid, prompt)
+
+
+def _attribute_now(
+    s: Services, model: ServedModel, done: Finished, tok: Any, key: ApiKey, rid: str, prompt: str
+) -> list[SpanCredit]:
+    """`_attribute`'s work; never raises (attribution must not cost the user the answer)."""
     found = Attribution()
     if s.attributor is not None and model.kind == "adapter":
         try:
@@ -484,7 +491,7 @@ async def _stream(
                     yield _data(make(held, None, None))
                 held = ev.text
             else:
-                spans = _attribute(s, model, ev, tok, key, rid, prompt)
+                spans = await _attribute(s, model, ev, tok, key, rid, prompt)
                 yield _data(make(held or "", _reason(ev), spans))
                 if usage_chunk is not None:
                     yield _data(usage_chunk(_usage(ev)))

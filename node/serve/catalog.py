@@ -59,6 +59,7 @@ class ServedModel(BaseModel):
     job_id: int | None = None
     adapter_cid: str | None = None
     adapter_sha256: str | None = None
+    data_root: str | None = Field(None, description="0x-Merkle root of the training manifest (on-chain).")
     aliases: list[str] = Field(default_factory=list)
     datanet_ids: list[int] = Field(default_factory=list)
     commercial_use: bool = True
@@ -215,6 +216,7 @@ class Catalog:
             id=mid, kind="adapter", status=status, base_id=self._base_card_id(base_hash), base_ref=m.baseModel,
             base_hash=base_hash, created=int(m.registeredAt), owned_by=m.node, model_id=model_id, job_id=m.jobId,
             adapter_cid=m.adapterCID, adapter_sha256="0x" + bytes(m.adapterHash).hex(), datanet_ids=list(m.datanetIds),
+            data_root="0x" + bytes(m.dataRoot).hex(),
             commercial_use=commercial,
             config=config.train_config().model_dump(mode="json") if config else {},
         )  # fmt: skip

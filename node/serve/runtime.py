@@ -12,6 +12,7 @@ from node.chain.protocol import Protocol
 from node.config import Settings
 from node.serve.adapters import AdapterPolicy
 from node.serve.app import Services
+from node.serve.attribution import SpanAttributor
 from node.serve.catalog import Catalog
 from node.serve.config import ServeSettings
 from node.serve.engine import Engine
@@ -43,24 +44,39 @@ def build_engine(serve: ServeSettings) -> Engine:
     return PeftEngine(device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy)
 
 
+def read_protocol(settings: Settings) -> Protocol | None:
+    """The deployed protocol, read-only; None without a deployment file."""
+    deployment_file = settings.deployment_file()
+    if not deployment_file.exists():
+        return None
+    deployment = load_deployment(deployment_file)
+    rpc = settings.rpc_url if "rpc_url" in settings.model_fields_set else deployment.rpc_url
+    return Protocol(ChainClient(rpc, timeout=settings.rpc_timeout, retries=settings.rpc_retries), deployment)
+
+
+def build_catalog(
+    settings: Settings, serve: ServeSettings, protocol: Protocol | None, bases: list[str] | None = None
+) -> Catalog:
+    return Catalog(
+        protocol, open_store(settings), models_dir=settings.models_path,
+        adapters_dir=settings.data_dir / "serve" / "adapters", bases=list(bases or []),
+        policy=AdapterPolicy(max_rank=serve.max_rank),
+    )  # fmt: skip
+
+
 def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = ()) -> Services:  # type: ignore[assignment]
     """Everything `create_app` needs. Without a deployment file the node still serves the base
     models named in `bases` (no registry models until one is deployed)."""
-    protocol: Protocol | None = None
-    deployment_file = settings.deployment_file()
-    if deployment_file.exists():
-        deployment = load_deployment(deployment_file)
-        rpc = settings.rpc_url if "rpc_url" in settings.model_fields_set else deployment.rpc_url
-        protocol = Protocol(ChainClient(rpc, timeout=settings.rpc_timeout, retries=settings.rpc_retries), deployment)
-    else:
-        log.warning("no deployment at %s: serving base models only", deployment_file)
-    store = open_store(settings)
-    catalog = Catalog(
-        protocol, store, models_dir=settings.models_path, adapters_dir=settings.data_dir / "serve" / "adapters",
-        bases=list(bases), policy=AdapterPolicy(max_rank=serve.max_rank),
-    )  # fmt: skip
+    protocol = read_protocol(settings)
+    if protocol is None:
+        log.warning("no deployment at %s: serving base models only", settings.deployment_file())
+    catalog = build_catalog(settings, serve, protocol, bases)
+    store = catalog.store
     return Services(
         settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)),
         node=settings, protocol=protocol, store=store,
         responses=ResponseLog(responses_path(settings), retention_days=serve.retention_days),
+        attributor=SpanAttributor(
+            settings.jobs_path, settings.data_dir / "serve" / "span-index", catalog.adapters_dir
+        ),
     )  # fmt: skip
