@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -168,3 +169,55 @@ def responses_purge(
 
     n = ResponseLog(responses_path(settings(ctx)), retention_days=days).purge(everything=everything)
     console.print(f"erased the text of {n} answer(s)")
+
+
+def export_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model: datanet-<id>, its name, or the registry id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the Hugging Face model to.")],
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Merge a registered adapter into its full-precision base and write a standard Hugging Face
+    model directory, with the training Datanets' licences in its model card."""
+    from node.serve.config import ServeSettings
+    from node.serve.export import DatanetTerms, ExportProvenance, export_merged
+    from node.serve.runtime import build_catalog, read_protocol
+
+    s = settings(ctx)
+    protocol = read_protocol(s)
+    if protocol is None:
+        raise typer.BadParameter(f"no deployment at {s.deployment_file()}; deploy first or pass --network")
+    catalog = build_catalog(s, ServeSettings(), protocol)
+    catalog.refresh()
+    name = f"datanet-{model}" if model.isdigit() else model
+    found = catalog.get(name)
+    if found is None or found.kind != "adapter":
+        raise typer.BadParameter(
+            f"no registered model '{model}' whose base model is on this node; `datanet model list` shows the registry",
+            param_hint="MODEL",
+        )
+    handle = catalog.handle(found)
+    assert handle.adapter_dir is not None and catalog.store is not None
+    terms = []
+    for d in found.datanet_ids:
+        net = protocol.datanet(d)
+        text = None
+        if net.license.startswith(("bafy", "Qm")):
+            try:
+                text = catalog.store.cat(net.license).decode("utf-8", "replace")
+            except Exception as e:  # the card still names the CID
+                err_console.print(f"[yellow]licence text {net.license} of Datanet #{d} not fetched: {e}[/]")
+        terms.append(DatanetTerms(id=d, name=net.name, license=net.license, commercial_use=net.commercialUse,
+                                  license_text=text))  # fmt: skip
+    provenance = ExportProvenance(
+        model=found.id, model_id=found.model_id, job_id=found.job_id, base_model=found.base_ref,
+        base_model_hash=found.base_hash, adapter_cid=found.adapter_cid, adapter_sha256=found.adapter_sha256,
+        chain_id=protocol.chain_id, model_registry=protocol.models.address, datanets=terms, training=found.config,
+    )  # fmt: skip
+    with console.status(f"merging {found.id} into {found.base_ref} ..."):
+        path = export_merged(handle.base_dir, handle.adapter_dir, out, provenance, force=force)
+    if json_out:
+        print_json({"path": str(path), **provenance.model_dump(mode="json")})
+    else:
+        console.print(f"exported {found.id} to {path} (load it with AutoModelForCausalLM.from_pretrained)")

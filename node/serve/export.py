@@ -19,7 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from node.errors import NodeError
 from node.serve.adapters import AdapterPolicy, check_adapter
+
+
+class ExportExistsError(NodeError, FileExistsError):
+    """The output directory already holds files (export never overwrites them silently)."""
 
 
 class DatanetTerms(BaseModel):
@@ -89,7 +94,7 @@ def export_merged(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; choose another directory or pass --force")
+        raise ExportExistsError(f"{out} exists and is not empty; choose another directory or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -79,3 +79,36 @@ def test_registry_models_are_served_by_id_and_name(world: World, tmp_path: Path,
         with pytest.raises(openai.PermissionDeniedError) as e:
             client.chat.completions.create(model=f"datanet-{forged}", messages=ask, max_tokens=3)
         assert "hash" in str(e.value) and e.value.body["code"] == "adapter_refused"  # type: ignore[index]
+
+
+def test_export_merges_into_the_full_precision_base_with_the_licences(
+    world: World, tmp_path: Path, tiny_base_model: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from node.chain.accounts import dev_account
+    from node.cli import app
+
+    home = node_home(world, tmp_path, tiny_base_model)
+    stake(world.node)
+    datanet = approved_datanet(world, home, license="CC-BY-NC-4.0", commercialUse=False)
+    adapter = make_adapter(tiny_base_model, tmp_path / "a", seed=5)
+    model_id = _register(world, home, datanet, adapter, "quill")
+    out = tmp_path / "export"
+    env = home.env(world, dev_account(0).key.hex())
+    res = CliRunner().invoke(app, ["export", "quill", "-o", str(out)], env=env)
+    assert res.exit_code == 0, res.stdout + str(res.exception)
+
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base_model), str(adapter))
+    ids = torch.tensor([[1, 5, 9, 33, 70]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-4)
+    card = (out / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "Commercial use is not permitted" in card
+    assert f"Model #{model_id}" in card
+    again = CliRunner().invoke(app, ["export", f"datanet-{model_id}", "-o", str(out)], env=env)
+    assert again.exit_code != 0 and "--force" in again.stdout + str(again.exception)  # never overwrites silently
