@@ -65,6 +65,16 @@ HINTS: dict[str, str] = {
     "KeyRegistryNotGranter": "Only the Datanet's owner or a curator can grant access for a job.",
     "KeyRegistryNotPrivate": "The Datanet is public: its files are not encrypted, nothing to grant.",
     "KeyRegistryNoDatanetKey": "The owner has not published the Datanet's key yet (create it first).",
+    "EscrowInsufficientBalance": "The payer has less prepaid for this node than asked; see `datanet escrow balance "
+    "NODE` (a node settles only what was deposited for it).",
+    "EscrowNoWithdrawRequest": "Request a withdrawal first: `datanet escrow withdraw NODE AMOUNT`.",
+    "EscrowWithdrawNotReady": "A withdrawal waits the escrow's withdraw delay after its request; take it after the "
+    "given time.",
+    "EscrowEpochSettled": "This node already settled that epoch; credit later usage to the next epoch.",
+    "RewardEpochRoundExists": "This funder already opened that epoch; each epoch is settled once.",
+    "RewardInvalidEpochProof": "The proof does not match the epoch round's root; fetch the epoch tree again "
+    "(`datanet rewards`) and use the leaf exactly as published.",
+    "RewardEpochAlreadyClaimed": "This inference reward was already paid out.",
 }
 
 PANICS = {
