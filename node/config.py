@@ -7,6 +7,7 @@ Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545, state under
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -64,7 +65,9 @@ class Settings(BaseSettings):
     accepted_methods: list[Literal["lora", "qlora"]] = Field(
         ["lora", "qlora"], description="Fine-tuning methods this node takes jobs for (lora, qlora)."
     )
-    min_pool: int = Field(0, ge=0, description="Smallest job reward pool (OPEN base units) worth claiming.")
+    min_pool: Decimal = Field(
+        Decimal(0), ge=0, decimal_places=18, description="Smallest job reward pool worth claiming, in OPEN (e.g. 50)."
+    )
     max_memory_gb: float | None = Field(
         None, gt=0, description="Memory training may use (GB); unset: free GPU memory, else available RAM."
     )
@@ -86,6 +89,11 @@ class Settings(BaseSettings):
     retry_delay: float = Field(
         30.0, gt=0, description="Seconds before a waiting or failed step is retried (doubles per retry)."
     )
+
+    @property
+    def min_pool_units(self) -> int:
+        """`min_pool` in OPEN base units (10**18 per OPEN), exactly."""
+        return int(self.min_pool * 10**18)
 
     def worker_threads(self) -> int:
         return self.attribution_threads or os.cpu_count() or 1

@@ -107,7 +107,7 @@ SKIPS = {
     "unknown base model": ({"base_model": "nobody/missing"}, {}, "unknown base model"),
     "hash mismatch": ({"base_hash": b"\x01" * 32}, {}, "base model hash mismatch"),
     "unsupported method": ({"method": Method.QLORA}, {"accepted_methods": ["lora"]}, "unsupported method"),
-    "pool below minimum": ({"pool": 5 * OPEN}, {"min_pool": 50 * OPEN}, "pool below minimum"),
+    "pool below minimum": ({"pool": 5 * OPEN}, {"min_pool": 50}, "pool below minimum"),  # min_pool is in OPEN
     "not enough memory": ({}, {"max_memory_gb": 0.001}, "not enough memory"),
     "insufficient stake": ({}, {}, "insufficient stake"),
     # H-2: the minimum stake no longer backs any job: this pool's contributors' part is the bond.

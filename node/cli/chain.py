@@ -19,6 +19,7 @@ from node.chain.devchain import (
     stop_kept_chain,
     write_pidfile,
 )
+from node.chain.units import parse_open
 from node.cli.common import JsonOpt, console, err_console, print_json, settings, signer
 
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")
@@ -72,6 +73,11 @@ def chain_down(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     s = settings(ctx)
     stale = (s.data_dir / PIDFILE).exists()
     kept = stop_kept_chain(s.data_dir)
+    from node.demo.serving import stop_kept
+
+    server = stop_kept(s.data_dir)  # `demo --keep`'s server serves this chain: it goes with it
+    if server is not None and not json_out:
+        console.print(f"stopped the server at {server}")
     if json_out:
         print_json({"stopped": kept is not None, "rpc_url": kept.rpc_url if kept else None})
         return
@@ -83,7 +89,7 @@ def chain_down(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 def deploy_cmd(
     ctx: typer.Context,
-    min_node_stake: Annotated[float, typer.Option(help="OPEN a node must stake to claim jobs.")] = 1000.0,
+    min_node_stake: Annotated[str, typer.Option(help="OPEN a node must stake to claim jobs (e.g. 1000).")] = "1000",
     fund_dev_accounts: Annotated[
         bool | None,
         typer.Option(help="Give dev accounts 1..9 OPEN (default: on for the dev chain 31337; never elsewhere)."),
@@ -92,13 +98,14 @@ def deploy_cmd(
 ) -> None:
     """Deploy the protocol contracts and write deployments/<network>.json."""
     s = settings(ctx)
+    min_stake_units = parse_open(min_node_stake, "--min-node-stake", allow_zero=True)
     chain_id = ChainClient.from_settings(s).chain_id
     account, source = signer(s, chain_id)
     err_console.print(f"deploying from {account.address} ({source}) to {s.rpc_url}")
     client = ChainClient.from_settings(s, account)
     config = DeployConfig.for_chain(
         chain_id,
-        min_node_stake=int(min_node_stake * 10**18),
+        min_node_stake=min_stake_units,
         fund_dev_accounts=chain_id == DEV_CHAIN_ID if fund_dev_accounts is None else fund_dev_accounts,
     )
     dep = deploy(client, s.network, config)

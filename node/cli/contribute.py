@@ -13,9 +13,10 @@ from web3.logs import DISCARD
 
 from node.chain.accounts import checksum_address
 from node.chain.contributions import submitted_ids
-from node.chain.deploy import OPEN, fmt_open
+from node.chain.deploy import fmt_open
 from node.chain.models import Contribution, ContributionStatus
 from node.chain.protocol import Protocol
+from node.chain.units import parse_open
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
 from node.cli.operator import chain_now, fmt_when
 from node.cli.wallet import wallet_path
@@ -32,7 +33,9 @@ def contribute_cmd(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Data files: alpaca/sharegpt/openai/text JSONL, JSON or .txt.")],
     datanet: Annotated[int, typer.Option("--datanet", help="Datanet id.")],
-    stake: Annotated[float | None, typer.Option(help="OPEN to bond per file (default: the Datanet's minimum).")] = None,
+    stake: Annotated[
+        str | None, typer.Option(help="OPEN to bond per file, e.g. 12.5 (default: the Datanet's minimum).")
+    ] = None,
     relayer: Annotated[
         str | None, typer.Option(help="Wallet that sends the transaction and pays gas (you only sign).")
     ] = None,
@@ -40,10 +43,11 @@ def contribute_cmd(
 ) -> None:
     """Validate, upload to IPFS, then stake (EIP-2612 permit) and submit each file on-chain."""
     s = settings(ctx)
+    given = parse_open(stake, "--stake") if stake is not None else None  # a typo fails before the chain
     proto = write_protocol(ctx)
     relay_proto = _relayer(ctx, proto, relayer) if relayer else None
     d = proto.datanet(datanet)
-    amount = int(stake * OPEN) if stake is not None else d.minStake
+    amount = given if given is not None else d.minStake
     seal = None
     if d.isPrivate:  # encrypted on this machine, to the Datanet's published key, before upload
         from node.data.grants import sealer

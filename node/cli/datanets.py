@@ -11,8 +11,9 @@ from rich.table import Table
 
 from node.chain.accounts import checksum_address
 from node.chain.contributions import submitted_ids
-from node.chain.deploy import OPEN, fmt_open
+from node.chain.deploy import fmt_open
 from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
+from node.chain.units import parse_open
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
 from node.errors import InputError, NodeError
@@ -35,7 +36,7 @@ def datanet_create(
         bool, typer.Option(help="Encrypt contributions (readable by curators and grantees only).")
     ] = False,
     restricted: Annotated[bool, typer.Option(help="Only trainers you allow may post jobs on it.")] = False,
-    min_stake: Annotated[float, typer.Option(help="OPEN a contributor bonds per contribution.")] = 10.0,
+    min_stake: Annotated[str, typer.Option(help="OPEN a contributor bonds per contribution (e.g. 10 or 0.5).")] = "10",
     slash_percent: Annotated[float, typer.Option(help="Share of the stake slashed on rejection.")] = 50.0,
     lock_days: Annotated[float, typer.Option(help=_LOCK_HELP)] = 7.0,
     curator: Annotated[list[str] | None, typer.Option(help="Curator address (repeatable; default: you).")] = None,
@@ -53,6 +54,7 @@ def datanet_create(
             "cannot be 0; nothing was created."
         )
     _check_create_options(name, slash_percent, license_file)
+    min_stake_units = parse_open(min_stake, "--min-stake", allow_zero=True)
     treasury_address = checksum_address(treasury, "--treasury") if treasury else None
     curators = [checksum_address(c, "--curator") for c in curator or []]
     s = settings(ctx)
@@ -66,7 +68,7 @@ def datanet_create(
     metadata_cid = store.add_bytes(json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode())
     params = DatanetParams(
         name=name, metadataCID=metadata_cid, license=license_ref, commercialUse=commercial, isPrivate=private,
-        restricted=restricted, minStake=int(min_stake * OPEN), slashBps=round(slash_percent * 100),
+        restricted=restricted, minStake=min_stake_units, slashBps=round(slash_percent * 100),
         lockPeriod=lock_period, treasury=treasury_address or proto.address, curators=curators or [proto.address],
     )  # fmt: skip
     if private:  # every key holder must have an encryption key before the Datanet exists

@@ -9,14 +9,14 @@ free stake out of `active` at once; `withdraw` pays it out after the unbonding p
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
 from web3 import Web3
 
-from node.chain.deploy import OPEN, fmt_open
+from node.chain.deploy import fmt_open
 from node.chain.protocol import Protocol
+from node.chain.units import parse_open
 from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
 from node.errors import NodeError
 
@@ -30,14 +30,8 @@ class StakingError(NodeError, ValueError):
 
 
 def open_units(amount: str, what: str) -> int:
-    """`amount` OPEN ("1000", "0.5") as base units, exactly (no float rounding)."""
-    try:
-        units = Decimal(amount) * OPEN
-    except InvalidOperation:
-        raise StakingError(f"{what} '{amount}' is not a number of OPEN (e.g. 1000 or 0.5).") from None
-    if units <= 0 or units != units.to_integral_value():
-        raise StakingError(f"{what} must be a positive amount of OPEN with at most 18 decimals, got '{amount}'.")
-    return int(units)
+    """`amount` OPEN ("1000", "0.5") as base units, exactly (no float rounding): `units.parse_open`."""
+    return parse_open(amount, what)
 
 
 def chain_now(p: Protocol) -> int:

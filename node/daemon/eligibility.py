@@ -83,9 +83,9 @@ def check_terms(protocol: Protocol, job: Job, settings: Settings) -> None:
         )
     if job.method == Method.QLORA and importlib.util.find_spec("bitsandbytes") is None:
         raise NotEligibleError("unsupported method: QLoRA needs bitsandbytes, which is not installed on this node")
-    if job.pool < settings.min_pool:
+    if job.pool < settings.min_pool_units:
         raise NotEligibleError(
-            f"pool below minimum: {job.pool / OPEN:,.4f} OPEN < min_pool {settings.min_pool / OPEN:,.4f} OPEN"
+            f"pool below minimum: {job.pool / OPEN:,.4f} OPEN < min_pool {settings.min_pool:,.4f} OPEN"
         )
     for d in job.datanetIds:
         if not protocol.can_claim(d, protocol.address):
