@@ -84,7 +84,7 @@ def test_create_contribute_curate_via_cli(cli_env: World, tmp_path: Path) -> Non
     assert rejected["treasury"] == world.curator.address and rejected["tx"].startswith("0x")
     assert world.admin.balance(world.curator.address) == treasury_before + 2 * 10**18
     mine = json.loads(_run([*base, "--wallet", "alice", "contributions", "--json"]))
-    assert [(c["id"], c["status"]) for c in mine] == [(ids[0], 2), (ids[1], 3)]
+    assert [(c["id"], c["status"]) for c in mine] == [(ids[0], "approved"), (ids[1], "rejected")]
 
 
 def test_withdraw_a_stake_after_its_lock(cli_env: World, tmp_path: Path) -> None:

@@ -109,13 +109,13 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert preview["validation"]["error_count"] == 0 and len(preview["preview"]) == 2
 
         job = _json(["job", "show", "1", "--json"])
-        assert job["status"] == 3  # COMPLETED: the daemon registered its result
+        assert job["status"] == "completed"  # the daemon registered its result
         assert job["node"] == summary["node"]
         assert int(job["pool"]) == 1_000 * OPEN
 
         shown = _json(["datanet", "show", "1", "--json"])
         assert shown["datanet"]["approvedCount"] == 2
-        assert [c["status"] for c in shown["contributions"]] == [2, 2, 3]
+        assert [c["status"] for c in shown["contributions"]] == ["approved", "approved", "rejected"]
     finally:
         result = runner.invoke(app, ["chain", "down"], catch_exceptions=False)
         assert "stopped the dev chain" in result.stdout

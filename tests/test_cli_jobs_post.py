@@ -72,7 +72,7 @@ def test_posted_job_is_one_the_daemon_accepts(
         "lora", 0.001, 2, 4, 8
     )  # fmt: skip
     assert config.base_model == job["baseModel"] == str(tiny_base_model.resolve())
-    assert (job["status"], job["method"], int(job["pool"])) == (JobStatus.OPEN, 0, 500 * OPEN)
+    assert (job["status"], job["method"], int(job["pool"])) == ("open", "lora", 500 * OPEN)  # names, not numbers
     assert 0 <= job["postedAt"] + 24 * 3600 - job["deadline"] <= 60  # 24 h from the latest block at posting
     assert world.poster.balance() == before - 505 * OPEN  # the pool and the 1 % verifier fee, by permit, no approve
     # What the daemon checks before claiming: the document and the base model both match.

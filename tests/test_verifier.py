@@ -110,7 +110,7 @@ def test_a_consistent_result_is_left_alone_and_checked_once(world: World, home: 
         assert world.admin.challenge_count() == 0
         assert _cli(world, home, "challenge", str(job.job_id), "--dry-run")["faults"] == []
         shown = _cli(world, home, "job", "show", str(job.job_id))
-        assert (shown["status"], shown["model_status"], shown["open_challenges"]) == (6, "pending", 0)
+        assert (shown["status"], shown["model_status"], shown["open_challenges"]) == ("submitted", "pending", 0)
         assert shown["finalizable_at"] == world.admin.model(model_id).registeredAt + TEST_DEPLOY.challenge_window
         set_time(world, world.admin.finalizable_at(model_id)[0])
         done = _cli(world, home, "finalize", str(job.job_id))

@@ -20,7 +20,7 @@ from node.chain.devchain import (
     write_pidfile,
 )
 from node.chain.units import parse_open
-from node.cli.common import JsonOpt, console, err_console, print_json, settings, signer
+from node.cli.common import JsonOpt, console, err_console, jsonable, print_json, settings, signer
 
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")
 
@@ -112,7 +112,7 @@ def deploy_cmd(
     path = save_deployment(dep, s.deployment_file())
     funded = dev_funding(config)
     if json_out:
-        print_json(dep.model_dump(mode="json") | {"dev_funding": funded})
+        print_json(jsonable(dep) | {"dev_funding": funded})
         return
     table = Table("contract", "address", title=f"deployed to chain {dep.chain_id} ({path})")
     for name, addr in dep.contracts.items():

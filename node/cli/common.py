@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from typing import Annotated, Any
 
 import click
@@ -83,12 +84,34 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def print_json(data: Any) -> None:
-    """Writes `data` (pydantic models, lists of them, plain values) as JSON to stdout."""
+    """Writes `data` (pydantic models, lists of them, plain values) as JSON to stdout (`jsonable`)."""
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, default=_json_default) + "\n")
+
+
+def jsonable(data: Any) -> Any:
+    """`data` (pydantic models, dicts and lists of them, plain values) as JSON values, the way every
+    `--json` prints them: a status, method or other on-chain enum by its lower-case name ("open",
+    "lora"), as the tables print it, never its number; the rest as pydantic's JSON mode has it."""
     if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
-    elif isinstance(data, list):
-        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+        return _enum_names(data.model_dump(mode="python"), data.model_dump(mode="json"))
+    if isinstance(data, dict):
+        return {k: jsonable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [jsonable(v) for v in data]
+    if isinstance(data, Enum) and isinstance(data.value, int):
+        return data.name.lower()
+    return data
+
+
+def _enum_names(py: Any, js: Any) -> Any:
+    """The JSON dump `js` with each int enum of the Python dump `py` (same shape) as its name."""
+    if isinstance(py, Enum) and isinstance(py.value, int):
+        return py.name.lower()
+    if isinstance(py, dict) and isinstance(js, dict):
+        return {k: _enum_names(py[k], v) if k in py else v for k, v in js.items()}
+    if isinstance(py, list | tuple) and isinstance(js, list) and len(py) == len(js):
+        return [_enum_names(a, b) for a, b in zip(py, js, strict=True)]
+    return js
 
 
 def _json_default(o: Any) -> Any:

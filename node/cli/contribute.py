@@ -17,7 +17,7 @@ from node.chain.deploy import fmt_open
 from node.chain.models import Contribution, ContributionStatus
 from node.chain.protocol import Protocol
 from node.chain.units import parse_open
-from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer, write_protocol
+from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol, settings, signer, write_protocol
 from node.cli.operator import chain_now, fmt_when
 from node.cli.wallet import wallet_path
 from node.data.contribute import Journal, contribute_files
@@ -59,7 +59,7 @@ def contribute_cmd(
     )  # fmt: skip
     statuses = [proto.contribution(r.contribution_id).status.name.lower() for r in results]
     if json_out:
-        print_json([r.model_dump(mode="json") | {"status": st} for r, st in zip(results, statuses, strict=True)])
+        print_json([jsonable(r) | {"status": st} for r, st in zip(results, statuses, strict=True)])
         return
     for r, st in zip(results, statuses, strict=True):
         note = "already submitted earlier" if r.already_submitted else f"tx {r.tx}"
@@ -101,7 +101,7 @@ def contributions_list(
     items = [p.contribution(i) for i in submitted_ids(p, contributor=who)]
     unlocks = {c.id: _unlocks_at(p, c) for c in items}
     if json_out:
-        print_json([c.model_dump(mode="json") | {"unlocks_at": unlocks[c.id]} for c in items])
+        print_json([jsonable(c) | {"unlocks_at": unlocks[c.id]} for c in items])
         return
     now = chain_now(p)
     t = Table("#", "datanet", "CID", "records", "stake", "status", "withdrawable", title=f"contributions of {who}")
@@ -217,9 +217,9 @@ def curate_show(
 
         data = open_as_holder(write_protocol(ctx), open_store(settings(ctx)), c, envelope=data)
     report = validate_bytes(data, f"contribution-{c.id}")
-    preview = [r.example.model_dump(mode="json") for r in _examples(data, c.id)[:records]]
+    preview = [jsonable(r.example) for r in _examples(data, c.id)[:records]]
     if json_out:
-        print_json({"contribution": c.model_dump(mode="json"), "validation": report.model_dump(mode="json"),
+        print_json({"contribution": jsonable(c), "validation": jsonable(report),
                     "preview": preview})  # fmt: skip
         return
     console.print(f"[bold]#{c.id}[/] by {c.contributor}: {c.cid}, {c.recordCount} records, {c.byteSize} bytes, "

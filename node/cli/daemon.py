@@ -17,7 +17,7 @@ from node import safe_json
 from node.chain.deploy import load_deployment
 from node.chain.models import Model
 from node.chain.protocol import Protocol
-from node.cli.common import JsonOpt, console, err_console, print_json, read_protocol, settings, write_protocol
+from node.cli.common import JsonOpt, console, err_console, jsonable, print_json, read_protocol, settings, write_protocol
 from node.config import Settings
 from node.daemon.store import JobRecord, JobState, JobStore
 from node.errors import ConfigError, NodeError
@@ -97,7 +97,7 @@ def _run_verifier(ctx: typer.Context, s: Settings, *, once: bool, recompute: boo
     signal.signal(signal.SIGTERM, stop)
     decided = verifier.run(once=once)
     if once:
-        print_json([c.model_dump(mode="json") for c in decided])
+        print_json([jsonable(c) for c in decided])
 
 
 def _daemon_logging() -> None:
@@ -135,7 +135,7 @@ def jobs_cmd(
             err_console.print(f"job #{retry_id} is {r.state} again; a running daemon picks it up")
         rows = store.all()
     if json_out:
-        print_json([JobView(job=r, percent=r.percent).model_dump(mode="json") for r in rows])
+        print_json([jsonable(JobView(job=r, percent=r.percent)) for r in rows])
         return
     t = Table("job", "state", "progress", "loss", "eta", "model", "note")
     for r in rows:
@@ -156,7 +156,7 @@ def retry_cmd(
     with JobStore.from_settings(s, load_deployment(s.deployment_file())) as store:
         r = _retry(store, job_id)
     if json_out:
-        print_json(JobView(job=r, percent=r.percent).model_dump(mode="json"))
+        print_json(jsonable(JobView(job=r, percent=r.percent)))
         return
     console.print(f"job #{job_id} is {r.state} again; a running `datanet daemon` picks it up")
 

@@ -14,7 +14,7 @@ from node.chain.contributions import submitted_ids
 from node.chain.deploy import fmt_open
 from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
 from node.chain.units import parse_open
-from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
+from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol, settings, write_protocol
 from node.data.grants import KeyGrantError
 from node.errors import InputError, NodeError
 
@@ -135,9 +135,9 @@ def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False)
     if json_out:
         print_json(
             {
-                "datanet": d.model_dump(mode="json"),
+                "datanet": jsonable(d),
                 "trusted_nodes": trusted,
-                "contributions": [c.model_dump(mode="json") for c in contribs],
+                "contributions": [jsonable(c) for c in contribs],
             }
         )
         return

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from node.chain.deploy import fmt_open
-from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, signer
+from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol, settings, signer
 from node.errors import KeystoreError
 from node.storage import open_store
 
@@ -49,7 +49,7 @@ def verify_cmd(
     replay = (replay and example is None) or interval is not None  # --example alone: that score, nothing else
     report = verify_job(p, open_store(s), job, s, interval=interval, replay=replay, example=example)
     if json_out:
-        print_json(report.model_dump(mode="json"))
+        print_json(jsonable(report))
     else:
         _show(report)
     if report.verdict != "MATCH":

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from node.chain.deploy import fmt_open
 from node.chain.models import JobStatus
-from node.cli.common import JsonOpt, console, print_json, read_protocol
+from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol
 from node.cli.operator import fmt_when
 
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
@@ -77,7 +77,7 @@ def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None
         window = {"model_status": p.model(job.modelId).status.name.lower(), "finalizable_at": at,
                   "open_challenges": open_challenges}  # fmt: skip
     if json_out:
-        print_json(job.model_dump(mode="json") | window)
+        print_json(jsonable(job) | window)
         return
     console.print(job)
     if job.status == JobStatus.SUBMITTED:
@@ -93,7 +93,7 @@ def model_show(ctx: typer.Context, model_id: int, json_out: JsonOpt = False) -> 
     m = p.model(model_id)
     lineage = p.lineage(model_id)
     if json_out:
-        print_json({"model": m.model_dump(mode="json"), "lineage": lineage})
+        print_json({"model": jsonable(m), "lineage": lineage})
     else:
         console.print(m)
         console.print(f"lineage: {' <- '.join(map(str, lineage))}")
