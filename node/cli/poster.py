@@ -27,6 +27,7 @@ from node.cli.evalset import remember_commit, validate_eval_file
 from node.cli.operator import chain_now, fmt_when, open_units
 from node.errors import NodeError
 from node.storage import open_store
+from node.storage.base import ContentStore
 from node.train.base_model import resolve_base_model, weights_hash
 from node.train.config import JobConfig, TrainConfigError
 
@@ -76,21 +77,8 @@ def job_post(
     job_config, base_dir = _job_config(base_model, config, flags, s.models_path)
     amount = open_units(pool, "--pool")
     _check_poster(p, datanet, amount, hours)
-    config_bytes = job_config.canonical_json()
-    config_cid = open_store(s).add_bytes(config_bytes)
-    now = chain_now(p)
-    deadline = now + int(hours * 3600)
-    params = JobParams(
-        baseModel=job_config.base_model,
-        baseModelHash=weights_hash(base_dir),  # the identity a node checks its local copy against
-        datanetIds=datanet,
-        configCID=config_cid,
-        configHash=job_config.sha256(),  # == sha256(config_bytes), what the node re-hashes
-        method=Method.QLORA if job_config.method == "qlora" else Method.LORA,
-        pool=amount,
-        deadline=deadline,
-    )
-    job_id = p.post_job(params, p.permit(p.models.address, p.job_cost(amount), deadline))
+    job_id, params, config_cid, now = post_job_config(p, open_store(s), job_config, base_dir, datanet, amount, hours)
+    deadline = params.deadline
     tx = p.client.last_tx
     if eval_file is not None and eval_report is not None:
         remember_commit(p, s.data_dir, job_id, eval_file, eval_report)
@@ -109,6 +97,29 @@ def job_post(
     if eval_report is not None:
         console.print(f"  eval set {eval_file} ({eval_report.record_count} records) committed, sha256 "
                       f"{eval_report.sha256}; after the claim: `datanet job reveal-eval {job_id}`")  # fmt: skip
+
+
+def post_job_config(
+    p: Protocol, store: ContentStore, job_config: JobConfig, base_dir: Path, datanets: list[int], amount: int,
+    hours: float,
+) -> tuple[int, JobParams, str, int]:  # fmt: skip
+    """Uploads a checked job config and posts its job, the pool escrowed by permit (`job post` and
+    the web app's Train page): the job id, the posted params, the config's CID, the chain time."""
+    config_cid = store.add_bytes(job_config.canonical_json())
+    now = chain_now(p)
+    deadline = now + int(hours * 3600)
+    params = JobParams(
+        baseModel=job_config.base_model,
+        baseModelHash=weights_hash(base_dir),  # the identity a node checks its local copy against
+        datanetIds=datanets,
+        configCID=config_cid,
+        configHash=job_config.sha256(),  # == sha256 of the uploaded bytes, what the node re-hashes
+        method=Method.QLORA if job_config.method == "qlora" else Method.LORA,
+        pool=amount,
+        deadline=deadline,
+    )
+    job_id = p.post_job(params, p.permit(p.models.address, p.job_cost(amount), deadline))
+    return job_id, params, config_cid, now
 
 
 def _job_config(ref: str, path: Path | None, flags: dict[str, Any], models_dir: Path) -> tuple[JobConfig, Path]:

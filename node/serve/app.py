@@ -173,6 +173,9 @@ def create_app(services: Services, *, refresh: bool = True) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     errors.install(app)
     app.include_router(_api_routes())
+    from node.web import install as install_pages  # imported here: node.web imports this module
+
+    install_pages(app)  # the web app's pages and /static
     return app
 
 
@@ -245,30 +248,7 @@ def _api_routes() -> Any:
     @r.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"])
     async def chat_completions(request: Request, body: ChatCompletionRequest, key: KeyDep) -> Any:
         """A chat answer; ``stream: true`` sends it as server-sent events."""
-        s = services_of(request)
-        body.check_supported()
-        model = _resolve(s, body.model)
-        handle = await _handle(s, model)
-        tok = await s.engine.tokenizer_of(handle)
-        from node.train.formatting import render_prompt
-
-        turns = [
-            ChatTurn(role="system" if m.role == "developer" else m.role, content=m.text(i))
-            for i, m in enumerate(body.messages)
-        ]
-        prompt = render_prompt(tok, turns)
-        gen = GenerationRequest(model=handle, prompt=prompt, params=_params(s, body, body.token_limit()))
-        events = await _start(s, gen, param="messages")
-        rid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
-        if body.stream:
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            return _sse(_chat_chunks(s, events, rid, created, model, key, tok, usage, prompt))
-        done = await _collect(events)
-        spans = await _attribute(s, model, done, tok, key, rid, prompt)
-        return ChatCompletion(
-            id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
-            choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
-        )  # fmt: skip
+        return await chat_answer(services_of(request), body, key)
 
     @r.post("/v1/completions", response_model=Completion, tags=["openai"])
     async def completions(request: Request, body: CompletionRequest, key: KeyDep) -> Any:
@@ -320,6 +300,34 @@ def _own_response(s: Services, rid: str, key: ApiKey) -> StoredResponse:
             "erased after the retention period).", param="response_id", code="not_found",
         )  # fmt: skip
     return found
+
+
+async def chat_answer(s: Services, body: ChatCompletionRequest, key: ApiKey) -> Any:
+    """POST /v1/chat/completions' work, for `key`: the answer, or its SSE stream with ``stream: true``
+    (also the web app's Chat page, `node.web.chat`, which answers a session as a key)."""
+    body.check_supported()
+    model = _resolve(s, body.model)
+    handle = await _handle(s, model)
+    tok = await s.engine.tokenizer_of(handle)
+    from node.train.formatting import render_prompt
+
+    turns = [
+        ChatTurn(role="system" if m.role == "developer" else m.role, content=m.text(i))
+        for i, m in enumerate(body.messages)
+    ]
+    prompt = render_prompt(tok, turns)
+    gen = GenerationRequest(model=handle, prompt=prompt, params=_params(s, body, body.token_limit()))
+    events = await _start(s, gen, param="messages")
+    rid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _sse(_chat_chunks(s, events, rid, created, model, key, tok, usage, prompt))
+    done = await _collect(events)
+    spans = await _attribute(s, model, done, tok, key, rid, prompt)
+    return ChatCompletion(
+        id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
+        choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
+    )  # fmt: skip
 
 
 def _resolve(s: Services, name: str) -> ServedModel:

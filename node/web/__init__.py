@@ -1,0 +1,26 @@
+"""The ModelFactory pages: Datanets, Train, Chat, Models, Rewards, served by `datanet serve`.
+
+Server-rendered (Jinja2) with two vendored libraries (`static/vendor/`: htmx for small partial
+updates, uPlot for the loss curves) and a few lines of hand-written JS; no CDN, no build step.
+`node.serve.app.create_app` calls `install`; who may see and do what is `node.web.security`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+
+def install(app: FastAPI) -> None:
+    """Mounts /static and the page routes on the API's app (`app.state.services` must be set)."""
+    from node.web import chat, pages, train
+    from node.web.site import STATIC, WebState, install_errors
+
+    app.state.web = WebState(app.state.services)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_errors(app)
+    for router in (pages.router, chat.router, train.router):
+        app.include_router(router)
+
+
+__all__ = ["install"]

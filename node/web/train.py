@@ -1,0 +1,253 @@
+"""The Train page: a job's settings checked by `JobConfig` itself, a preview of the Datanets'
+approved data, posting the job on-chain with the node's keystore (local operator only), and each
+run's live loss curves from its `metrics.jsonl`.
+
+Training runs in the daemon (`datanet daemon`), not in the web server: the page only posts the
+job and watches the files the daemon writes, so closing the browser changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from node.chain.accounts import resolve_account
+from node.daemon.store import JobRecord, JobState, JobStore, namespace_of
+from node.errors import NodeError
+from node.serve.app import Services
+from node.train.config import JobConfig
+from node.web.progress import last_event_id, progress_events
+from node.web.security import form_lists, require_local
+from node.web.site import FormSession, PageSession, form_session, is_htmx, not_found, render, web_of
+
+router = APIRouter(include_in_schema=False)
+
+# (field, label, step): the JobConfig fields the form offers; the rest keep JobConfig's defaults
+NUMBERS = [("learning_rate", "Learning rate", "any"), ("epochs", "Epochs", "any"), ("batch_size", "Batch size", "1"),
+           ("lora_r", "LoRA rank (r)", "1"), ("lora_alpha", "LoRA alpha", "1"), ("lora_dropout", "LoRA dropout", "any"),
+           ("max_seq_len", "Max length (tokens)", "1"), ("eval_fraction", "Eval split fraction", "any")]  # fmt: skip
+LABELS = dict([(n, label) for n, label, _ in NUMBERS], method="Method", name="Job name", base_model="Base model")
+DEFAULT_POOL, DEFAULT_HOURS = "100", "72"
+PREVIEW_PAGE = 5  # records per page of the data preview
+TRAINING = frozenset({JobState.SEEN, JobState.CLAIMED, JobState.DATA_READY, JobState.TRAINING})
+
+
+@dataclass
+class JobForm:
+    """The form's values as typed, and what is wrong with them (by field, and overall)."""
+
+    values: dict[str, str]
+    datanets: list[int]
+    errors: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.problems
+
+
+def defaults(datanet: int | None = None) -> JobForm:
+    values = {n: str(JobConfig.model_fields[n].default) for n, _, _ in NUMBERS}
+    values |= {"method": "lora", "name": "", "base_model": "", "pool": DEFAULT_POOL, "hours": DEFAULT_HOURS}
+    return JobForm(values=values, datanets=[datanet] if datanet else [])
+
+
+def _bases(s: Services) -> list[str]:
+    return [m.base_ref for m in s.catalog.served() if m.kind == "base"]
+
+
+async def read_form(request: Request) -> JobForm:
+    items = await form_lists(request)
+    values = {k: v.strip() for k, v in items if k != "datanet"}
+    datanets = sorted({int(v) for k, v in items if k == "datanet" and v.strip().isdigit()})
+    return JobForm(values=values, datanets=datanets)
+
+
+def check(s: Services, form: JobForm) -> tuple[JobConfig | None, int]:
+    """Fills `form.errors` from JobConfig's own validation (and the pool and deadline); the config
+    and the pool in OPEN base units when all is well."""
+    from node.cli.operator import open_units
+
+    v = form.values
+    if v.get("base_model") not in _bases(s):
+        form.errors["base_model"] = "Choose one of the base models this node has."
+    if not form.datanets:
+        form.errors["datanets"] = "Choose at least one Datanet to train on."
+    doc: dict[str, Any] = {n: v[n] for n, _, _ in NUMBERS if v.get(n)}
+    doc |= {"method": v.get("method") or "lora", "base_model": v.get("base_model") or "?"}
+    if v.get("name"):
+        doc["name"] = v["name"]
+    config = None
+    try:
+        config = JobConfig.model_validate(doc)
+    except ValidationError as e:
+        for err in e.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            form.errors.setdefault(name, _say(name, err["msg"]))
+    amount = 0
+    try:
+        amount = open_units(v.get("pool", ""), "The reward pool")
+    except NodeError as e:
+        form.errors["pool"] = str(e)
+    try:
+        hours = float(v.get("hours", ""))
+        if not (math.isfinite(hours) and hours > 0):
+            raise ValueError
+    except ValueError:
+        form.errors["hours"] = f"Hours until the deadline must be a positive number, got '{v.get('hours', '')}'."
+    return (config if form.ok else None), amount
+
+
+def _say(name: str, msg: str) -> str:
+    """Pydantic's message, as an instruction about the form's field."""
+    label = LABELS.get(name, name)
+    msg = msg.replace("Input should be", "must be").replace("String should", "must")
+    if name == "name" and "pattern" in msg:
+        msg = "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
+    default = JobConfig.model_fields[name].default if name in JobConfig.model_fields else None
+    hint = f" (default {default})" if default not in (None, "") else ""
+    return f"{label} {msg}{hint}."
+
+
+def _page(request: Request, form: JobForm, status: int = 200) -> Response:
+    s = web_of(request).services
+    datanets = web_of(request).registry.datanets()
+    fields = [(n, label, step, JobConfig.model_fields[n].description) for n, label, step in NUMBERS]
+    return render(request, "train.html", status=status, active="train", form=form, fields=fields,
+                  bases=_bases(s), datanets=datanets, chain=s.protocol is not None)  # fmt: skip
+
+
+@router.get("/train")
+def train_page(request: Request, session: PageSession, datanet: int | None = None) -> Response:
+    return _page(request, defaults(datanet))
+
+
+@router.post("/train/check")
+async def train_check(request: Request, session: FormSession) -> Response:
+    """The form checked as it is filled in (htmx): what to fix, or that it is ready."""
+    form = await read_form(request)
+    check(web_of(request).services, form)
+    return render(request, "train_check.html", form=form, labels=LABELS)
+
+
+@router.post("/train")
+async def train_post(request: Request) -> Response:
+    """Posts the job on-chain, signed with the node's keystore: the local operator only (checked
+    before the session, so a forwarded request gets the 403 that says why)."""
+    require_local(request, "Posting a job")
+    await form_session(request)
+    s = web_of(request).services
+    form = await read_form(request)
+    config, amount = check(s, form)
+    if config is None:
+        return _page(request, form, status=422)
+    if s.protocol is None or s.node is None or s.store is None:
+        form.problems.append("This node has no deployment, settings or content store configured: it cannot post jobs.")
+        return _page(request, form, status=422)
+    try:
+        job_id = _post(s, form, amount)
+    except (NodeError, ValueError) as e:
+        form.problems.append(str(e))
+        return _page(request, form, status=422)
+    return web_of(request).sessions.finish(request, RedirectResponse(f"/train/jobs/{job_id}", status_code=303))
+
+
+def _post(s: Services, form: JobForm, amount: int) -> int:
+    from node.cli.poster import _check_poster, _job_config, post_job_config
+
+    assert s.protocol is not None and s.node is not None and s.store is not None
+    n = s.node
+    account, _ = resolve_account(
+        n.keystore, n.keystore_password.get_secret_value() if n.keystore_password else None,
+        n.private_key.get_secret_value() if n.private_key else None, s.protocol.chain_id, prompt=False,
+    )  # fmt: skip
+    p = s.protocol.as_account(account)
+    v = form.values
+    flags = {k: v[k] for k, _, _ in NUMBERS} | {"method": v["method"], "name": v.get("name") or None}
+    config, base_dir = _job_config(v["base_model"], None, flags, n.models_path)  # JobPostError names the field
+    hours = float(v["hours"])
+    _check_poster(p, form.datanets, amount, hours)
+    job_id, *_ = post_job_config(p, s.store, config, base_dir, form.datanets, amount, hours)
+    return job_id
+
+
+# -- the data preview ----------------------------------------------------------------------------
+
+
+@router.get("/train/preview")
+def preview(request: Request, session: PageSession, datanet: int, page: int = 1) -> Response:
+    examples, notes = web_of(request).registry.approved_examples(datanet)
+    pages = max(1, -(-len(examples) // PREVIEW_PAGE))
+    page = min(max(1, page), pages)
+    shown = examples[(page - 1) * PREVIEW_PAGE : page * PREVIEW_PAGE]
+    template = "preview_body.html" if is_htmx(request) else "preview.html"
+    return render(request, template, active="train", datanet=datanet, shown=shown, notes=notes, page=page,
+                  pages=pages, total=len(examples), per_page=PREVIEW_PAGE)  # fmt: skip
+
+
+# -- runs and their progress ------------------------------------------------------------------------
+
+
+def job_store(request: Request) -> JobStore | None:
+    """The daemon's job store of this node and deployment (None without either)."""
+    web = web_of(request)
+    s = web.services
+    if s.node is None or s.protocol is None:
+        return None
+    store: JobStore | None = getattr(web, "jobs", None)
+    if store is None:
+        store = web.jobs = JobStore(s.node.state_db, namespace_of(s.protocol.deployment))  # type: ignore[attr-defined]
+    return store
+
+
+def metrics_path(request: Request, job_id: int, record: JobRecord | None) -> Path | None:
+    s = web_of(request).services
+    if record is not None and record.work_dir:
+        return Path(record.work_dir) / "train" / "metrics.jsonl"
+    return s.node.jobs_path / f"job-{job_id}" / "train" / "metrics.jsonl" if s.node is not None else None
+
+
+@router.get("/train/jobs")
+def runs(request: Request, session: PageSession) -> Response:
+    store = job_store(request)
+    records = sorted(store.all(), key=lambda r: -r.job_id) if store is not None else []
+    return render(request, "runs.html", active="train", records=records, has_store=store is not None)
+
+
+@router.get("/train/jobs/{job_id}")
+def run(request: Request, session: PageSession, job_id: str) -> Response:
+    s = web_of(request).services
+    jid = int(job_id) if job_id.isdigit() else 0
+    store = job_store(request)
+    record = store.get(jid) if store is not None and jid else None
+    job = s.protocol.job(jid) if s.protocol is not None and 1 <= jid <= s.protocol.job_count() else None
+    path = metrics_path(request, jid, record) if jid else None
+    if record is None and job is None and not (path is not None and path.exists()):
+        raise not_found(f"No job #{job_id} on this chain or in this node's job store.")
+    config, config_note = web_of(request).registry.job_config(job.configCID if job else None)
+    return render(request, "run.html", active="train", job_id=jid, record=record, job=job, config=config,
+                  config_note=config_note)  # fmt: skip
+
+
+@router.get("/train/jobs/{job_id}/metrics")
+def run_metrics(request: Request, session: PageSession, job_id: int, after: str | None = None) -> Response:
+    """The run's metrics.jsonl as server-sent events (`id` = line number; `Last-Event-ID` resumes)."""
+    store = job_store(request)
+    path = metrics_path(request, job_id, store.get(job_id) if store is not None else None)
+    if path is None:
+        raise not_found(f"Job #{job_id} has no metrics on this node.")
+
+    def finished() -> bool:
+        record = store.get(job_id) if store is not None else None
+        return record is not None and record.state not in TRAINING
+
+    events = progress_events(path, last_event_id(request.headers.get("last-event-id"), after), finished,
+                             request.is_disconnected)  # fmt: skip
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
