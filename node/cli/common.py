@@ -25,7 +25,36 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# The ids positional arguments take, each with where to find one.
+JobIdArg = Annotated[int, typer.Argument(help="Job id (`datanet job list`).", show_default=False)]
+ModelIdArg = Annotated[int, typer.Argument(help="Model id (`datanet model list`).", show_default=False)]
+DatanetIdArg = Annotated[int, typer.Argument(help="Datanet id (`datanet net list`).", show_default=False)]
+ContributionIdArg = Annotated[
+    int, typer.Argument(help="Contribution id (`datanet curate list --datanet N`).", show_default=False)
+]
+CaseIdArg = Annotated[int, typer.Argument(help="Case id: the id of the challenge referred to the court.")]
 
+
+_TYPE_NAMES = {"int": "INTEGER", "str": "TEXT", "float": "NUMBER", "Path": "PATH", "path": "PATH", "file": "FILE",
+               "directory": "DIR", "bool": "BOOLEAN"}  # fmt: skip
+_typer_display_type = typer.core._TyperParameter.display_type
+
+
+def _display_type(param: Any, ctx: click.Context) -> str:
+    """The value column of `--help` without Python's spelling of types: typer 0.29 prints
+    `<list[Path]>`, `<int>`, and `<bool>` after every flag; here `PATH...`, `INTEGER`, nothing."""
+    if getattr(param, "is_flag", False):
+        return ""  # a flag takes no value
+    shown = _typer_display_type(param, ctx)
+    if not (shown.startswith("<") and shown.endswith(">")):
+        return shown  # a metavar the command chose
+    label = shown[1:-1]
+    if label.startswith("list[") and label.endswith("]"):  # a repeatable option or a FILES... argument
+        label = label[5:-1]
+    return " ".join(_TYPE_NAMES.get(w, w) for w in label.split(" "))  # "int range" -> "INTEGER range"
+
+
+typer.core._TyperParameter.display_type = _display_type  # type: ignore[method-assign]
 
 GLOBAL_VALUE_OPTIONS = ("--rpc-url", "--network", "--wallet")
 GLOBAL_FLAGS = ("-v", "--verbose")

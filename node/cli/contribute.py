@@ -17,7 +17,17 @@ from node.chain.deploy import fmt_open
 from node.chain.models import Contribution, ContributionStatus
 from node.chain.protocol import Protocol
 from node.chain.units import parse_open
-from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol, settings, signer, write_protocol
+from node.cli.common import (
+    ContributionIdArg,
+    JsonOpt,
+    console,
+    jsonable,
+    print_json,
+    read_protocol,
+    settings,
+    signer,
+    write_protocol,
+)
 from node.cli.operator import chain_now, fmt_when
 from node.cli.wallet import wallet_path
 from node.data.contribute import Journal, contribute_files
@@ -198,7 +208,7 @@ def curate_list(
 @curate_app.command("show")
 def curate_show(
     ctx: typer.Context,
-    contribution_id: int,
+    contribution_id: ContributionIdArg,
     records: Annotated[int, typer.Option(help="How many records to preview.")] = 5,
     json_out: JsonOpt = False,
 ) -> None:
@@ -235,7 +245,7 @@ def _examples(data: bytes, contribution_id: int) -> list[SourceRecord]:
 
 
 @curate_app.command("approve")
-def curate_approve(ctx: typer.Context, contribution_id: int, json_out: JsonOpt = False) -> None:
+def curate_approve(ctx: typer.Context, contribution_id: ContributionIdArg, json_out: JsonOpt = False) -> None:
     """Approve a pending contribution (curators only)."""
     p = write_protocol(ctx)
     p.approve_contribution(contribution_id)
@@ -250,7 +260,7 @@ def curate_approve(ctx: typer.Context, contribution_id: int, json_out: JsonOpt =
 @curate_app.command("reject")
 def curate_reject(
     ctx: typer.Context,
-    contribution_id: int,
+    contribution_id: ContributionIdArg,
     reason: Annotated[str, typer.Option(help="Why (recorded on-chain in the event).")],
     json_out: JsonOpt = False,
 ) -> None:

@@ -16,7 +16,7 @@ import typer
 from node.chain.deploy import fmt_open
 from node.chain.models import CasePhase, Verdict
 from node.chain.protocol import Protocol
-from node.cli.common import JsonOpt, console, print_json, read_protocol, write_protocol
+from node.cli.common import CaseIdArg, JsonOpt, console, print_json, read_protocol, write_protocol
 from node.cli.operator import chain_now, fmt_when, open_units
 from node.errors import NodeError
 
@@ -147,7 +147,7 @@ def case_summary(p: Protocol, case_id: int) -> dict[str, Any]:
 
 
 @case_app.command("show")
-def case_show(ctx: typer.Context, case_id: int, json_out: JsonOpt = False) -> None:
+def case_show(ctx: typer.Context, case_id: CaseIdArg, json_out: JsonOpt = False) -> None:
     """A recomputation case: its committee, its votes so far, its verdict, what is due next."""
     out = case_summary(read_protocol(ctx), case_id)
     if json_out:
@@ -160,7 +160,7 @@ def case_show(ctx: typer.Context, case_id: int, json_out: JsonOpt = False) -> No
 
 
 @case_app.command("appeal")
-def case_appeal(ctx: typer.Context, case_id: int, json_out: JsonOpt = False) -> None:
+def case_appeal(ctx: typer.Context, case_id: CaseIdArg, json_out: JsonOpt = False) -> None:
     """Appeal a committee's verdict once (its losing side), escrowing the appeal bond."""
     p = write_protocol(ctx)
     case = p.court_case(case_id)

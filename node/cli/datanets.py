@@ -14,7 +14,16 @@ from node.chain.contributions import submitted_ids
 from node.chain.deploy import fmt_open
 from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
 from node.chain.units import parse_open
-from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol, settings, write_protocol
+from node.cli.common import (
+    DatanetIdArg,
+    JsonOpt,
+    console,
+    jsonable,
+    print_json,
+    read_protocol,
+    settings,
+    write_protocol,
+)
 from node.data.grants import KeyGrantError
 from node.errors import InputError, NodeError
 
@@ -126,7 +135,7 @@ def datanet_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @datanet_app.command("show")
-def datanet_show(ctx: typer.Context, datanet_id: int, json_out: JsonOpt = False) -> None:
+def datanet_show(ctx: typer.Context, datanet_id: DatanetIdArg, json_out: JsonOpt = False) -> None:
     """One Datanet, its metadata and its contributions."""
     p = read_protocol(ctx)
     d = p.datanet(datanet_id)

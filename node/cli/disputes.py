@@ -21,7 +21,7 @@ from node.attribution.document import AttributionDocument
 from node.chain.deploy import fmt_open
 from node.chain.models import ChallengeKind, ChallengeStatus, JobStatus, ModelStatus
 from node.chain.protocol import Protocol
-from node.cli.common import JsonOpt, console, print_json, read_protocol, settings, write_protocol
+from node.cli.common import JobIdArg, JsonOpt, console, print_json, read_protocol, settings, write_protocol
 from node.cli.operator import chain_now, fmt_when
 from node.daemon.court import CourtClerk, court_state_path
 from node.daemon.verifier import claim_of, mismatch_reason, recompute_evidence, result_faults
@@ -47,7 +47,7 @@ def _pending_model(p: Protocol, job_id: int) -> int:
 
 def challenge_cmd(
     ctx: typer.Context,
-    job_id: int,
+    job_id: JobIdArg,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report the faults found; send nothing.")] = False,
     recompute: Annotated[
         bool,
@@ -131,7 +131,7 @@ def _recompute_fault(p: Protocol, store: Any, job_id: int, ctx: typer.Context) -
     return [Fault(kind=ChallengeKind.RECOMPUTE, reason=reason, evidence=evidence)]
 
 
-def finalize_cmd(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def finalize_cmd(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """End a result's challenge window (anyone may): the model becomes final and rewards claimable.
 
     Settles reward-leaf challenges the node did not answer in time first (upheld: the result is

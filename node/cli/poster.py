@@ -22,7 +22,7 @@ from node import safe_json
 from node.chain.deploy import fmt_open
 from node.chain.models import JobParams, JobStatus, Method
 from node.chain.protocol import Protocol
-from node.cli.common import JsonOpt, console, print_json, settings, write_protocol
+from node.cli.common import JobIdArg, JsonOpt, console, print_json, settings, write_protocol
 from node.cli.evalset import remember_commit, validate_eval_file
 from node.cli.operator import chain_now, fmt_when, open_units
 from node.errors import NodeError
@@ -46,7 +46,10 @@ def job_post(
     ],
     pool: Annotated[str, typer.Option(help="OPEN reward pool, escrowed by permit (contributors, node, Datanets).")],
     hours: Annotated[float, typer.Option(help="Hours until the deadline for a node to submit the result.")] = 72.0,
-    method: Annotated[str | None, typer.Option(help="qlora or lora (default: the config file's, else qlora).")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(metavar="lora|qlora", help="Fine-tuning method (default: the config file's, else qlora)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="JSON file of job config fields (hyperparameters, commercial_use); flags override it."),
@@ -165,7 +168,7 @@ def _check_poster(p: Protocol, datanets: list[int], amount: int, hours: float) -
         raise JobPostError(f"Wallet {p.address} holds {fmt_open(balance)}, the pool needs {fmt_open(amount)}.")
 
 
-def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def job_cancel(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """Cancel a job nobody has claimed yet; its pool and verifier fee are refunded to you (the poster)."""
     p = write_protocol(ctx)
     if not 1 <= job_id <= p.job_count():
@@ -187,7 +190,7 @@ def job_cancel(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
                   f"fee) refunded to {p.address}")  # fmt: skip
 
 
-def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def job_expire(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """End a job that passed its deadline without a result (anyone may): the pool goes back to the
     poster and a node that claimed it is slashed."""
     p = write_protocol(ctx)
@@ -212,7 +215,7 @@ def job_expire(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
                   f"poster {job.poster}" + (f", node {node} slashed {fmt_open(slashed)}" if node else ""))  # fmt: skip
 
 
-def job_reopen(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def job_reopen(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """Return a claimed job whose node overran the maximum training time to open, for another node
     (anyone may): half of that node's bond goes to the poster."""
     p = write_protocol(ctx)
@@ -239,7 +242,7 @@ def job_reopen(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> No
                   f"{fmt_open(slashed)} of its bond to the poster {job.poster}")  # fmt: skip
 
 
-def job_sweep(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def job_sweep(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """After a job's claim window, return its unclaimed rewards to the poster (anyone may)."""
     p = write_protocol(ctx)
     rnd, now = p.reward_round(job_id), chain_now(p)

@@ -39,7 +39,7 @@ def store_add(
 @store_app.command("get")
 def store_get(
     ctx: typer.Context,
-    cid: str,
+    cid: Annotated[str, typer.Argument(help="The content's CID: bafy.../bafk... (CIDv1) or Qm... (CIDv0).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the file or directory.")],
     ipfs_api: ApiOpt = None,
     json_out: JsonOpt = False,

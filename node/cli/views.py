@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from node.chain.deploy import fmt_open
 from node.chain.models import JobStatus
-from node.cli.common import JsonOpt, console, jsonable, print_json, read_protocol
-from node.cli.operator import fmt_when
+from node.cli.common import JobIdArg, JsonOpt, ModelIdArg, console, jsonable, print_json, read_protocol
+from node.cli.operator import chain_now, fmt_when
 
 job_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs registered on-chain.")
 model_app = typer.Typer(no_args_is_help=True, help="Models in the on-chain registry.")
@@ -66,7 +67,7 @@ def job_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @job_app.command("show")
-def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None:
+def job_show(ctx: typer.Context, job_id: JobIdArg, json_out: JsonOpt = False) -> None:
     """One job; for a submitted result, its model's status and when its challenge window ends."""
     p = read_protocol(ctx)
     job = p.job(job_id)
@@ -79,7 +80,7 @@ def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None
     if json_out:
         print_json(jsonable(job) | window)
         return
-    console.print(job)
+    console.print(fields_table(f"job #{job.id}", jsonable(job) | window, chain_now(p)))
     if job.status == JobStatus.SUBMITTED:
         console.print(f"model #{job.modelId} is pending: finalizable from {fmt_when(at, p.pending_time())}"
                       f"{f', {open_challenges} challenge(s) open' if open_challenges else ''} "
@@ -87,7 +88,7 @@ def job_show(ctx: typer.Context, job_id: int, json_out: JsonOpt = False) -> None
 
 
 @model_app.command("show")
-def model_show(ctx: typer.Context, model_id: int, json_out: JsonOpt = False) -> None:
+def model_show(ctx: typer.Context, model_id: ModelIdArg, json_out: JsonOpt = False) -> None:
     """One model with its lineage."""
     p = read_protocol(ctx)
     m = p.model(model_id)
@@ -95,5 +96,26 @@ def model_show(ctx: typer.Context, model_id: int, json_out: JsonOpt = False) -> 
     if json_out:
         print_json({"model": jsonable(m), "lineage": lineage})
     else:
-        console.print(m)
+        console.print(fields_table(f"model #{m.id}", jsonable(m), chain_now(p)))
         console.print(f"lineage: {' <- '.join(map(str, lineage))}")
+
+
+_OPEN_FIELDS = {"pool", "bond", "verifierFee", "stake", "minStake"}
+_TIME_FIELDS = {"deadline", "postedAt", "claimTime", "claimedAt", "registeredAt", "finalizable_at"}
+
+
+def fields_table(title: str, fields: dict[str, object], now: int) -> Table:
+    """One record's fields (as `--json` names them), a row each: amounts in OPEN, timestamps as UTC
+    with how far off they are, lists comma-separated, hashes 0x-hex (never a Python repr)."""
+    t = Table(title=title, show_header=False, title_justify="left")
+    for name, value in fields.items():
+        if name in _OPEN_FIELDS and isinstance(value, int):
+            shown = fmt_open(value)
+        elif name in _TIME_FIELDS and isinstance(value, int):
+            shown = fmt_when(value, now) if value else "-"
+        elif isinstance(value, list):
+            shown = ", ".join(map(str, value)) or "-"
+        else:
+            shown = "-" if value in ("", None) else str(value)
+        t.add_row(name, Text(shown))  # Text: a name or CID may hold [brackets]
+    return t
