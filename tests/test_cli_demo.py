@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
 from typer.testing import CliRunner
@@ -101,6 +102,17 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert abs(sum(p["share"] for p in at["payouts"]) - 1.0) < 1e-9
         assert all(p["balance_after"] != p["balance_before"] for p in paid.values() if p["amount"] != "0.00 OPEN")
 
+        # The demo ends by serving: the new model answered through the OpenAI-compatible API, and the kept
+        # server goes on answering with the key the demo printed.
+        srv = summary["server"]
+        assert srv["kept"] and srv["model"] == f"datanet-{m['model_id']}" and srv["api_key"].startswith("sk-dn-")
+        listed_models = httpx.get(srv["url"] + "/v1/models").json()["data"]
+        assert srv["model"] in {c["id"] for c in listed_models}
+        asked = httpx.post(srv["url"] + "/v1/chat/completions", headers={"Authorization": f"Bearer {srv['api_key']}"},
+                           json={"model": srv["model"], "max_tokens": 4,
+                                 "messages": [{"role": "user", "content": srv["question"]}]}, timeout=120)  # fmt: skip
+        assert asked.status_code == 200 and asked.json()["model"] == srv["model"]
+
         status = _json(["status", "--json"])
         assert status["rpc_url"] == summary["rpc_url"]
         assert (status["datanets"], status["contributions"], status["jobs"], status["models"]) == (1, 3, 1, 1)
@@ -118,6 +130,9 @@ def test_demo_keep_then_explore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert [c["status"] for c in shown["contributions"]] == ["approved", "approved", "rejected"]
     finally:
         result = runner.invoke(app, ["chain", "down"], catch_exceptions=False)
+        if summary.get("server"):
+            with pytest.raises(httpx.HTTPError):  # `chain down` stopped the demo's server too
+                httpx.get(summary["server"]["url"] + "/health", timeout=2)
         assert "stopped the dev chain" in result.stdout
     assert not (tmp_path / ".datanet" / "devchain.json").exists()
 

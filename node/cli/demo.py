@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,7 +13,10 @@ from rich.text import Text
 from node import safe_json
 from node.chain.devchain import write_pidfile
 from node.cli.common import JsonOpt, console, err_console, print_json, settings
+from node.config import Settings
+from node.demo import serving
 from node.demo.run import Demo, DemoSummary, demo_training, fresh_state, start_chain
+from node.demo.serving import DemoServer
 from node.errors import NodeError
 
 
@@ -29,6 +32,10 @@ def demo_cmd(
         Path | None,
         typer.Option(help="JSON of training settings for the demo's job (any TrainConfig field; others: the demo's)."),
     ] = None,
+    serve: Annotated[
+        bool, typer.Option(help="End by starting `datanet serve` and asking the new model through the API.")
+    ] = True,
+    serve_port: Annotated[int, typer.Option(help="Port of the server (a free one if it is taken).")] = 8000,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole protocol on a fresh local dev chain and print what happened."""
@@ -38,6 +45,7 @@ def demo_cmd(
     quiet = json_out
     train = demo_training(_read_json(config)) if config is not None else None  # bad fields fail before the chain
     fresh_state(s.data_dir)  # each run on its own new chain, from a clean state (refused while a kept chain runs)
+    serving.stop_kept(s.data_dir)  # a server a previous `--keep` left, whose chain is gone
     chain = start_chain(port)
     say = (lambda _m: None) if quiet else console.print
     say(f"dev chain started at [bold]{chain.rpc_url}[/]")
@@ -45,6 +53,8 @@ def demo_cmd(
         summary = Demo(
             s.data_dir, s.deployments_dir, say, models_dir=s.models_path, base_model=base_model, train=train
         ).run(chain)
+        if serve:
+            summary.server = _serve(s, chain.rpc_url, summary, serve_port, keep, say)
         if keep:
             write_pidfile(s.data_dir, chain)
             summary.chain_kept, summary.chain_pid = True, chain.pid
@@ -60,6 +70,35 @@ def demo_cmd(
         print_json(summary)
     else:
         _print_summary(summary)
+
+
+def _serve(s: Settings, rpc_url: str, summary: DemoSummary, port: int, keep: bool, say: Any) -> DemoServer:
+    """`datanet serve` over the demo chain, one question to the new model through the API; the
+    server goes on running only with --keep."""
+    from node.chain.devchain import free_port
+    from node.demo.run import _port_free
+    from node.serve.keys import ApiKeyStore
+    from node.serve.runtime import keys_path
+
+    env = serving.serve_env(s.data_dir, s.deployments_dir, s.models_path, rpc_url)
+    port = port if _port_free(port) else free_port()
+    _, key = ApiKeyStore(keys_path(s)).create("demo")
+    url = f"http://127.0.0.1:{port}"
+    say(f"[dim]starting `datanet serve` at {url} (log: {s.data_dir / 'serve.log'})...[/]")
+    proc = serving.start(env, port, s.data_dir / "serve.log")
+    try:
+        model = f"datanet-{summary.model.model_id}"
+        question = summary.chat.shown[0].question if summary.chat.shown else "Hello!"
+        answer, spans = serving.ask(url, key, model, question)
+    except BaseException:
+        serving.stop(proc.pid)
+        raise
+    if keep:
+        serving.write_pidfile(s.data_dir, proc.pid, url)
+    else:
+        serving.stop(proc.pid)
+    return DemoServer(url=url, pid=proc.pid, api_key=key, model=model, question=question, answer=answer,
+                      attribution=spans, kept=keep, log=str(s.data_dir / "serve.log"))  # fmt: skip
 
 
 def _read_json(path: Path) -> dict[str, object]:
@@ -117,6 +156,8 @@ def _print_summary(s: DemoSummary) -> None:
     colour = "green" if at.verify == "MATCH" else "red"
     console.print(f"datanet verify {s.job_id}: [bold {colour}]{at.verify}[/] (recomputed from public artifacts in "
                   f"{at.verify_seconds:.0f} s; method {at.method})")  # fmt: skip
+    if s.server is not None:
+        _print_server(s.server)
     if s.chain_kept:
         console.print(f"\nThe dev chain keeps running at [bold]{s.rpc_url}[/] (pid {s.chain_pid}).")
         console.print(f"Deployment file: [bold]{s.deployment_file}[/]")
@@ -125,3 +166,19 @@ def _print_summary(s: DemoSummary) -> None:
             f"`datanet rewards --address ADDR`, "
             f"`datanet job show {s.job_id}`; stop: `datanet chain down`."
         )
+
+
+def _print_server(srv: DemoServer) -> None:
+    console.print(f"\n[bold]datanet serve[/]: asked {srv.model} through the OpenAI-compatible API: {srv.question}")
+    console.print(Text(f"  answer: {srv.answer}"))
+    for span in srv.attribution[:6]:
+        console.print(
+            Text(f"  from contribution #{span['contribution_id']} of {span['contributor']}: {span['span']!r}")
+        )
+    if not srv.attribution:
+        console.print("  (no span of this answer repeats a contributed example closely enough to credit it)")
+    state = "keeps running" if srv.kept else "was stopped (run the demo with --keep to leave it running)"
+    console.print(f"The server {state}: web app [bold]{srv.url}/[/], API [bold]{srv.url}/v1[/]")
+    console.print(f"API key (shown once, stored hashed): [bold]{srv.api_key}[/]", soft_wrap=True)
+    console.print("Paste into Python (pip install openai):")
+    console.print(Text(srv.snippet()), soft_wrap=True)

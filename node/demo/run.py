@@ -31,6 +31,7 @@ from node.config import Settings
 from node.data.contribute import Journal, contribute_files
 from node.data.manifest import Manifest
 from node.demo import world
+from node.demo.serving import DemoServer
 from node.errors import NodeError
 from node.storage.embedded import EmbeddedStore
 from node.train.base_model import READY, cached_path, resolve_base_model, weights_hash
@@ -177,6 +178,7 @@ class DemoSummary(BaseModel):
     training_set: DemoTrainingSet
     model: DemoModel
     chat: DemoChat
+    server: DemoServer | None = Field(None, description="`datanet serve` at the end of the demo.")
     attribution: DemoAttribution
     steps: list[DemoStep] = Field(default_factory=list)
     chain_kept: bool = False
@@ -360,7 +362,7 @@ class Demo:
         asked: list[world.Record] = []
         for seed in CONTRIBUTOR_REGIONS:
             _, records = world.region_facts(region_seed=seed)
-            for r in records[: EVAL_QUESTIONS_EACH]:
+            for r in records[:EVAL_QUESTIONS_EACH]:
                 question = r.instruction[0].lower() + r.instruction[1:]
                 asked.append(world.Record(instruction=f"Tell me, {question}", output=r.output))
         return world.to_jsonl(asked)
@@ -537,8 +539,10 @@ class Demo:
             ex = Example.model_validate_json(lines[k])
             if ex.kind == "chat" and [m.role for m in ex.messages] == ["user", "assistant"]:
                 asked.append((ex.messages[0].content, ex.messages[1].content, manifest.entries[k].contributor))
-        self.say(f"[dim]scoring the {len(asked)} contributed answers under the base and the fine-tuned model, "
-                 f"and asking both {show_each} questions of each contributor...[/]")
+        self.say(
+            f"[dim]scoring the {len(asked)} contributed answers under the base and the fine-tuned model, "
+            f"and asking both {show_each} questions of each contributor...[/]"
+        )
         shown_qs: list[tuple[str, str, str]] = []  # the first `show_each` of each contributor
         for who in dict.fromkeys(w for _, _, w in asked):
             shown_qs += [a for a in asked if a[2] == who][:show_each]

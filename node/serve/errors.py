@@ -8,6 +8,7 @@ FastAPI answers a body that fails validation with 422 and its own shape; OpenAI 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,9 +79,14 @@ _STATUS_TYPES = {
 }  # fmt: skip
 
 
+_TYPE_TAG = re.compile(r"^([a-z-]+\[.*\]|str|int|float|bool|dict|list|none|null|literal\[.*\])$")
+
+
 def _param_of(loc: tuple[Any, ...]) -> str | None:
-    """``("body", "messages", 0, "content")`` -> ``"messages[0].content"``."""
+    """``("body", "messages", 0, "content")`` -> ``"messages[0].content"``; pydantic's union
+    member tags (``"literal[1]"``, ``"list[...]"``) are not parameters and are left out."""
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [p for p in parts if not (isinstance(p, str) and _TYPE_TAG.match(p))]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))

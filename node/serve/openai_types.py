@@ -11,11 +11,11 @@ model's training data and whom they credit (`node.attribution.spans`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.serve.errors import bad_request, unsupported
+from node.serve.errors import bad_request
 
 
 class StreamOptions(BaseModel):
@@ -25,10 +25,12 @@ class StreamOptions(BaseModel):
 
 
 class ContentPart(BaseModel):
+    """A text part of a message (these models read text only)."""
+
     model_config = ConfigDict(extra="allow")
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(BaseModel):
@@ -43,15 +45,16 @@ class ChatMessage(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        out = []
-        for part in self.content:
-            if part.type != "text" or part.text is None:
-                raise bad_request(
-                    f"messages[{index}].content has a '{part.type}' part; this server's models read text only",
-                    param=f"messages[{index}].content",
-                )
-            out.append(part.text)
-        return "".join(out)
+        return "".join(part.text for part in self.content)
+
+
+StopText = Annotated[str, Field(min_length=1)]
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
 
 
 class _Sampling(BaseModel):
@@ -62,33 +65,22 @@ class _Sampling(BaseModel):
     model: str = Field(min_length=1, description="A model id from GET /v1/models.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy decoding; default 1.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; default 1.")
-    stop: str | list[str] | None = Field(None, description="Up to 4 sequences where the answer stops.")
+    stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 sequences where the answer stops."
+    )
     seed: int | None = Field(None, description="Seeds the sampler: the same seed and inputs give the same answer.")
-    n: int | None = Field(None, description="Only 1 is supported.")
+    n: Literal[1] | None = Field(None, description="Only 1 is supported.")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
-    presence_penalty: float | None = Field(None, description="Only 0 is supported.")
-    frequency_penalty: float | None = Field(None, description="Only 0 is supported.")
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
-        stops = [v] if isinstance(v, str) else (v or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes at most 4 non-empty strings")
-        return v
+    presence_penalty: float | None = Field(None, ge=0, le=0, description="Only 0 is supported.")
+    frequency_penalty: float | None = Field(None, ge=0, le=0, description="Only 0 is supported.")
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def check_supported(self) -> None:
-        """400 naming the first parameter set to a value this server cannot honour."""
-        if self.n not in (None, 1):
-            raise unsupported("n", "only n=1 is supported")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0):
-                raise unsupported(name, "only 0 is supported")
+        """400 for what the schema cannot say: parameters that only fit together."""
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
 
@@ -97,49 +89,31 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (deprecated by OpenAI).")
     max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
-    logprobs: bool | None = Field(None, description="Only false is supported.")
-    top_logprobs: int | None = Field(None, description="Not supported.")
-    response_format: dict[str, Any] | None = Field(None, description="Only {'type': 'text'} is supported.")
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported.")
-    tool_choice: str | dict[str, Any] | None = Field(None, description="Only 'none' is supported.")
+    logprobs: Literal[False] | None = Field(None, description="Only false is supported.")
+    top_logprobs: None = Field(None, description="Not supported.")
+    response_format: TextFormat | None = Field(None, description="Only {'type': 'text'} is supported.")
+    tools: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = Field(
+        None, description="Not supported: these models were not trained for tool calls."
+    )
+    tool_choice: Literal["none"] | None = Field(None, description="Only 'none' is supported.")
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = Field(None, description="Accepted and ignored.")
     store: bool | None = Field(None, description="Accepted and ignored (see the retention rule in the docs).")
-
-    def check_supported(self) -> None:
-        super().check_supported()
-        if self.logprobs:
-            raise unsupported("logprobs")
-        if self.top_logprobs is not None:
-            raise unsupported("top_logprobs")
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            raise unsupported("response_format", "only {'type': 'text'} is supported")
-        if self.tools:
-            raise unsupported("tools", "these models were not trained for tool calls")
-        if self.tool_choice not in (None, "none"):
-            raise unsupported("tool_choice")
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] = Field(description="The text to continue (one prompt).")
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
+        description="The text to continue (one prompt)."
+    )
     max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate; default 16, as OpenAI's.")
-    echo: bool | None = Field(None, description="Only false is supported.")
-    logprobs: int | None = Field(None, description="Not supported.")
-    suffix: str | None = Field(None, description="Not supported.")
-    best_of: int | None = Field(None, description="Only 1 is supported.")
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
-
-    def check_supported(self) -> None:
-        super().check_supported()
-        if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise unsupported("prompt", "send one prompt per request")
-        for name, neutral in (("echo", (None, False)), ("logprobs", (None,)), ("suffix", (None,)),
-                              ("best_of", (None, 1)), ("logit_bias", (None,))):  # fmt: skip
-            if getattr(self, name) not in neutral and getattr(self, name) != {}:
-                raise unsupported(name)
+    echo: Literal[False] | None = Field(None, description="Only false is supported.")
+    logprobs: None = Field(None, description="Not supported.")
+    suffix: None = Field(None, description="Not supported.")
+    best_of: Literal[1] | None = Field(None, description="Only 1 is supported.")
+    logit_bias: Annotated[dict[str, float], Field(max_length=0)] | None = Field(None, description="Not supported.")
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
