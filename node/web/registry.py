@@ -159,7 +159,7 @@ class Registry:
             return []
         from node.data.grants import curators
 
-        rows = [(d, curators(p, d.id)) for d in (p.datanet(i) for i in range(1, p.datanet_count() + 1))]
+        rows = [(d, list[str](curators(p, d.id))) for d in (p.datanet(i) for i in range(1, p.datanet_count() + 1))]
         q = query.strip().lower()
         if not q:
             return rows
@@ -175,7 +175,7 @@ class Registry:
             return None
         from node.data.grants import curators
 
-        return p.datanet(datanet_id), curators(p, datanet_id)
+        return p.datanet(datanet_id), list[str](curators(p, datanet_id))
 
     def contributions(self, datanet_id: int) -> list[Contribution]:
         p = self.s.protocol

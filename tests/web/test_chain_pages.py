@@ -53,3 +53,29 @@ def test_datanets_preview_and_posting_a_job(world: World, tmp_path: Path, tiny_b
     assert (config.name, config.lora_r, config.learning_rate, config.epochs) == ("web-facts", 4, 0.001, 1)
     run = c.get(f"/train/jobs/{job_id}")
     assert run.status_code == 200 and "web-facts" in run.text and "open" in run.text
+
+
+def test_models_page_reads_the_registry(world: World, tmp_path: Path, tiny_base_model: Path) -> None:
+    from tests.daemon_setup import stake
+    from tests.serve.conftest import make_adapter
+    from tests.serve.test_registry_serving import _register
+
+    home = node_home(world, tmp_path, tiny_base_model)
+    stake(world.node)
+    datanet = approved_datanet(world, home)
+    model_id = _register(world, home, datanet, make_adapter(tiny_base_model, tmp_path / "a", seed=1), "web-model")
+    catalog = Catalog(world.admin, home.store, models_dir=home.settings.models_path, adapters_dir=tmp_path / "cache")
+    catalog.refresh()
+    services = Services(ServeSettings(), catalog, FakeEngine(), ApiKeyStore(tmp_path / "keys.sqlite"),  # type: ignore[arg-type]
+                        node=home.settings, protocol=world.admin, store=home.store)  # fmt: skip
+    c = client(create_app(services, refresh=False))
+    listing = c.get("/models")
+    row = re.search(rf'<tr data-model="datanet-{model_id}">(.*?)</tr>', listing.text, re.S)
+    assert row and "web-model" in row.group(1) and "pending" in row.group(1) and "served" in row.group(1)
+    assert f'href="/datanets/{datanet}"' in row.group(1)
+    m = world.admin.model(model_id)
+    detail = c.get("/models/web-model")
+    assert detail.status_code == 200 and m.adapterCID in detail.text
+    assert "0x" + bytes(m.adapterHash).hex() in detail.text
+    assert "bafymetrics could not be read" in detail.text  # the test's result names a metrics CID that is not stored
+    assert c.get("/models/datanet-999").status_code == 404
