@@ -123,6 +123,24 @@ class ChainClient:
                 delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
 
+    def check_reachable(self, timeout: float = 3.0) -> None:
+        """One quick `eth_chainId`, no retries: a command run by hand fails at once, with the fix,
+        when nothing answers (instead of retrying for ~9 s as `rpc` does for a service)."""
+        probe = ChainClient(self.rpc_url, timeout=timeout, retries=0)
+        try:
+            _ = probe.w3.eth.chain_id
+        except _TRANSIENT as e:
+            raise RpcUnavailableError(
+                f"No chain answers at {self.rpc_url} ({type(e).__name__}). Start the dev chain with "
+                "`datanet chain up --detach`, or point --rpc-url / DATANET_RPC_URL at a running node."
+            ) from e
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else "an error"
+            raise RpcUnavailableError(
+                f"{self.rpc_url} answered HTTP {status}: it is not an Ethereum JSON-RPC endpoint. Check --rpc-url / "
+                "DATANET_RPC_URL (e.g. http://127.0.0.1:8545 for the dev chain)."
+            ) from e
+
     def contract(self, name: str, address: str) -> Contract:
         abi = load_artifact(name).abi
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi, decode_tuples=True)

@@ -99,7 +99,10 @@ def deploy_cmd(
     """Deploy the protocol contracts and write deployments/<network>.json."""
     s = settings(ctx)
     min_stake_units = parse_open(min_node_stake, "--min-node-stake", allow_zero=True)
-    chain_id = ChainClient.from_settings(s).chain_id
+    reader = ChainClient.from_settings(s)
+    with err_console.status(f"connecting to the chain at {s.rpc_url}..."):
+        reader.check_reachable()
+        chain_id = reader.chain_id
     account, source = signer(s, chain_id)
     err_console.print(f"deploying from {account.address} ({source}) to {s.rpc_url}")
     client = ChainClient.from_settings(s, account)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ import typer
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from node.chain.accounts import resolve_account
@@ -149,12 +152,25 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+@contextmanager
+def progress_bar(what: str, total: int | None = None) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar (bytes; a spinner until a total is known) on stderr while the block runs,
+    gone after it; nothing at all when stderr is not a terminal. Yields `update(done, total)`."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda done, total=None: progress.update(task, completed=done, total=total)
+
+
 def read_protocol(ctx: typer.Context) -> Protocol:
     """A read-only view of the deployed protocol (no signing key needed)."""
     s = settings(ctx)
     deployment = load_deployment(s.deployment_file())
     rpc = s.rpc_url if "rpc_url" in s.model_fields_set else deployment.rpc_url
-    return Protocol(ChainClient(rpc, timeout=s.rpc_timeout, retries=s.rpc_retries), deployment)
+    client = ChainClient(rpc, timeout=s.rpc_timeout, retries=s.rpc_retries)
+    with err_console.status(f"connecting to the chain at {rpc} (deployment '{deployment.network}')..."):
+        client.check_reachable()
+        return Protocol(client, deployment)
 
 
 def signer(s: Settings, chain_id: int) -> tuple[LocalAccount, str]:

@@ -22,7 +22,7 @@ from node import safe_json
 from node.chain.deploy import fmt_open
 from node.chain.models import JobParams, JobStatus, Method
 from node.chain.protocol import Protocol
-from node.cli.common import JobIdArg, JsonOpt, console, print_json, settings, write_protocol
+from node.cli.common import JobIdArg, JsonOpt, console, print_json, progress_bar, settings, write_protocol
 from node.cli.evalset import remember_commit, validate_eval_file
 from node.cli.operator import chain_now, fmt_when, open_units
 from node.errors import NodeError
@@ -113,7 +113,7 @@ def post_job_config(
     deadline = now + int(hours * 3600)
     params = JobParams(
         baseModel=job_config.base_model,
-        baseModelHash=weights_hash(base_dir),  # the identity a node checks its local copy against
+        baseModelHash=_hash_with_progress(base_dir),  # the identity a node checks its local copy against
         datanetIds=datanets,
         configCID=config_cid,
         configHash=job_config.sha256(),  # == sha256 of the uploaded bytes, what the node re-hashes
@@ -150,6 +150,12 @@ def _job_config(ref: str, path: Path | None, flags: dict[str, Any], models_dir: 
         return JobConfig.parse(json.dumps(doc), f"the job config ({path or 'flags'})"), base_dir
     except TrainConfigError as e:
         raise JobPostError(f"{e}. Fix the flag or the --config field named.") from None
+
+
+def _hash_with_progress(base_dir: Path) -> bytes:
+    """`weights_hash` with a progress bar: a multi-GB base model takes a while to hash."""
+    with progress_bar(f"hashing the weights of {base_dir.name}") as update:
+        return weights_hash(base_dir, update)
 
 
 def _check_poster(p: Protocol, datanets: list[int], amount: int, hours: float) -> None:

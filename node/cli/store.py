@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli.common import JsonOpt, console, print_json, settings
+from node.cli.common import JsonOpt, console, print_json, progress_bar, settings
 from node.storage import open_store
 
 store_app = typer.Typer(no_args_is_help=True, help="Add and fetch content (embedded store, or an IPFS node).")
@@ -28,7 +28,11 @@ def store_add(
     for path in paths:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist", param_hint="PATHS")
-        added.append({"path": str(path), "cid": store.add_path(path)})
+    total = sum(_size(p) for p in paths)
+    with progress_bar(f"adding {len(paths)} path(s)", total) as update:
+        for path in paths:
+            added.append({"path": str(path), "cid": store.add_path(path)})
+            update(sum(_size(p) for p in paths[: len(added)]), None)
     if json_out:
         print_json(added)
     else:
@@ -47,7 +51,8 @@ def store_get(
     """Fetch content by CID, verify every block, and write it to PATH.
 
     --json prints {"cid", "path", "type" ("file" or "directory"), "files", "bytes"}."""
-    written = open_store(settings(ctx), ipfs_api).get(cid, output)
+    with progress_bar(f"fetching and verifying {cid}"):
+        written = open_store(settings(ctx), ipfs_api).get(cid, output)
     files = [p for p in written.rglob("*") if p.is_file()] if written.is_dir() else [written]
     got = {
         "cid": cid,
@@ -60,3 +65,8 @@ def store_get(
         print_json(got)
     else:
         console.print(f"wrote {cid} to {output} (verified; {got['files']} file(s), {got['bytes']:,} bytes)")
+
+
+def _size(path: Path) -> int:
+    """Bytes under `path` (a file, or every file of a directory)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size

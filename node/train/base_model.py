@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,9 +32,10 @@ class BaseModelError(NodeError, LookupError):
     """A base model that is not available here, or not a usable model directory."""
 
 
-def weights_hash(model_dir: Path) -> bytes:
+def weights_hash(model_dir: Path, progress: Callable[[int, int], None] | None = None) -> bytes:
     """sha256 over the canonical listing ``path\\0size\\0sha256(file)\\n`` of every weight file
-    (sorted relative POSIX paths). Any weight byte changes it; config/tokenizer edits do not."""
+    (sorted relative POSIX paths). Any weight byte changes it; config/tokenizer edits do not.
+    `progress(done, total)` (bytes) is called after each MiB read, for a progress bar."""
     root = Path(model_dir)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES and _NOT_HIDDEN(p, root))
     if not files:
@@ -42,11 +43,15 @@ def weights_hash(model_dir: Path) -> bytes:
             f"{root} has no weight files ({', '.join(WEIGHT_SUFFIXES)}); is it a Hugging Face model directory?"
         )
     listing = hashlib.sha256()
+    total, done = sum(p.stat().st_size for p in files), 0
     for path in files:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
         rel = path.relative_to(root).as_posix()
         listing.update(f"{rel}\0{path.stat().st_size}\0{digest.hexdigest()}\n".encode())
     return listing.digest()
