@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ from node.chain.devchain import (
 )
 from node.chain.units import parse_open
 from node.cli.common import JsonOpt, console, err_console, jsonable, print_json, settings, signer
+from node.errors import DeploymentError
 
 chain_app = typer.Typer(no_args_is_help=True, help="Run a local EVM dev chain (anvil).")
 
@@ -94,15 +96,20 @@ def deploy_cmd(
         bool | None,
         typer.Option(help="Give dev accounts 1..9 OPEN (default: on for the dev chain 31337; never elsewhere)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing deployment file (always done on the dev chain).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deploy the protocol contracts and write deployments/<network>.json."""
+    """Deploy the protocol contracts and write deployments/<network>.json (an existing file only
+    with --force, except on the dev chain 31337, whose contracts vanish when it stops)."""
     s = settings(ctx)
     min_stake_units = parse_open(min_node_stake, "--min-node-stake", allow_zero=True)
     reader = ChainClient.from_settings(s)
     with err_console.status(f"connecting to the chain at {s.rpc_url}..."):
         reader.check_reachable()
         chain_id = reader.chain_id
+    _refuse_overwrite(s.deployment_file(), chain_id, force)
     account, source = signer(s, chain_id)
     err_console.print(f"deploying from {account.address} ({source}) to {s.rpc_url}")
     client = ChainClient.from_settings(s, account)
@@ -123,3 +130,15 @@ def deploy_cmd(
     console.print(table)
     if funded:
         console.print(f"dev accounts 1..9 got {fmt_open(config.dev_account_funding)} each: {', '.join(funded)}")
+
+
+def _refuse_overwrite(path: Path, chain_id: int, force: bool) -> None:
+    """A deployment file names the contracts every node and user of a network talks to: replacing
+    it by mistake strands them (the old contracts keep their stakes and jobs). The dev chain's is
+    replaced freely: its contracts are gone once it stops."""
+    if chain_id == DEV_CHAIN_ID or force or not path.exists():
+        return
+    raise DeploymentError(
+        f"{path} already exists; deploying again on chain {chain_id} would replace the contract addresses everyone "
+        "using it reads. Pass --force to replace it, or choose another file with --network NAME."
+    )
