@@ -18,7 +18,7 @@ def test_an_existing_file_is_replaced_only_with_force_off_the_dev_chain(tmp_path
     path = tmp_path / "mainnet.json"
     _refuse_overwrite(path, 1, force=False)  # nothing there yet
     path.write_text("{}")
-    with pytest.raises(DeploymentError, match="already exists.*--force"):
+    with pytest.raises(DeploymentError, match=r"already exists.*--force"):
         _refuse_overwrite(path, 1, force=False)
     _refuse_overwrite(path, 1, force=True)
     _refuse_overwrite(path, DEV_CHAIN_ID, force=False)
