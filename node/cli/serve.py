@@ -40,10 +40,20 @@ def api_key_new(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A label for the key (who or what uses it).")] = "default",
     rate: Annotated[int, typer.Option("--rate", min=1, help="Requests per minute this key may make.")] = 60,
+    account: Annotated[
+        str | None,
+        typer.Option(help="The OPEN account whose InferenceEscrow deposit pays this key's fees (none: free)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Make a key; it is printed once and stored only as a hash."""
-    record, key = _keys(settings(ctx)).create(name, requests_per_minute=rate)
+    if account is not None:
+        from web3 import Web3
+
+        if not Web3.is_address(account):
+            raise typer.BadParameter(f"'{account}' is not an address (0x and 40 hex digits)", param_hint="--account")
+        account = Web3.to_checksum_address(account)
+    record, key = _keys(settings(ctx)).create(name, requests_per_minute=rate, account=account)
     _show_new(record, key, json_out)
 
 
@@ -221,3 +231,85 @@ def export_cmd(
         print_json({"path": str(path), **provenance.model_dump(mode="json")})
     else:
         console.print(f"exported {found.id} to {path} (load it with AutoModelForCausalLM.from_pretrained)")
+
+
+epoch_app = typer.Typer(no_args_is_help=True, help="Inference rewards: credits per epoch, and settling them on-chain.")
+
+
+def _epoch_state(ctx: typer.Context, epoch: int | None) -> tuple[int, dict[str, int], dict[str, int]]:
+    from node.serve.config import ServeSettings
+    from node.serve.responses import ResponseLog
+    from node.serve.runtime import responses_path
+
+    serve = ServeSettings()
+    log = ResponseLog(responses_path(settings(ctx)), epoch_seconds=serve.epoch_seconds)
+    import time
+
+    n = epoch if epoch is not None else log.epoch_of(time.time()) - 1
+    credits: dict[str, int] = {}
+    for per_model in log.credits(n).values():
+        for who, units in per_model.items():
+            credits[who] = credits.get(who, 0) + units
+    return n, credits, log.usage(n)
+
+
+EpochOpt = Annotated[int | None, typer.Option(help="The epoch (default: the last finished one).")]
+
+
+@epoch_app.command("show")
+def epoch_show(ctx: typer.Context, epoch: EpochOpt = None, json_out: JsonOpt = False) -> None:
+    """Credits per contributor and tokens per API key in an epoch."""
+    n, credits, usage = _epoch_state(ctx, epoch)
+    if json_out:
+        print_json({"epoch": n, "credits": credits, "usage": usage})
+        return
+    console.print(f"epoch {n}: {sum(credits.values())} credit units to {len(credits)} contributor(s); "
+                  f"{sum(usage.values())} tokens over {len(usage)} key(s)")  # fmt: skip
+    for who, units in sorted(credits.items()):
+        console.print(f"  {who}  {units}")
+
+
+@epoch_app.command("settle")
+def epoch_settle(
+    ctx: typer.Context,
+    epoch: EpochOpt = None,
+    sponsor: Annotated[
+        str | None, typer.Option(help="Fund the epoch from the node's own wallet with this many OPEN (no paying keys).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Post an epoch's inference-reward root on-chain: paying keys' accounts are charged from
+    their escrow deposits (each at most its balance), or the node sponsors the round."""
+    from node.chain.inference import Charge, escrow_account
+    from node.chain.units import parse_open
+    from node.cli.common import write_protocol
+    from node.rewards.epochs import settle_epoch
+    from node.serve import fees
+    from node.serve.config import ServeSettings
+    from node.storage import open_store
+
+    s = settings(ctx)
+    n, credits, usage = _epoch_state(ctx, epoch)
+    if not credits:
+        console.print(f"epoch {n}: no answer credited any contributor; nothing to settle (no account is charged)")
+        return
+    p = write_protocol(ctx)
+    price = parse_open(ServeSettings().fee_per_1k_tokens, "DATANET_SERVE_FEE_PER_1K_TOKENS", allow_zero=True)
+    owed = fees.charges(fees.FeePolicy(per_1k_tokens=price, node=p.address), usage, _keys(s))
+    # A deposit can fall short of what admission saw (concurrent requests): charge at most the balance,
+    # since one short account would otherwise revert the whole settlement for everyone.
+    charges = [Charge(payer=c.payer, amount=min(c.amount, escrow_account(p, p.address, c.payer).balance)) for c in owed]
+    charges = [c for c in charges if c.amount > 0]
+    total = parse_open(sponsor, "--sponsor") if sponsor is not None and not charges else None
+    if not charges and total is None:
+        console.print(
+            f"epoch {n}: no paying key used this node; pass --sponsor AMOUNT to fund it from the node's wallet"
+        )
+        return
+    done = settle_epoch(p, open_store(s), n, credits, charges=charges, total=total)
+    if json_out:
+        print_json(done)
+    else:
+        state = f"tx {done.tx}" if done.tx else "already settled with this root"
+        console.print(f"epoch {n} settled: {done.rewards.total} base units to {len(done.rewards.amounts)} "
+                      f"contributor(s), root {done.rewards.root}, tree {done.tree_cid} ({state})")  # fmt: skip

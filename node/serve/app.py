@@ -41,6 +41,7 @@ from node.serve.engine import (
     TextDelta,
 )
 from node.serve.errors import ApiError, ErrorResponse, bad_request, model_not_found, unauthorized
+from node.serve.fees import BalanceCache, FeePolicy, admit
 from node.serve.keys import ApiKey, ApiKeyStore, RateLimiter
 from node.serve.openai_types import (
     ChatChoice,
@@ -90,6 +91,8 @@ class Services:
     store: ContentStore | None = None
     attributor: Attributor | None = None
     responses: ResponseLog | None = None  # what is kept of each answer (node.serve.responses: the retention rule)
+    fees: FeePolicy = field(default_factory=FeePolicy)  # free unless configured (node.serve.fees)
+    balances: BalanceCache | None = None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -261,6 +264,7 @@ def _api_routes() -> Any:
         gen = GenerationRequest(
             model=handle, prompt=body.text(), add_special_tokens=True, params=_params(s, body, body.token_limit())
         )
+        await _admit(s, key, model, gen, tok)
         events = await _start(s, gen, param="prompt")
         rid, created = "cmpl-" + secrets.token_hex(12), int(time.time())
         if body.stream:
@@ -317,6 +321,7 @@ async def chat_answer(s: Services, body: ChatCompletionRequest, key: ApiKey) -> 
     ]
     prompt = render_prompt(tok, turns)
     gen = GenerationRequest(model=handle, prompt=prompt, params=_params(s, body, body.token_limit()))
+    await _admit(s, key, model, gen, tok)
     events = await _start(s, gen, param="messages")
     rid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
     if body.stream:
@@ -328,6 +333,17 @@ async def chat_answer(s: Services, body: ChatCompletionRequest, key: ApiKey) -> 
         id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
         choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
     )  # fmt: skip
+
+
+async def _admit(s: Services, key: ApiKey, model: ServedModel, gen: GenerationRequest, tok: Any) -> None:
+    """A paid key's request runs only if its account's escrow deposit covers it and the model's
+    licences allow paid use (`node.serve.fees`); answers of base models are free."""
+    if not s.fees.paid(key) or model.kind != "adapter":
+        return
+    balances = s.balances or BalanceCache(None)
+    used = s.responses.usage(s.responses.epoch_of(time.time())).get(key.id, 0) if s.responses else 0
+    tokens = len(tok(gen.prompt, add_special_tokens=gen.add_special_tokens)["input_ids"]) + gen.params.max_tokens
+    await asyncio.to_thread(admit, s.fees, balances, key, used, tokens, model.commercial_use, model.id)
 
 
 def _resolve(s: Services, name: str) -> ServedModel:

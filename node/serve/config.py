@@ -29,6 +29,10 @@ class ServeSettings(BaseSettings):
     requests_per_minute: int = Field(60, ge=1, description="Rate limit of a new API key.")
     refresh_s: float = Field(5.0, gt=0, description="Seconds between reads of the on-chain model registry.")
     keep_alive_s: float = Field(15.0, gt=0, description="SSE comment line after this many silent seconds.")
+    fee_per_1k_tokens: str = Field(
+        "0", description="OPEN per 1,000 tokens a paying key's account is charged (0: inference is free)."
+    )
+    epoch_seconds: int = Field(86_400, ge=60, description="Length of an inference-reward settlement epoch.")
     retention_days: int = Field(
         30, ge=0, description="Days a prompt and its answer are kept for attribution (0: not kept at all)."
     )

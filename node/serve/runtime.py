@@ -6,16 +6,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from node.chain.accounts import resolve_account
 from node.chain.client import ChainClient
 from node.chain.deploy import load_deployment
 from node.chain.protocol import Protocol
+from node.chain.units import parse_open
 from node.config import Settings
+from node.errors import NodeError
 from node.serve.adapters import AdapterPolicy
 from node.serve.app import Services
 from node.serve.attribution import SpanAttributor
 from node.serve.catalog import Catalog
 from node.serve.config import ServeSettings
 from node.serve.engine import Engine
+from node.serve.fees import BalanceCache, FeePolicy
 from node.serve.keys import ApiKeyStore
 from node.serve.responses import ResponseLog
 from node.storage import open_store
@@ -31,6 +35,22 @@ def keys_path(settings: Settings) -> Path:
 def responses_path(settings: Settings) -> Path:
     """Where answers' spans, credits and (for the retention period) text are kept."""
     return settings.data_dir / "serve" / "responses.sqlite"
+
+
+def fee_policy(settings: Settings, serve: ServeSettings, protocol: Protocol | None) -> FeePolicy:
+    """The price, and the node account whose escrow deposits pay it (its signing account, read
+    without prompting: no account means no paid keys)."""
+    price = parse_open(serve.fee_per_1k_tokens, "DATANET_SERVE_FEE_PER_1K_TOKENS", allow_zero=True)
+    node = None
+    if protocol is not None and price > 0:
+        try:
+            password = settings.keystore_password.get_secret_value() if settings.keystore_password else None
+            key = settings.private_key.get_secret_value() if settings.private_key else None
+            account, _ = resolve_account(settings.keystore, password, key, protocol.chain_id, prompt=False)
+            node = account.address
+        except NodeError as e:
+            log.warning("no node account for paid keys (%s): requests with paying keys will fail", e)
+    return FeePolicy(per_1k_tokens=price, node=node)
 
 
 def build_engine(serve: ServeSettings) -> Engine:
@@ -75,7 +95,11 @@ def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = 
     return Services(
         settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)),
         node=settings, protocol=protocol, store=store,
-        responses=ResponseLog(responses_path(settings), retention_days=serve.retention_days),
+        responses=ResponseLog(
+            responses_path(settings), retention_days=serve.retention_days, epoch_seconds=serve.epoch_seconds
+        ),
+        fees=fee_policy(settings, serve, protocol),
+        balances=BalanceCache(protocol),
         attributor=SpanAttributor(
             settings.jobs_path, settings.data_dir / "serve" / "span-index", catalog.adapters_dir
         ),

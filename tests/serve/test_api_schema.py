@@ -22,6 +22,7 @@ from schemathesis.checks import positive_data_acceptance
 from node.serve.app import create_app
 from tests.serve.conftest import local_services
 
+
 @pytest.fixture(scope="module")
 def app_and_key(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path, tiny_hash: str,
                 tiny_adapters: list[Path]) -> Iterator[tuple[object, str]]:  # fmt: skip
