@@ -4,8 +4,9 @@ every answer matches the schema the server publishes (errors included, in OpenAI
 Generation runs for real on the tiny model, so bodies the schema allows are answered by the
 engine; the token cap is small to keep each answer short. Not checked: that every body the
 schema allows is accepted, since some limits depend on the server and the model, not on the
-schema (the per-request token cap, the model's context length, stream_options only with stream). The routes change nothing on a chain
-(the API has no chain-writing routes; the pages' keystore actions are tested in tests/web)."""
+schema (the per-request token cap, the model's context length, stream_options only with
+stream). The routes change nothing on a chain (the API has no chain-writing routes; the pages'
+keystore actions are tested in tests/web)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-
 from schemathesis.checks import positive_data_acceptance
 
 from node.serve.app import create_app
