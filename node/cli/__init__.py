@@ -101,6 +101,8 @@ views.model_app.command("list")(daemon_cli.models_cmd)
 app.command("serve", rich_help_panel=SERVING)(serve_cli.serve_cmd)
 app.add_typer(serve_cli.api_key_app, name="api-key", rich_help_panel=SERVING)
 app.add_typer(serve_cli.responses_app, name="responses", rich_help_panel=SERVING)
+app.command("export", rich_help_panel=SERVING)(serve_cli.export_cmd)
+app.add_typer(serve_cli.epoch_app, name="epoch", rich_help_panel=SERVING)
 app.add_typer(escrow.escrow_app, name="escrow", rich_help_panel=SERVING)  # API users prepay inference fees
 
 # Setup.
