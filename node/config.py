@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     private_key: SecretStr | None = Field(
         None, description="Hex private key (prefer a keystore; never logged)."
     )
-    confirmations: int = Field(2, ge=0, description="Blocks an event must be buried under.")
+    confirmations: int = Field(
+        2, ge=0, description="Blocks an event must be buried under (default 2; 0 on the dev chain 31337)."
+    )
     poll_interval: float = Field(1.0, gt=0, description="Seconds between watcher polls.")
     rpc_timeout: float = Field(10.0, gt=0, description="Seconds before one RPC call times out.")
     rpc_retries: int = Field(5, ge=0, description="Retries (with backoff) of a failing RPC call.")
@@ -94,6 +96,17 @@ class Settings(BaseSettings):
     def min_pool_units(self) -> int:
         """`min_pool` in OPEN base units (10**18 per OPEN), exactly."""
         return int(self.min_pool * 10**18)
+
+    def for_chain(self, chain_id: int) -> Settings:
+        """These settings with the defaults that depend on the chain: on the dev chain (31337),
+        where anvil mines a block only when a transaction arrives, `confirmations` defaults to 0 (with
+        2, the last job posted would stay unseen until two more transactions). An explicit value
+        (argument, DATANET_CONFIRMATIONS, TOML) wins."""
+        from node.chain.devchain import DEV_CHAIN_ID  # node.chain imports this module
+
+        if chain_id == DEV_CHAIN_ID and "confirmations" not in self.model_fields_set:
+            return self.model_copy(update={"confirmations": 0})
+        return self
 
     def worker_threads(self) -> int:
         return self.attribution_threads or os.cpu_count() or 1

@@ -57,7 +57,9 @@ class Daemon:
     `close()`. One daemon per node account and state file at a time."""
 
     def __init__(self, protocol: Protocol, store: ContentStore, settings: Settings):
+        settings = settings.for_chain(protocol.chain_id)  # e.g. no confirmations to wait for on the dev chain
         self.p, self.settings = protocol, settings
+        self._last_report = ""
         self.stop = threading.Event()
         self.jobs = JobStore.from_settings(settings, protocol.deployment)
         self.checkpoints = CheckpointStore.from_settings(settings)
@@ -193,6 +195,7 @@ class Daemon:
             while not self.stop.is_set() and (due := self.next_job()) is not None:
                 self.advance(due)
                 self.watcher.poll_once()
+            self._report_waiting()
             return
         thread = threading.Thread(target=self._watch, name="watcher", daemon=True)
         thread.start()
@@ -205,12 +208,30 @@ class Daemon:
                     log.info("daemon: every job is finished; exiting (--exit-when-idle)")
                     break
                 else:
+                    self._report_waiting()
                     self.stop.wait(self.settings.poll_interval)
         finally:
             self.stop.set()
             thread.join(timeout=30)
         if self._watch_error is not None:
             raise self._watch_error
+
+    def _report_waiting(self) -> None:
+        """Says (once per change) what the daemon waits for when it has nothing to do now: blocks
+        not yet buried under `confirmations` (their events are not read yet), or no job open."""
+        head, cp, n = self.p.client.block_number(), self.watcher.checkpoint(), self.settings.confirmations
+        waiting = self.jobs.in_states(_OPEN)
+        if n and head > cp:
+            report = (f"daemon: waiting for {n} confirmation(s) of block {cp + 1}"
+                      f"{f'..{head}' if head > cp + 1 else ''} (its events are read once {n} block(s) are mined "
+                      f"on top; DATANET_CONFIRMATIONS sets how many)")  # fmt: skip
+        elif waiting:
+            report = f"daemon: {len(waiting)} job(s) waiting to be retried or for the chain (`datanet node jobs`)"
+        else:
+            report = f"daemon: no jobs open; read the chain up to block {cp}, watching for new ones"
+        if report != self._last_report:
+            log.info("%s", report)
+            self._last_report = report
 
     def _idle(self) -> bool:
         caught_up = self.watcher.checkpoint() >= self.p.client.block_number() - self.settings.confirmations
