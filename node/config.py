@@ -1,7 +1,9 @@
 """Node settings: environment variables (``DATANET_*``), an optional TOML file, defaults.
 
-Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545, state under
-``.datanet/``), so the demo and the tests need no configuration at all.
+Defaults are the embedded ones (a local dev chain on 127.0.0.1:8545), so the demo and the tests
+need no configuration at all. The state directory (`default_data_dir`): ``DATANET_DATA_DIR`` if
+set, else ``.datanet/`` in the current directory if it exists (a checkout's, the demo's), else the
+user's data directory (``$XDG_DATA_HOME/datanet``, by default ``~/.local/share/datanet``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from pydantic_settings import (
 from node.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DATA_DIR = Path(".datanet")
+"""The repo-local state directory (relative: the current directory's), used when it exists."""
+
+
+def default_data_dir() -> Path:
+    """Where state lives when DATANET_DATA_DIR is not set: `.datanet/` in the current directory if it
+    exists (a checkout's, the demo's: they keep working where they are), else the user's data
+    directory, so an operator's or contributor's wallets and state do not depend on the directory
+    a command is run from: `$XDG_DATA_HOME/datanet`, by default `~/.local/share/datanet`."""
+    if LOCAL_DATA_DIR.is_dir():
+        return LOCAL_DATA_DIR
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "datanet"
 
 
 class Settings(BaseSettings):
@@ -33,7 +47,10 @@ class Settings(BaseSettings):
 
     network: str = Field("localhost", description="Name of the deployment file in deployments_dir.")
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of the EVM chain.")
-    data_dir: Path = Field(Path(".datanet"), description="Where the node keeps its state.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the node keeps its state (default: ./.datanet if it exists, else $XDG_DATA_HOME/datanet).",
+    )
     deployments_dir: Path = Field(Path("deployments"), description="Where deploy writes addresses.")
     artifacts_dir: Path = Field(
         REPO_ROOT / "artifacts", description="Hardhat artifacts (npx hardhat compile writes them)."

@@ -37,6 +37,13 @@ TEST_DEPLOY = DeployConfig(
 (6 s), so daemons finalize their results within the test; challenge tests freeze the clock."""
 
 
+@pytest.fixture(autouse=True)
+def _user_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run where no .datanet/ exists keeps its state in the user's data directory
+    ($XDG_DATA_HOME/datanet, node.config.default_data_dir): each test gets its own, never ~/.local."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture(scope="session")
 def devchain() -> Iterator[DevChain]:
     with DevChain(DevChainConfig(port=0, accounts=20)) as chain:

@@ -24,6 +24,7 @@ def _run(args: list[str]) -> str:
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".datanet").mkdir()  # a checkout's own state directory: used because it exists
     monkeypatch.setenv("DATANET_KEYSTORE_PASSWORD", "pw-for-tests")
     return tmp_path
 

@@ -13,7 +13,7 @@ from rich.text import Text
 from node import safe_json
 from node.chain.devchain import write_pidfile
 from node.cli.common import JsonOpt, console, err_console, print_json, settings
-from node.config import Settings
+from node.config import LOCAL_DATA_DIR, Settings
 from node.demo import serving
 from node.demo.run import Demo, DemoSummary, demo_training, fresh_state, start_chain
 from node.demo.serving import DemoServer
@@ -42,6 +42,8 @@ def demo_cmd(
     # The demo prints its own progress; the libraries' per-file loading bars would bury it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     s = settings(ctx)
+    if "data_dir" not in s.model_fields_set:  # the demo's state is repo-local (.datanet/ here), never the user's
+        s = s.model_copy(update={"data_dir": LOCAL_DATA_DIR})
     quiet = json_out
     train = demo_training(_read_json(config)) if config is not None else None  # bad fields fail before the chain
     fresh_state(s.data_dir)  # each run on its own new chain, from a clean state (refused while a kept chain runs)
@@ -82,7 +84,11 @@ def _serve(s: Settings, rpc_url: str, summary: DemoSummary, port: int, keep: boo
 
     env = serving.serve_env(s.data_dir, s.deployments_dir, s.models_path, rpc_url)
     port = port if _port_free(port) else free_port()
-    _, key = ApiKeyStore(keys_path(s)).create("demo")
+    keys = ApiKeyStore(keys_path(s))
+    for old in keys.list():  # the last run's key served a chain that is gone
+        if old.name == "demo" and old.active:
+            keys.revoke(old.id)
+    _, key = keys.create("demo")
     url = f"http://127.0.0.1:{port}"
     say(f"[dim]starting `datanet serve` at {url} (log: {s.data_dir / 'serve.log'})...[/]")
     proc = serving.start(env, port, s.data_dir / "serve.log")
