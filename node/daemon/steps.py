@@ -27,7 +27,7 @@ from typing import Any
 
 from web3.types import TxReceipt
 
-from node.chain.models import ChallengeStatus, Job, JobStatus, ModelStatus, ResultParams
+from node.chain.models import ChallengeStatus, Deployment, Job, JobStatus, ModelStatus, ResultParams
 from node.chain.protocol import Protocol
 from node.config import Settings
 from node.daemon.attribute import attribute_job
@@ -94,6 +94,12 @@ def _tx(receipt: TxReceipt) -> tuple[str, int]:
     return "0x" + bytes(receipt["transactionHash"]).hex(), int(receipt["blockNumber"])
 
 
+def jobs_root(settings: Settings, deployment: Deployment) -> Path:
+    """Where this node keeps its jobs' working directories (``job-<id>``) for one deployment: per
+    network and chain (genesis too: a restarted dev chain reuses job ids and addresses)."""
+    return settings.jobs_path / f"{deployment.network}-{deployment.chain_key}"
+
+
 class JobSteps:
     """The step functions, bound to one node account, one content store and one job store."""
 
@@ -101,8 +107,7 @@ class JobSteps:
         self, protocol: Protocol, store: ContentStore, jobs: JobStore, settings: Settings, stop: threading.Event
     ):
         self.p, self.store, self.jobs, self.settings, self.stop = protocol, store, jobs, settings, stop
-        # Per network and chain (genesis too: a restarted dev chain reuses job ids and addresses).
-        self.root = settings.jobs_path / f"{protocol.deployment.network}-{protocol.deployment.chain_key}"
+        self.root = jobs_root(settings, protocol.deployment)
         self.steps: dict[JobState, Callable[[JobRecord], None]] = {
             JobState.SEEN: self.claim,
             JobState.CLAIMED: self.build_data,

@@ -54,7 +54,7 @@ def serve_env(data_dir: Path, deployments_dir: Path, models_dir: Path, rpc_url: 
     return {
         "DATANET_DATA_DIR": str(data_dir), "DATANET_DEPLOYMENTS_DIR": str(deployments_dir),
         "DATANET_NETWORK": "localhost", "DATANET_RPC_URL": rpc_url, "DATANET_MODELS_DIR": str(models_dir),
-        "DATANET_WORK_DIR": str(data_dir / "node" / "jobs"),
+        "DATANET_WORK_DIR": str(data_dir / "demo" / "node" / "jobs"),  # where `Demo` runs the node's daemon
     }  # fmt: skip
 
 

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class SpanAttributor:
-    """The server's `Attributor`: one span index per model, built lazily and cached on disk."""
+    """The server's `Attributor`: one span index per model, built lazily and cached on disk.
+    `jobs_dir` holds the daemon's ``job-<id>`` directories for the served deployment
+    (`node.daemon.steps.jobs_root`)."""
 
     def __init__(self, jobs_dir: Path, index_dir: Path, adapters_dir: Path, policy: SpanPolicy | None = None):
         self.jobs_dir, self.index_dir, self.adapters_dir = jobs_dir, index_dir, adapters_dir

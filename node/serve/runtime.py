@@ -12,6 +12,7 @@ from node.chain.deploy import load_deployment
 from node.chain.protocol import Protocol
 from node.chain.units import parse_open
 from node.config import Settings
+from node.daemon.steps import jobs_root
 from node.errors import NodeError
 from node.serve.adapters import AdapterPolicy
 from node.serve.app import Services
@@ -101,6 +102,7 @@ def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = 
         fees=fee_policy(settings, serve, protocol),
         balances=BalanceCache(protocol),
         attributor=SpanAttributor(
-            settings.jobs_path, settings.data_dir / "serve" / "span-index", catalog.adapters_dir
+            jobs_root(settings, protocol.deployment) if protocol else settings.jobs_path,
+            settings.data_dir / "serve" / "span-index", catalog.adapters_dir,
         ),
     )  # fmt: skip
