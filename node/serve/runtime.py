@@ -13,7 +13,7 @@ from node.chain.protocol import Protocol
 from node.chain.units import parse_open
 from node.config import Settings
 from node.daemon.steps import jobs_root
-from node.errors import NodeError
+from node.errors import ConfigError, NodeError
 from node.serve.adapters import AdapterPolicy
 from node.serve.app import Services
 from node.serve.attribution import SpanAttributor
@@ -57,9 +57,10 @@ def fee_policy(settings: Settings, serve: ServeSettings, protocol: Protocol | No
 def build_engine(serve: ServeSettings) -> Engine:
     policy = AdapterPolicy(max_rank=serve.max_rank)
     if serve.engine == "vllm":
-        from node.serve.vllm_engine import VllmEngine
-
-        return VllmEngine(serve.vllm_url, max_adapters=serve.max_adapters, policy=policy)
+        raise ConfigError(
+            "the vLLM engine is not in this release (it has not been run on a GPU yet; docs/serving.md, 'vLLM'); "
+            "serve with the embedded engine: --engine peft"
+        )
     from node.serve.peft_engine import PeftEngine
 
     return PeftEngine(device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy)
