@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Any
 
-import click
 import typer
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel
@@ -43,7 +42,7 @@ _TYPE_NAMES = {"int": "INTEGER", "str": "TEXT", "float": "NUMBER", "Path": "PATH
 _typer_display_type = typer.core._TyperParameter.display_type
 
 
-def _display_type(param: Any, ctx: click.Context) -> str:
+def _display_type(param: Any, ctx: Any) -> str:
     """The value column of `--help` without Python's spelling of types: typer 0.29 prints
     `<list[Path]>`, `<int>`, and `<bool>` after every flag; here `PATH...`, `INTEGER`, nothing."""
     if getattr(param, "is_flag", False):
@@ -57,7 +56,7 @@ def _display_type(param: Any, ctx: click.Context) -> str:
     return " ".join(_TYPE_NAMES.get(w, w) for w in label.split(" "))  # "int range" -> "INTEGER range"
 
 
-typer.core._TyperParameter.display_type = _display_type  # type: ignore[method-assign]
+typer.core._TyperParameter.display_type = _display_type  # type: ignore[method-assign,assignment]
 
 GLOBAL_VALUE_OPTIONS = ("--rpc-url", "--network", "--wallet")
 GLOBAL_FLAGS = ("-v", "--verbose")
@@ -100,7 +99,7 @@ class GlobalOptionsGroup(TyperGroup):
     """The root command group: takes its options (`--rpc-url`, `--network`, `--wallet`, `-v`)
     before or after any sub-command, and `--json` before one (`hoist_global_options`)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: typer vendors its own click
         return super().parse_args(ctx, hoist_global_options(args))
 
 
@@ -159,7 +158,11 @@ def progress_bar(what: str, total: int | None = None) -> Iterator[Callable[[int,
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task(what, total=total)
-        yield lambda done, total=None: progress.update(task, completed=done, total=total)
+
+        def update(done: int, total: int | None = None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
 
 
 def read_protocol(ctx: typer.Context) -> Protocol:
