@@ -45,6 +45,10 @@ def chat_page(request: Request, session: PageSession, model: str = "") -> Any:
 async def chat_answer(request: Request, session: FormSession) -> Any:
     """One streamed answer (OpenAI chat.completion.chunk events) for the page's conversation."""
     s = services_of(request)
+    key = session.key or (OPERATOR_KEY if session.is_operator else None)
+    if key is None:  # a wallet session: inference is metered per API key, and a wallet is not one
+        raise ApiError(403, "Chat answers are metered per API key of this node: sign in with a key (the operator "
+                       "makes one with `datanet api-key new`) to chat here.", type="permission_error")  # fmt: skip
     try:
         data = await request.json()
         if not isinstance(data, dict):
@@ -52,7 +56,6 @@ async def chat_answer(request: Request, session: FormSession) -> Any:
         body = ChatCompletionRequest.model_validate({**_allowed(data), "stream": True})
     except (ValueError, ValidationError) as e:
         raise bad_request(f"Invalid chat request: {str(e).splitlines()[0]}") from None
-    key = session.key or OPERATOR_KEY
     if session.key is not None:
         wait = s.limiter.retry_after(session.key)
         if wait > 0:

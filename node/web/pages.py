@@ -1,4 +1,4 @@
-"""The read-only pages (Models, Datanets, Rewards) and signing in and out."""
+"""The read-only pages (Models, Datanets) and signing in and out (with an API key; wallets: `node.web.wallet`)."""
 
 from __future__ import annotations
 
@@ -121,22 +121,6 @@ def datanet_detail(request: Request, session: PageSession, datanet_id: str) -> R
     contributions = reg.contributions(d.id)
     return render(request, "datanet.html", active="datanets", d=d, curators=curators, contributions=contributions)
 
-
-# -- rewards ------------------------------------------------------------------------------------
-
-
-@router.get("/rewards")
-def rewards(request: Request, session: PageSession) -> Response:
-    """Each registered model's reward round (root, total, claimed, claim deadline)."""
-    p = web_of(request).services.protocol
-    rounds: list[tuple[Any, Any]] = []
-    if p is not None:
-        for model_id in range(p.model_count(), 0, -1)[:50]:
-            m = p.model(model_id)
-            rnd = p.reward_round(m.jobId)
-            if bytes(rnd.root) != b"\0" * 32:
-                rounds.append((m, rnd))
-    return render(request, "rewards.html", active="rewards", rounds=rounds, chain=p is not None)
 
 
 __all__ = ["OPERATOR", "WebError", "router"]

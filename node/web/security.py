@@ -11,8 +11,10 @@ Two kinds of user:
   no proxy header may be present (a reverse proxy on loopback would make every remote user look
   local), and the Host header must name loopback too (a DNS-rebinding page on another site reaches
   127.0.0.1 under its own host name, so it must not be signed in by where it connects from).
-- anyone else signs in with one of this node's API keys; the session remembers the key's id and
-  ends when the key is revoked.
+- anyone else signs in with one of this node's API keys (the session remembers the key's id and
+  ends when the key is revoked), or with their own wallet (Sign-In with Ethereum, `node.web.siwe`):
+  the session remembers the address, and the pages build transactions for that wallet to sign.
+  The operator may connect a wallet too; the session then carries both.
 
 Only the operator may act with the node's keystore (post a job, approve, claim): `require_local`
 checks the loopback rule again on each such request, whatever the session says.
@@ -62,10 +64,11 @@ class LoginRequired(Exception):
 
 @dataclass(frozen=True)
 class Session:
-    subject: str  # "operator", "key:<id>", or "" (not signed in: only the sign-in form's CSRF token)
+    subject: str  # "operator", "key:<id>", "wallet:<address>", or "" (not signed in: the sign-in form's CSRF token)
     csrf: str
     issued_at: int
     key: ApiKey | None = None
+    wallet: str | None = None  # the checksummed address signed in with Ethereum (operator or wallet sessions)
 
     @property
     def signed_in(self) -> bool:
@@ -77,9 +80,12 @@ class Session:
 
     @property
     def who(self) -> str:
+        wallet = f"wallet {self.wallet[:6]}…{self.wallet[-4:]}" if self.wallet else ""
         if self.is_operator:
-            return "node operator"
-        return f"API key {self.key.shown} ({self.key.name})" if self.key else "not signed in"
+            return "node operator" + (f" ({wallet})" if wallet else "")
+        if self.key:
+            return f"API key {self.key.shown} ({self.key.name})"
+        return wallet or "not signed in"
 
 
 class CookieSigner:
@@ -172,7 +178,8 @@ def require_local(request: Request, action: str) -> None:
             403, "Only on the node's own machine",
             f"{action} signs with this node's keystore, so it is allowed only from the node's machine itself: open "
             "this page at http://127.0.0.1 on the node, not through a proxy or another address. Anyone else can "
-            "do it from their own wallet with the `datanet` command.",
+            "do it from their own wallet: connect it on these pages (Sign in with Ethereum), or use the `datanet` "
+            "command.",
         )  # fmt: skip
 
 
@@ -195,8 +202,12 @@ class Sessions:
         return session
 
     def _session(self, p: dict[str, object]) -> Session | None:
-        sub, csrf, iat = p.get("sub"), p.get("csrf"), p.get("iat")
+        sub, csrf, iat, wallet = p.get("sub"), p.get("csrf"), p.get("iat"), p.get("wallet")
         if not isinstance(sub, str) or not isinstance(csrf, str) or not isinstance(iat, int):
+            return None
+        if wallet is not None and not isinstance(wallet, str):
+            return None
+        if sub.startswith("wallet:") and wallet != sub[7:]:
             return None
         if time.time() - iat > SESSION_TTL_S:
             return None
@@ -205,13 +216,16 @@ class Sessions:
             key = next((k for k in self.keys.list() if k.id == sub[4:] and k.active), None)
             if key is None:
                 return None  # revoked (or unknown): signed out
-        return Session(subject=sub, csrf=csrf, issued_at=iat, key=key)
+        return Session(subject=sub, csrf=csrf, issued_at=iat, key=key, wallet=wallet)
 
-    def issue(self, request: Request, subject: str, key: ApiKey | None = None) -> Session:
+    def issue(self, request: Request, subject: str, key: ApiKey | None = None, wallet: str | None = None) -> Session:
         """A new session (and CSRF token), set as the cookie on the response `finish` builds."""
-        session = Session(subject=subject, csrf=secrets.token_urlsafe(24), issued_at=int(time.time()), key=key)
+        session = Session(subject=subject, csrf=secrets.token_urlsafe(24), issued_at=int(time.time()), key=key,
+                          wallet=wallet)  # fmt: skip
         request.scope["web_session"] = session
-        payload = {"sub": subject, "csrf": session.csrf, "iat": session.issued_at}
+        payload: dict[str, object] = {"sub": subject, "csrf": session.csrf, "iat": session.issued_at}
+        if wallet is not None:
+            payload["wallet"] = wallet
         request.scope["web_cookie"] = self.signer.dumps(payload)
         return session
 
@@ -221,7 +235,8 @@ class Sessions:
         session = self.read(request)
         if is_local_operator(request):
             if session is None or not session.is_operator or time.time() - session.issued_at > SESSION_TTL_S / 2:
-                session = self.issue(request, OPERATOR)
+                kept = session.wallet if session is not None and session.is_operator else None
+                session = self.issue(request, OPERATOR, wallet=kept)
             return session
         if session is not None and session.is_operator:
             session = None  # an operator cookie carried to a non-local request is worth nothing

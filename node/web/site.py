@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from node.serve.app import Services, services_of
 from node.web.security import LoginRequired, Session, Sessions, WebError, check_csrf, load_secret
+from node.web.siwe import Nonces
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -34,9 +35,11 @@ class WebState:
         self.registry = Registry(services)
         data_dir = services.node.data_dir if services.node is not None else None
         self.sessions = Sessions(load_secret(data_dir), services.keys)
+        self.siwe_nonces = Nonces()
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.filters.update(when=fmt_time, short=short_hex, open=fmt_open_units)
         self.templates.env.globals["nav"] = NAV
+        self.templates.env.globals["has_chain"] = services.protocol is not None
 
 
 def web_of(request: Request) -> WebState:
