@@ -12,13 +12,13 @@ import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from node.errors import NodeError
+from node.serve.sqlite import open_db, transaction
 
 PREFIX = "sk-dn-"
 _SCHEMA = """
@@ -68,18 +68,10 @@ class ApiKeyStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute(_SCHEMA)
+        open_db(self.path, _SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=5)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def create(self, name: str, *, requests_per_minute: int = 60, account: str | None = None) -> tuple[ApiKey, str]:
         """A new key: its record and the key itself (shown once, never stored)."""

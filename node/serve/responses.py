@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from node.serve.openai_types import SpanCredit
+from node.serve.sqlite import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -63,18 +63,10 @@ class ResponseLog:
 
     def __init__(self, path: Path, *, retention_days: int = 30, epoch_seconds: int = 86_400):
         self.path, self.retention_days, self.epoch_seconds = Path(path), retention_days, epoch_seconds
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        open_db(self.path, _SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=5)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     def epoch_of(self, ts: float) -> int:
         return int(ts) // self.epoch_seconds
