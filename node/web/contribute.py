@@ -33,7 +33,17 @@ from node.data.records import Example
 from node.data.validate import ValidationReport, load_bytes, validate_bytes
 from node.errors import NodeError
 from node.web.site import FormSession, PageSession, not_found, render, web_of
-from node.web.txs import ActionError, Step, node_address, node_signer, protocol_of, run_steps, sender_of, wallet_plan
+from node.web.txs import (
+    ActionError,
+    Step,
+    abi_tuple,
+    node_address,
+    node_signer,
+    protocol_of,
+    run_steps,
+    sender_of,
+    wallet_plan,
+)
 
 router = APIRouter(include_in_schema=False)
 PREVIEW = 5  # records shown by the check and the review page
@@ -141,7 +151,8 @@ def contribution_steps(p: Protocol, entry: ContributionInput, sender: str) -> li
     salt = secrets.token_bytes(32)  # revealed only in the contribute transaction, after the commit is mined
     commitment = p.contribution_commitment(entry, sender, salt)
     steps.append(Step("Commit the contribution", p.datanets.functions.commitContribution(commitment), "latest"))
-    steps.append(Step("Submit the contribution", p.datanets.functions.contribute(entry.model_dump(), salt)))
+    struct = abi_tuple(p.datanets, "contribute", 0, entry.model_dump())
+    steps.append(Step("Submit the contribution", p.datanets.functions.contribute(struct, salt)))
     return steps
 
 

@@ -59,6 +59,14 @@ def wallet_tx(p: Protocol, step: Step, sender: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def abi_tuple(contract: Any, fn_name: str, index: int, value: dict[str, Any]) -> tuple[Any, ...]:
+    """A struct argument as the tuple the ABI encoder takes (`_encode_transaction_data` does not
+    map dicts by field name as `transact` does), in the order of the function's ABI components."""
+    [entry] = [e for e in contract.abi if e.get("type") == "function" and e.get("name") == fn_name
+               and len(e.get("inputs", [])) > index and e["inputs"][index]["type"] == "tuple"]  # fmt: skip
+    return tuple(value[c["name"]] for c in entry["inputs"][index]["components"])
+
+
 def wallet_plan(p: Protocol, steps: list[Step], sender: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"txs": [wallet_tx(p, s, sender) for s in steps], **extra})
 
@@ -192,4 +200,14 @@ def install_errors(app: Any) -> None:
         return error(str(e))
 
 
-__all__ = ["ActionError", "Step", "node_address", "node_signer", "run_steps", "sender_of", "wallet_plan", "wallet_tx"]
+__all__ = [
+    "ActionError",
+    "Step",
+    "abi_tuple",
+    "node_address",
+    "node_signer",
+    "run_steps",
+    "sender_of",
+    "wallet_plan",
+    "wallet_tx",
+]
