@@ -135,3 +135,31 @@ def test_a_curator_decides_with_the_wallet_and_the_operator_with_the_keystore(wo
                       headers={"X-CSRF-Token": csrf_of(review.text)})  # fmt: skip
     assert done.status_code == 200 and len(done.json()["txs"]) == 1
     assert world.admin.contribution(ids[1]).status == ContributionStatus.REJECTED
+
+
+def test_the_operator_contributes_with_the_keystore_and_a_bad_file_stakes_nothing(world: World, tmp_path: Path) -> None:
+    from node.demo import world as demo_world
+
+    me = dev_account(CONTRIBUTORS[1])
+    services = chain_services(world, tmp_path, private_key=me.key.hex())
+    d = world.admin.create_datanet(DatanetParams(name="facts", treasury=world.admin.address, minStake=OPEN))
+    c = client(create_app(services, refresh=False))
+    csrf = csrf_of(c.get(f"/datanets/{d}/contribute").text)
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"}
+    bad = b'{"instruction": ""}\n'
+    count = world.admin.contribution_count()
+    for route in ("check", "keystore"):  # (plan: this session has no wallet to sign)
+        r = c.post(f"/datanets/{d}/contribute/{route}", params={"name": "bad.jsonl"}, content=bad, headers=headers)
+        assert r.status_code == 422, (route, r.text)
+    assert "nothing to stake" in r.json()["error"] and world.admin.contribution_count() == count
+    good = demo_world.to_jsonl(demo_world.region_facts(500)[1])
+    checked = c.post(f"/datanets/{d}/contribute/check", params={"name": "f.jsonl"}, content=good, headers=headers)
+    assert checked.json()["ok"] and len(checked.json()["preview"]) == 5
+    r = c.post(f"/datanets/{d}/contribute/keystore", params={"name": "f.jsonl", "stake": "1.5"}, content=good,
+               headers=headers)  # fmt: skip
+    assert r.status_code == 200, r.text
+    got = world.admin.contribution(r.json()["contribution_id"])
+    assert (got.contributor, got.stake, got.status) == (me.address, 3 * OPEN // 2, ContributionStatus.PENDING)
+    assert services.store is not None and services.store.cat(got.cid) == good
+    again = c.post(f"/datanets/{d}/contribute/keystore", params={"name": "f.jsonl"}, content=good, headers=headers)
+    assert again.json()["already"] is True  # the CLI's journal: the same file is not staked twice
