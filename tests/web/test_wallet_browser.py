@@ -108,7 +108,8 @@ def finished_job(world: World, store: Any, account: str) -> tuple[int, int]:
     share = contributors_share(job.params, 1)
     values = [(job.job_id, 0, account, share // 2), (job.job_id, 1, world.admin.address, share - share // 2)]
     tree = StandardMerkleTree.of(values, LEAF_ENCODING)
-    doc = {"format": "datanet-attribution-v0", "tree": tree.dump().model_dump(mode="json"), "weights": {account: 1, world.admin.address: 1}}
+    weights = {account: 1, world.admin.address: 1}
+    doc = {"format": "datanet-attribution-v0", "tree": tree.dump().model_dump(mode="json"), "weights": weights}
     cid = store.add_bytes(json.dumps(doc).encode())
     result = result_params(tree.root, str(job.job_id)).model_copy(update={"attributionCID": cid})
     world.node.submit_result(job.job_id, result)
