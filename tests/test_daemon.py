@@ -277,3 +277,22 @@ def test_a_commercial_job_leaves_out_datanets_whose_license_forbids_it(world: Wo
     # The same Datanets for a job that does not declare commercial use: both are trained on.
     assert {e.datanet_id for e in assemble(world.admin, home.store, research).manifest.entries} == {free, nc}
     daemon.close()
+
+
+def test_a_paused_job_waits_and_resumes_where_it_stopped(world: World, home: NodeHome) -> None:
+    from node.daemon import control
+
+    datanet_id = approved_datanet(world, home)
+    stake(world.node)
+    job_id = post_job(world, home, datanet_id)
+    control.pause(home.settings, world.deployment, job_id)  # the operator pauses it before it trains
+    daemon = home.daemon(world.node)
+    daemon.run(once=True)
+    r = daemon.jobs.require(job_id)
+    assert r.state in (JobState.DATA_READY, JobState.TRAINING) and "paused by the operator" in (r.last_error or "")
+    assert not (Path(r.work_dir or "") / "train" / "adapter").exists()
+    assert control.state(home.settings, world.deployment, job_id).paused
+    control.resume(home.settings, world.deployment, job_id)
+    daemon.jobs.nudge(job_id)
+    run_to_settled(world, daemon)
+    assert daemon.jobs.require(job_id).state == JobState.SETTLED

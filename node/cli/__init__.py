@@ -85,6 +85,8 @@ views.job_app.command("sweep")(poster.job_sweep)
 app.add_typer(operator.node_app, name="node", rich_help_panel=NODES)
 operator.node_app.command("jobs")(daemon_cli.jobs_cmd)
 operator.node_app.command("retry")(daemon_cli.retry_cmd)
+operator.node_app.command("pause")(daemon_cli.pause_cmd)
+operator.node_app.command("resume")(daemon_cli.resume_cmd)
 app.command("daemon", rich_help_panel=NODES)(daemon_cli.daemon_cmd)
 
 # Everyone: the chain's state and the model registry.

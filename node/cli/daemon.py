@@ -161,6 +161,43 @@ def retry_cmd(
     console.print(f"job #{job_id} is {r.state} again; a running `datanet daemon` picks it up")
 
 
+def pause_cmd(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="A job this node is training.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Pause a job's training: the daemon checkpoints after the current step and waits (the job's
+    deadline still runs: resume in time)."""
+    from node.daemon import control
+
+    s = settings(ctx)
+    st = control.pause(s, load_deployment(s.deployment_file()), job_id)
+    if json_out:
+        print_json(st)
+        return
+    console.print(f"job #{job_id} paused: the daemon stops after its current step; `datanet node resume {job_id}`")
+
+
+def resume_cmd(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="A job paused with `datanet node pause`.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Resume a paused job: the daemon continues from the step it checkpointed."""
+    from node.daemon import control
+
+    s = settings(ctx)
+    deployment = load_deployment(s.deployment_file())
+    st = control.resume(s, deployment, job_id)
+    with JobStore.from_settings(s, deployment) as store:
+        if store.get(job_id) is not None:
+            store.nudge(job_id)  # due now, not after the wait it was deferred for
+    if json_out:
+        print_json(st)
+        return
+    console.print(f"job #{job_id} resumed; a running `datanet daemon` continues it from its last checkpoint")
+
+
 def _retry(store: JobStore, job_id: int) -> JobRecord:
     from node.daemon.loop import retry  # see daemon_cmd: the loop module loads the training stack
 

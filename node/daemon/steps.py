@@ -288,9 +288,12 @@ class JobSteps:
     # ------------------------------------------------------------------ data_ready → training → trained
 
     def train(self, r: JobRecord) -> None:
-        from node.train.trainer import ModelCard, train
+        from node.train.trainer import ModelCard, TrainingPaused, train
 
         job = self._ours(r)
+        paused = self.work_dir(r.job_id) / "PAUSED"  # node.daemon.control: the operator's pause
+        if paused.exists():
+            raise WaitJob(self._paused_note(job), delay=max(self.settings.poll_interval, 1.0))
         if r.state == JobState.DATA_READY:
             self.jobs.transition(r.job_id, JobState.TRAINING, from_=[JobState.DATA_READY], step=0)
         manifest, examples = self._training_set(r)
@@ -309,9 +312,14 @@ class JobSteps:
         result = finished_run(out, config.train_config())
         if result is None:
             log.info("job #%d: training %s on %d examples (%s)", r.job_id, job.baseModel, len(examples), out)
-            result = train(
-                base_dir, examples, config.train_config(), out, card=card, on_progress=self._progress(r.job_id)
-            )
+            try:
+                result = train(
+                    base_dir, examples, config.train_config(), out, card=card, on_progress=self._progress(r.job_id),
+                    should_pause=paused.exists,
+                )  # fmt: skip
+            except TrainingPaused as e:
+                log.info("job #%d: %s", r.job_id, e)
+                raise WaitJob(self._paused_note(job), delay=max(self.settings.poll_interval, 1.0)) from e
         m = result.metrics
         self.jobs.transition(
             r.job_id,
@@ -333,6 +341,16 @@ class JobSteps:
             _f(m.eval_loss),
             result.adapter_sha256,
         )
+
+    def _paused_note(self, job: Job) -> str:
+        """Why the job waits, and by when it must go on (the chain's maximum training time)."""
+        try:
+            due = job.claimedAt + self.p.max_training_time()
+            left = f"; it must be submitted within {max(due - int(time.time()), 0) // 60} min of chain time or the job "
+            left += "can be reopened for another node"
+        except Exception:  # the note is advice: never fail the step over it
+            left = ""
+        return f"paused by the operator (resume: `datanet node resume {job.id}` or the web app's run page){left}"
 
     def _progress(self, job_id: int) -> Callable[[Progress], None]:
         """Writes progress to the job row (at most once a second, and on every eval/end) and stops

@@ -66,6 +66,10 @@ __all__ = ["LoraTrainer", "ModelCard", "TrainDataError", "train"]
 OnProgress = Callable[[Progress], None]
 
 
+class TrainingPaused(Exception):
+    """The run stopped because it was asked to pause; its last step is checkpointed."""
+
+
 class TrainDataError(NodeError, ValueError):
     """The examples leave nothing to train on (all empty, or no answer tokens)."""
 
@@ -102,12 +106,16 @@ class LoraTrainer:
         on_progress: OnProgress | None = None,
         show_progress: bool = False,
         world_size: int | None = None,
+        should_pause: Callable[[], bool] | None = None,
     ):
         """`world_size`: the number of processes whose steps to reproduce, when one process replays
-        a run that trained on several (`node.train.replay`); default: this run's own."""
+        a run that trained on several (`node.train.replay`); default: this run's own.
+        `should_pause`: asked after every step; when it says so, the run checkpoints that step and
+        raises `TrainingPaused` (the next `train` on the same directory resumes there)."""
         self.base_dir, self.cfg, self.out = Path(base_model_dir), config, Path(out_dir)
         self.card = card or ModelCard(base_model=str(base_model_dir))
         self.on_progress, self.show_progress = on_progress, show_progress
+        self.should_pause = should_pause
         self._bar: OnProgress = _no_bar  # the --progress bar while `_progress_bar` shows one
         if not (self.base_dir / "config.json").is_file():
             raise TrainConfigError(f"{self.base_dir} is not a Hugging Face model directory (no config.json).")
@@ -322,6 +330,9 @@ class LoraTrainer:
                     self._evaluate(done, tokens, elapsed)
                 if done % self.cfg.checkpoint_every == 0 and done < self.total_steps:
                     self._checkpoint(done, tokens)
+                elif done < self.total_steps and self._pause_asked():
+                    self._checkpoint(done, tokens)
+                    raise TrainingPaused(f"paused after step {done} of {self.total_steps} (checkpoint saved)")
             eval_loss = self._evaluate(self.total_steps, tokens, time.perf_counter() - t0, emit=False)
             metrics = TrainMetrics(
                 method=self.cfg.method, steps=self.total_steps, epochs=self._epoch_float(self.total_steps),
@@ -337,6 +348,13 @@ class LoraTrainer:
                                 perplexity=metrics.perplexity, tokens=tokens, tokens_per_s=metrics.tokens_per_s,
                                 elapsed_s=time.perf_counter() - t0, eta_s=0.0))  # fmt: skip
         return self.save(metrics)
+
+    def _pause_asked(self) -> bool:
+        """Whether to pause now: every process decides the same (one asked, all pause together)."""
+        if self.should_pause is None:
+            return False
+        asked, _ = all_sum(self.rt, 1.0 if self.should_pause() else 0.0, 0)
+        return asked > 0
 
     def _step(self, step: int) -> tuple[float, int]:
         """One optimizer step: gradient accumulation over micro-batches; returns (mean loss, tokens).
@@ -547,10 +565,13 @@ def train(
     card: ModelCard | None = None,
     on_progress: OnProgress | None = None,
     show_progress: bool = False,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Fine-tunes `base_model_dir` on `examples`; resumes from `out_dir/checkpoints` if a run with
-    the same config and data was interrupted. Writes `out_dir/adapter` and `out_dir/metrics.jsonl`."""
-    t = LoraTrainer(base_model_dir, config, out_dir, card=card, on_progress=on_progress, show_progress=show_progress)
+    the same config and data was interrupted or paused (`should_pause`: `LoraTrainer`). Writes
+    `out_dir/adapter` and `out_dir/metrics.jsonl`."""
+    t = LoraTrainer(base_model_dir, config, out_dir, card=card, on_progress=on_progress, show_progress=show_progress,
+                    should_pause=should_pause)  # fmt: skip
     t.setup(examples)
     return t.train()
 

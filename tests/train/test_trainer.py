@@ -138,6 +138,21 @@ def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_adapter(tiny_base
     assert not checkpoints(out / "checkpoints")  # cleared once the adapter is saved
 
 
+def test_a_paused_run_checkpoints_and_resumes_to_the_same_adapter(tiny_base_model: Path, tmp_path: Path) -> None:
+    from node.train.trainer import TrainingPaused
+
+    cfg = TrainConfig(method="lora", max_steps=7, checkpoint_every=100, eval_fraction=0.1, **FAST)
+    reference = train(tiny_base_model, FACTS, cfg, tmp_path / "ref").adapter_sha256
+    asked = iter(range(100))  # asked after every step: pause after the fourth
+    out = tmp_path / "paused"
+    with pytest.raises(TrainingPaused, match="after step 4"):
+        train(tiny_base_model, FACTS, cfg, out, should_pause=lambda: next(asked) == 3)
+    assert [p.name for p in checkpoints(out / "checkpoints")] == ["step-00000004.pt"]
+    resumed: list[int] = []
+    result = train(tiny_base_model, FACTS, cfg, out, on_progress=lambda p: resumed.append(p.step))
+    assert resumed[0] == 5 and result.adapter_sha256 == reference
+
+
 def test_a_checkpoint_of_another_run_is_refused(tiny_base_model: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(method="lora", max_steps=4, checkpoint_every=2, **FAST)
     out = tmp_path / "run"
