@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' helpers build the tiny model and the chain state
 
-VIEWPORT = {"width": 1200, "height": 760}
+VIEWPORT: Any = {"width": 1200, "height": 760}  # playwright's ViewportSize
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -147,7 +147,8 @@ def shoot(url: str, facts: dict[str, Any], out: Path) -> list[Path]:
         save("datanet")
         page.goto(f"{url}/datanets/{facts['facts']}/contribute")
         bad = b'{"instruction": "Where is the mill of Quillmarsh?"}\n{"instruction": "", "output": "By the river."}\n'
-        page.set_input_files("#file", files=[{"name": "notes.jsonl", "mimeType": "application/json", "buffer": bad}])
+        upload: Any = {"name": "notes.jsonl", "mimeType": "application/json", "buffer": bad}
+        page.set_input_files("#file", files=[upload])
         page.click("#check")
         page.wait_for_selector('#contribute[data-checked="errors"]')
         save("contribute")

@@ -36,7 +36,7 @@ def chain_services(world: World, tmp: Path, **node: Any) -> Services:
 
 def sign_in(c: TestClient, account: Any, tamper: Any = None) -> Any:
     """The page's SIWE flow: the message for `account`, signed (after `tamper`), posted."""
-    csrf = csrf_of(c.get("/login").text)
+    csrf = csrf_of(c.get("/login", follow_redirects=True).text)  # the operator is sent on to a page
     message = c.get("/login/siwe/message", params={"address": account.address}).json()["message"]
     if tamper is not None:
         message = tamper(message)
@@ -163,3 +163,15 @@ def test_the_operator_contributes_with_the_keystore_and_a_bad_file_stakes_nothin
     assert services.store is not None and services.store.cat(got.cid) == good
     again = c.post(f"/datanets/{d}/contribute/keystore", params={"name": "f.jsonl"}, content=good, headers=headers)
     assert again.json()["already"] is True  # the CLI's journal: the same file is not staked twice
+
+
+def test_the_operator_may_connect_a_wallet_too_and_keeps_the_keystore(world: World, tmp_path: Path) -> None:
+    services = chain_services(world, tmp_path, private_key=dev_account(CURATOR).key.hex())
+    c = client(create_app(services, refresh=False))  # loopback: the operator
+    alice = dev_account(CONTRIBUTORS[0])
+    assert sign_in(c, alice).status_code == 200
+    page = c.get("/rewards")
+    assert f"node operator (wallet {alice.address[:6]}" in page.text and f'value="{alice.address}"' in page.text
+    assert "Connect wallet" not in page.text
+    forwarded = c.get("/rewards", headers={"X-Forwarded-For": "203.0.113.7"})  # the same cookie, relayed
+    assert forwarded.status_code == 303  # an operator cookie is worth nothing away from loopback, wallet or not
