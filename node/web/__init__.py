@@ -3,6 +3,8 @@
 Server-rendered (Jinja2) with two vendored libraries (`static/vendor/`: htmx for small partial
 updates, uPlot for the loss curves) and a few lines of hand-written JS; no CDN, no build step.
 `node.serve.app.create_app` calls `install`; who may see and do what is `node.web.security`.
+Visitors' wallets sign in with Ethereum (`node.web.siwe`, `node.web.wallet`) and sign the
+transactions the server builds (`node.web.txs`): contributing, curating, claiming rewards.
 """
 
 from __future__ import annotations
