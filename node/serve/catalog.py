@@ -104,6 +104,7 @@ class Catalog:
         self._aliases: dict[str, str] = {}
         self._next_model_id = 1
         self._pending: set[int] = set()
+        self._verified: dict[Path, tuple[str, object]] = {}  # adapter dir -> (sha256, (mtime, size)) checked
         self.refreshed_at = 0.0
         for ref in bases:
             self.add_base(ref)
@@ -269,7 +270,11 @@ class Catalog:
                     f"{model.id}: its adapter {model.adapter_cid} could not be fetched ({e}); is the content store "
                     "reachable and does it hold the adapter?"
                 ) from e
-        verify_files(out, model.adapter_sha256, self.policy)
+        weights = out / "adapter_model.safetensors"
+        stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights.is_file() else None
+        if stamp is None or self._verified.get(out) != (model.adapter_sha256, stamp):
+            verify_files(out, model.adapter_sha256, self.policy)  # hashing a large adapter: once, not per request
+            self._verified[out] = (model.adapter_sha256, stamp)
         return ModelHandle(
             name=model.id, base_dir=base.dir, base_hash=base.hash, adapter_key=f"m{model.model_id}", adapter_dir=out
         )
