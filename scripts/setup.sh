@@ -40,3 +40,12 @@ fi
 if [[ -n "${extras}" && ! -x .venv-slither/bin/slither ]]; then
   bash scripts/slither.sh --install-only
 fi
+# The web app's browser tests drive Debian's Chromium (Playwright cannot download its own offline).
+if [[ -n "${extras}" && ! -x /usr/bin/chromium ]]; then
+  echo "==> installing Debian's chromium and chromium-driver (browser tests)"
+  SUDO=""
+  [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+    echo "could not install chromium (apt-get): the browser tests in tests/web will fail; install it by hand" >&2
+  fi
+fi
