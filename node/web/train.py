@@ -3,7 +3,8 @@ approved data, posting the job on-chain with the node's keystore (local operator
 run's live loss curves from its `metrics.jsonl`.
 
 Training runs in the daemon (`datanet daemon`), not in the web server: the page only posts the
-job and watches the files the daemon writes, so closing the browser changes nothing.
+job and watches the files the daemon writes, so closing the browser changes nothing. The local
+operator's Stop and Resume on a run's page are `datanet node pause|resume` (`node.daemon.control`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from node.chain.accounts import resolve_account
+from node.daemon import control
+from node.daemon.steps import jobs_root
 from node.daemon.store import JobRecord, JobState, JobStore, namespace_of
 from node.errors import NodeError
 from node.serve.app import Services
 from node.train.config import JobConfig
 from node.web.progress import last_event_id, progress_events
-from node.web.security import form_lists, require_local
+from node.web.security import WebError, form_lists, require_local
 from node.web.site import FormSession, PageSession, form_session, is_htmx, not_found, render, web_of
 
 router = APIRouter(include_in_schema=False)
@@ -210,7 +213,10 @@ def metrics_path(request: Request, job_id: int, record: JobRecord | None) -> Pat
     s = web_of(request).services
     if record is not None and record.work_dir:
         return Path(record.work_dir) / "train" / "metrics.jsonl"
-    return s.node.jobs_path / f"job-{job_id}" / "train" / "metrics.jsonl" if s.node is not None else None
+    if s.node is None:
+        return None
+    root = jobs_root(s.node, s.protocol.deployment) if s.protocol is not None else s.node.jobs_path
+    return root / f"job-{job_id}" / "train" / "metrics.jsonl"  # where the daemon will put it
 
 
 @router.get("/train/jobs")
@@ -220,19 +226,87 @@ def runs(request: Request, session: PageSession) -> Response:
     return render(request, "runs.html", active="train", records=records, has_store=store is not None)
 
 
-@router.get("/train/jobs/{job_id}")
-def run(request: Request, session: PageSession, job_id: str) -> Response:
+@dataclass
+class RunView:
+    """What the run's page knows of job `job_id`: the daemon's record, the chain's job, its metrics file."""
+
+    job_id: int
+    record: JobRecord | None
+    job: Any
+    path: Path | None
+
+
+def find_run(request: Request, job_id: str | int) -> RunView:
     s = web_of(request).services
-    jid = int(job_id) if job_id.isdigit() else 0
+    jid = int(job_id) if str(job_id).isdigit() else 0
     store = job_store(request)
     record = store.get(jid) if store is not None and jid else None
     job = s.protocol.job(jid) if s.protocol is not None and 1 <= jid <= s.protocol.job_count() else None
     path = metrics_path(request, jid, record) if jid else None
     if record is None and job is None and not (path is not None and path.exists()):
         raise not_found(f"No job #{job_id} on this chain or in this node's job store.")
-    config, config_note = web_of(request).registry.job_config(job.configCID if job else None)
-    return render(request, "run.html", active="train", job_id=jid, record=record, job=job, config=config,
-                  config_note=config_note)  # fmt: skip
+    return RunView(jid, record, job, path)
+
+
+@router.get("/train/jobs/{job_id}")
+def run(request: Request, session: PageSession, job_id: str) -> Response:
+    web = web_of(request)
+    v = find_run(request, job_id)
+    config, config_note = web.registry.job_config(v.job.configCID if v.job else None)
+    pause = _pause_state(request, v.job_id)
+    return render(request, "run.html", active="train", job_id=v.job_id, record=v.record, job=v.job, config=config,
+                  config_note=config_note, pause=pause, training_due=_training_due(request, v.job),
+                  can_pause=v.record is not None and v.record.state in TRAINING)  # fmt: skip
+
+
+def _pause_state(request: Request, job_id: int) -> control.PauseState | None:
+    s = web_of(request).services
+    if s.node is None or s.protocol is None:
+        return None
+    return control.state(s.node, s.protocol.deployment, job_id)
+
+
+def _training_due(request: Request, job: Any) -> int | None:
+    """When a claimed job must be submitted by (its claim plus the chain's maximum training time),
+    paused or not; None when unclaimed."""
+    s = web_of(request).services
+    if job is None or not job.claimedAt or s.protocol is None:
+        return None
+    return int(job.claimedAt) + s.protocol.max_training_time()
+
+
+@router.post("/train/jobs/{job_id}/pause")
+async def run_pause(request: Request, job_id: str) -> Response:
+    """Stop: the daemon checkpoints after its current step and waits (`node.daemon.control`); the
+    local operator only, as `datanet node pause`."""
+    return await _control(request, job_id, "Pausing a job's training", resume=False)
+
+
+@router.post("/train/jobs/{job_id}/resume")
+async def run_resume(request: Request, job_id: str) -> Response:
+    """Resume: the marker goes and the job is due now, as `datanet node resume`."""
+    return await _control(request, job_id, "Resuming a job's training", resume=True)
+
+
+async def _control(request: Request, job_id: str, action: str, *, resume: bool) -> Response:
+    require_local(request, action)  # before the session, so a forwarded request gets the 403 that says why
+    await form_session(request)
+    s = web_of(request).services
+    if s.node is None or s.protocol is None:
+        why = f"{action} needs this node's settings and deployment; this server has none."
+        raise WebError(409, "No deployment", why)
+    v = find_run(request, job_id)
+    if resume:
+        control.resume(s.node, s.protocol.deployment, v.job_id)
+        store = job_store(request)
+        if store is not None and v.record is not None:
+            store.nudge(v.job_id)  # due now, not after the wait it was deferred for
+    else:
+        if v.record is None:
+            raise WebError(409, "Not this node's job", f"Job #{v.job_id} is not in this node's job store: only a job "
+                           "this node's daemon is working on can be paused.")  # fmt: skip
+        control.pause(s.node, s.protocol.deployment, v.job_id)
+    return web_of(request).sessions.finish(request, RedirectResponse(f"/train/jobs/{v.job_id}", status_code=303))
 
 
 @router.get("/train/jobs/{job_id}/metrics")
