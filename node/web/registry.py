@@ -24,7 +24,7 @@ from node.data.records import Example
 from node.data.validate import load_bytes
 from node.errors import NodeError
 from node.serve.app import Services
-from node.serve.catalog import ServedModel
+from node.serve.catalog import ServedModel, base_id_of
 from node.train.config import JobConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class ModelRow(BaseModel):
     model_id: int | None = None
     job_id: int | None = None
     aliases: list[str] = Field(default_factory=list)
-    base: str = ""
+    base: str = Field("", description="The base model's served id (never a local path).")
     base_hash: str = ""
     adapter_cid: str | None = None
     adapter_sha256: str | None = None
@@ -119,7 +119,7 @@ class Registry:
         return ModelRow(
             id=f"datanet-{model_id}", kind="adapter", status=ModelStatus(m.status).name.lower(),
             served=served is not None, model_id=model_id, job_id=m.jobId, aliases=served.aliases if served else [],
-            base=served.base_id if served else m.baseModel, base_hash="0x" + bytes(m.baseModelHash).hex(),
+            base=served.base_id if served else base_id_of(m.baseModel), base_hash="0x" + bytes(m.baseModelHash).hex(),
             adapter_cid=m.adapterCID, adapter_sha256="0x" + bytes(m.adapterHash).hex(),
             datanet_ids=list(m.datanetIds), parent_model_id=m.parentModelId or None, node=m.node,
             registered_at=m.registeredAt, metrics_cid=m.metricsCID or None, config_cid=m.configCID or None,
@@ -225,7 +225,7 @@ def _registered_id(name: str) -> int | None:
 
 
 def _base_row(m: ServedModel) -> ModelRow:
-    return ModelRow(id=m.id, kind="base", status="base", served=True, base=m.base_ref, base_hash=m.base_hash,
+    return ModelRow(id=m.id, kind="base", status="base", served=True, base=m.base_id, base_hash=m.base_hash,
                     registered_at=m.created)  # fmt: skip
 
 

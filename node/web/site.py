@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from node.serve.app import Services, services_of
+from node.serve.catalog import base_id_of
 from node.web.security import LoginRequired, Session, Sessions, WebError, check_csrf, load_secret
 from node.web.siwe import Nonces
 
@@ -37,7 +38,7 @@ class WebState:
         self.sessions = Sessions(load_secret(data_dir), services.keys)
         self.siwe_nonces = Nonces()
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
-        self.templates.env.filters.update(when=fmt_time, short=short_hex, open=fmt_open_units)
+        self.templates.env.filters.update(when=fmt_time, short=short_hex, open=fmt_open_units, base=base_id_of)
         self.templates.env.globals["nav"] = NAV
         self.templates.env.globals["has_chain"] = services.protocol is not None
 

@@ -61,8 +61,10 @@ def defaults(datanet: int | None = None) -> JobForm:
     return JobForm(values=values, datanets=[datanet] if datanet else [])
 
 
-def _bases(s: Services) -> list[str]:
-    return [m.base_ref for m in s.catalog.served() if m.kind == "base"]
+def _bases(s: Services) -> dict[str, str]:
+    """The base models a job may name, by served id: their references (a local directory's path
+    stays on the server; the form shows and sends the id)."""
+    return {m.id: m.base_ref for m in s.catalog.served() if m.kind == "base"}
 
 
 async def read_form(request: Request) -> JobForm:
@@ -78,12 +80,13 @@ def check(s: Services, form: JobForm) -> tuple[JobConfig | None, int]:
     from node.cli.operator import open_units
 
     v = form.values
-    if v.get("base_model") not in _bases(s):
+    bases = _bases(s)
+    if v.get("base_model") not in bases:
         form.errors["base_model"] = "Choose one of the base models this node has."
     if not form.datanets:
         form.errors["datanets"] = "Choose at least one Datanet to train on."
     doc: dict[str, Any] = {n: v[n] for n, _, _ in NUMBERS if v.get(n)}
-    doc |= {"method": v.get("method") or "lora", "base_model": v.get("base_model") or "?"}
+    doc |= {"method": v.get("method") or "lora", "base_model": bases.get(v.get("base_model") or "", "?")}
     if v.get("name"):
         doc["name"] = v["name"]
     config = None
@@ -173,7 +176,8 @@ def _post(s: Services, form: JobForm, amount: int) -> int:
     p = s.protocol.as_account(account)
     v = form.values
     flags = {k: v[k] for k, _, _ in NUMBERS} | {"method": v["method"], "name": v.get("name") or None}
-    config, base_dir = _job_config(v["base_model"], None, flags, n.models_path)  # JobPostError names the field
+    ref = _bases(s)[v["base_model"]]
+    config, base_dir = _job_config(ref, None, flags, n.models_path)  # JobPostError names the field
     hours = float(v["hours"])
     _check_poster(p, form.datanets, amount, hours)
     job_id, *_ = post_job_config(p, s.store, config, base_dir, form.datanets, amount, hours)

@@ -75,11 +75,18 @@ def test_every_page_renders_without_console_errors(site: tuple[str, Any], page: 
 
 
 def test_models_page_lists_the_served_models(site: tuple[str, Any], page: Any) -> None:
-    url, _ = site
+    url, services = site
     page.goto(url + "/models")
     rows = page.locator("#models tbody tr")
     ids = [rows.nth(i).get_attribute("data-model") for i in range(rows.count())]
     assert ids == ["tiny-llama", "datanet-3", "datanet-2", "datanet-1"]
+    local_dir = services.catalog.get("tiny-llama").base_ref  # the base is served from a local directory
+    assert local_dir.startswith("/") and local_dir not in page.content()  # shown by its served id, never its path
+    assert page.locator('tr[data-model="tiny-llama"] td').nth(2).inner_text() == "tiny-llama"
+    for path in ("/models/tiny-llama", "/models/datanet-1", "/train"):
+        page.goto(url + path)
+        assert local_dir not in page.content(), path
+    page.goto(url + "/models")
     assert "tiny-1" in page.locator('tr[data-model="datanet-1"]').inner_text()
     page.get_by_role("link", name="datanet-1", exact=True).click()
     assert page.locator("h1").inner_text().startswith("datanet-1")
