@@ -311,15 +311,11 @@ async def chat_answer(s: Services, body: ChatCompletionRequest, key: ApiKey) -> 
     (also the web app's Chat page, `node.web.chat`, which answers a session as a key)."""
     body.check_supported()
     model = _resolve(s, body.model)
-    handle = await _handle(s, model)
-    tok = await s.engine.tokenizer_of(handle)
-    from node.train.formatting import render_prompt
-
     turns = [
         ChatTurn(role="system" if m.role == "developer" else m.role, content=m.text(i))
         for i, m in enumerate(body.messages)
     ]
-    prompt = render_prompt(tok, turns)
+    handle, tok, prompt = await _chat_prompt(s, model, turns)
     gen = GenerationRequest(model=handle, prompt=prompt, params=_params(s, body, body.token_limit()))
     await _admit(s, key, model, gen, tok)
     events = await _start(s, gen, param="messages")
@@ -333,6 +329,22 @@ async def chat_answer(s: Services, body: ChatCompletionRequest, key: ApiKey) -> 
         id=rid, created=created, model=model.id, usage=_usage(done), attribution=spans,
         choices=[ChatChoice(message=ResponseMessage(content=done.text), finish_reason=_reason(done))],
     )  # fmt: skip
+
+
+async def _chat_prompt(s: Services, model: ServedModel, turns: list[ChatTurn]) -> tuple[ModelHandle, Any, str]:
+    """The model's verified files, its tokenizer, and `turns` in its chat template."""
+    from node.train.formatting import render_prompt
+
+    handle = await _handle(s, model)
+    tok = await s.engine.tokenizer_of(handle)
+    return handle, tok, render_prompt(tok, turns)
+
+
+async def answer_whole(s: Services, model: ServedModel, turns: list[ChatTurn], params: SamplingParams) -> Finished:
+    """`model`'s whole answer to `turns` on the chat path (files, chat template, engine), without
+    the API's admission, response log or attribution: the web app's sample answers."""
+    handle, _, prompt = await _chat_prompt(s, model, turns)
+    return await _collect(await _start(s, GenerationRequest(model=handle, prompt=prompt, params=params), "messages"))
 
 
 async def _admit(s: Services, key: ApiKey, model: ServedModel, gen: GenerationRequest, tok: Any) -> None:

@@ -1,4 +1,5 @@
-"""The read-only pages (Models, Datanets) and signing in and out (with an API key; wallets: `node.web.wallet`)."""
+"""The read-only pages (Models with their sample answers, Datanets) and signing in and out (with an API
+key; wallets: `node.web.wallet`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from node.serve.errors import ApiError
+from node.web import samples
 from node.web.registry import Registry
 from node.web.security import OPERATOR, WebError, check_csrf, form_of
-from node.web.site import PageSession, is_htmx, not_found, render, web_of
+from node.web.site import FormSession, PageSession, is_htmx, not_found, render, web_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,6 +81,24 @@ def models(request: Request, session: PageSession, page: int = 1) -> Response:
     return render(request, "models.html", active="models", rows=rows, page=page, pages=pages, chain=chain)
 
 
+@router.post("/models/{name:path}/samples")
+async def model_samples(request: Request, session: FormSession, name: str) -> Response:
+    """Sample answers of the model and its base (made once, then cached): the page's fragment
+    (htmx), or back to the page."""
+    s = web_of(request).services
+    served = s.catalog.get(name)
+    if served is None or served.kind != "adapter":
+        raise not_found(f"No fine-tuned model '{name}' served by this node.")
+    found, error = None, None
+    try:
+        found = await samples.samples(s, served)
+    except (ApiError, LookupError) as e:
+        error = f"The sample answers could not be made: {e}"
+    if not is_htmx(request):
+        return web_of(request).sessions.finish(request, RedirectResponse(f"/models/{served.id}", status_code=303))
+    return render(request, "samples.html", m=served, samples=found, error=error)  # 200: htmx swaps it in
+
+
 @router.get("/models/{name:path}")
 def model_detail(request: Request, session: PageSession, name: str) -> Response:
     reg = registry(request)
@@ -88,8 +109,11 @@ def model_detail(request: Request, session: PageSession, name: str) -> Response:
     config, config_note = reg.job_config(row.config_cid) if row.config_cid else (None, None)
     lineage = reg.lineage(row.model_id) if row.model_id else []
     curve = _curve(metrics.stream) if metrics else None
+    served = web_of(request).services.catalog.get(row.id) if row.served and row.kind == "adapter" else None
+    sampled = samples.cached(web_of(request).services, served) if served is not None else None
     return render(request, "model.html", active="models", m=row, metrics=metrics, metrics_note=metrics_note,
-                  config=config, config_note=config_note, lineage=lineage, curve=curve)  # fmt: skip
+                  config=config, config_note=config_note, lineage=lineage, curve=curve, can_sample=served is not None,
+                  samples=sampled, error=None)  # fmt: skip
 
 
 def _curve(stream: list[Any]) -> dict[str, list[Any]]:
@@ -120,7 +144,6 @@ def datanet_detail(request: Request, session: PageSession, datanet_id: str) -> R
     d, curators = found
     contributions = reg.contributions(d.id)
     return render(request, "datanet.html", active="datanets", d=d, curators=curators, contributions=contributions)
-
 
 
 __all__ = ["OPERATOR", "WebError", "router"]
