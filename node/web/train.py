@@ -34,7 +34,8 @@ router = APIRouter(include_in_schema=False)
 # (field, label, step): the JobConfig fields the form offers; the rest keep JobConfig's defaults
 NUMBERS = [("learning_rate", "Learning rate", "any"), ("epochs", "Epochs", "any"), ("batch_size", "Batch size", "1"),
            ("lora_r", "LoRA rank (r)", "1"), ("lora_alpha", "LoRA alpha", "1"), ("lora_dropout", "LoRA dropout", "any"),
-           ("max_seq_len", "Max length (tokens)", "1"), ("eval_fraction", "Eval split fraction", "any")]  # fmt: skip
+           ("max_seq_len", "Max length (tokens)", "1"), ("eval_fraction", "Eval split fraction", "any"),
+           ("eval_every", "Eval every (steps)", "1"), ("max_steps", "Max steps (optional)", "1")]  # fmt: skip
 LABELS = dict([(n, label) for n, label, _ in NUMBERS], method="Method", name="Job name", base_model="Base model")
 DEFAULT_POOL, DEFAULT_HOURS = "100", "72"
 PREVIEW_PAGE = 5  # records per page of the data preview
@@ -56,9 +57,13 @@ class JobForm:
 
 
 def defaults(datanet: int | None = None) -> JobForm:
-    values = {n: str(JobConfig.model_fields[n].default) for n, _, _ in NUMBERS}
+    values = {n: _shown(JobConfig.model_fields[n].default) for n, _, _ in NUMBERS}
     values |= {"method": "lora", "name": "", "base_model": "", "pool": DEFAULT_POOL, "hours": DEFAULT_HOURS}
     return JobForm(values=values, datanets=[datanet] if datanet else [])
+
+
+def _shown(default: object) -> str:
+    return "" if default is None else str(default)  # an optional field (max_steps) starts empty
 
 
 def _bases(s: Services) -> dict[str, str]:
@@ -175,7 +180,7 @@ def _post(s: Services, form: JobForm, amount: int) -> int:
     )  # fmt: skip
     p = s.protocol.as_account(account)
     v = form.values
-    flags = {k: v[k] for k, _, _ in NUMBERS} | {"method": v["method"], "name": v.get("name") or None}
+    flags = {k: v[k] for k, _, _ in NUMBERS if v.get(k)} | {"method": v["method"], "name": v.get("name") or None}
     ref = _bases(s)[v["base_model"]]
     config, base_dir = _job_config(ref, None, flags, n.models_path)  # JobPostError names the field
     hours = float(v["hours"])

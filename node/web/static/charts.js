@@ -17,6 +17,8 @@ function dnLossChart(figure) {
     const steps = [...byStep.keys()].sort((a, b) => a - b);
     plot.setData([steps, steps.map(s => byStep.get(s)[0]), steps.map(s => byStep.get(s)[1])]);
     figure.dataset.points = String(steps.length);
+    figure.dataset.train = String(steps.filter(s => byStep.get(s)[0] != null).length);  // points per series
+    figure.dataset.eval = String(steps.filter(s => byStep.get(s)[1] != null).length);
   }
   return {
     plot,
