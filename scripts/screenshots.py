@@ -109,7 +109,9 @@ def build(tmp: Path, world: Any) -> tuple[Any, dict[str, Any]]:
     adapters = [make_adapter(base, tmp / "adapters" / f"a{i}", seed=i) for i in range(2)]
     services, _ = local_services(tmp / "serve", base, "0x" + weights_hash(base).hex(), adapters)
     services.node, services.protocol, services.store = home.settings, world.admin, home.store
-    write_metrics(home.settings.jobs_path / f"job-{job_id}" / "train" / "metrics.jsonl")
+    from node.daemon.steps import jobs_root
+
+    write_metrics(jobs_root(home.settings, world.deployment) / f"job-{job_id}" / "train" / "metrics.jsonl")
     contributor = world.contributors[0].address
 
     def attribute(model: Any, prompt_ids: list[int], ids: list[int], text: str, tok: Any) -> Any:

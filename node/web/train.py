@@ -277,9 +277,11 @@ def _pause_state(request: Request, job_id: int) -> control.PauseState | None:
 
 def _training_due(request: Request, job: Any) -> int | None:
     """When a claimed job must be submitted by (its claim plus the chain's maximum training time),
-    paused or not; None when unclaimed."""
+    paused or not; None unless claimed and not yet submitted."""
+    from node.chain.models import JobStatus
+
     s = web_of(request).services
-    if job is None or not job.claimedAt or s.protocol is None:
+    if job is None or job.status != JobStatus.CLAIMED or not job.claimedAt or s.protocol is None:
         return None
     return int(job.claimedAt) + s.protocol.max_training_time()
 
