@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +11,6 @@ from rich.table import Table
 from node.chain.accounts import checksum_address
 from node.chain.contributions import submitted_ids
 from node.chain.deploy import fmt_open
-from node.chain.models import MAX_LOCK_PERIOD, MIN_LOCK_PERIOD, DatanetParams
-from node.chain.units import parse_open
 from node.cli.common import (
     DatanetIdArg,
     JsonOpt,
@@ -24,6 +21,7 @@ from node.cli.common import (
     settings,
     write_protocol,
 )
+from node.data.datanet_terms import DatanetTerms, check_terms, datanet_params
 from node.data.grants import KeyGrantError
 from node.errors import InputError, NodeError
 
@@ -55,31 +53,20 @@ def datanet_create(
     """Create a Datanet owned by your wallet; metadata (and license text) go to IPFS first."""
     from node.storage import open_store  # the storage layer loads only for commands that need it
 
-    lock_period = round(lock_days * 86400)
-    if not MIN_LOCK_PERIOD <= lock_period <= MAX_LOCK_PERIOD:
-        raise NodeError(
-            f"--lock-days {lock_days:g} is out of range: it must be from {MIN_LOCK_PERIOD / 86400:.4f} (one hour) "
-            f"to {MAX_LOCK_PERIOD // 86400}. It is also how long curators have to decide a contribution, so it "
-            "cannot be 0; nothing was created."
-        )
-    _check_create_options(name, slash_percent, license_file)
-    min_stake_units = parse_open(min_stake, "--min-stake", allow_zero=True)
-    treasury_address = checksum_address(treasury, "--treasury") if treasury else None
-    curators = [checksum_address(c, "--curator") for c in curator or []]
+    if license_file is not None and not license_file.is_file():
+        raise InputError(f"--license-file {license_file} is not a readable file; give the path of the license text.")
+    terms = DatanetTerms(
+        name=name, description=description, license=license, commercial=commercial, private=private,
+        restricted=restricted, min_stake=min_stake, slash_percent=slash_percent, lock_days=lock_days,
+        curators=curator or [], treasury=treasury,
+        license_text=license_file.read_bytes() if license_file is not None else None,
+    )  # fmt: skip
+    check_terms(terms)  # before the wallet is unlocked: nothing is stored or sent for terms the chain refuses
     s = settings(ctx)
     proto = write_protocol(ctx)
     store = open_store(s)
-    license_ref = license
-    if license_file is not None:
-        license_ref = store.add_bytes(license_file.read_bytes())
-    metadata = {"name": name, "description": description, "license": license, "license_cid": license_ref,
-                "formats": ["alpaca", "sharegpt", "openai", "text", "txt"], "version": 1}  # fmt: skip
-    metadata_cid = store.add_bytes(json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode())
-    params = DatanetParams(
-        name=name, metadataCID=metadata_cid, license=license_ref, commercialUse=commercial, isPrivate=private,
-        restricted=restricted, minStake=min_stake_units, slashBps=round(slash_percent * 100),
-        lockPeriod=lock_period, treasury=treasury_address or proto.address, curators=curators or [proto.address],
-    )  # fmt: skip
+    params = datanet_params(terms, proto.address, store)
+    metadata_cid, license_ref = params.metadataCID, params.license
     if private:  # every key holder must have an encryption key before the Datanet exists
         from node.data.grants import ensure_encryption_key, missing_encryption_keys
 
@@ -105,18 +92,6 @@ def datanet_create(
         if private:
             console.print(f"private: files are encrypted to key v{out['key_version']} {out['public_key']}; the "
                           f"owner and {len(params.curators)} curator(s) can decrypt ({out['key_grants']})")  # fmt: skip
-
-
-def _check_create_options(name: str, slash_percent: float, license_file: Path | None) -> None:
-    """What DatanetRegistry (or the file system) would refuse, said in this command's options."""
-    if not 1 <= len(name) <= 128:
-        raise InputError(f"--name must be 1 to 128 characters, got {len(name)}; shorten it (--description holds "
-                         "the long text).")  # fmt: skip
-    if not 0 <= slash_percent <= 100:
-        raise InputError(f"--slash-percent {slash_percent:g} is out of range: the share of a rejected stake that is "
-                         "slashed is from 0 to 100.")  # fmt: skip
-    if license_file is not None and not license_file.is_file():
-        raise InputError(f"--license-file {license_file} is not a readable file; give the path of the license text.")
 
 
 @datanet_app.command("list")

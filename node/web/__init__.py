@@ -15,15 +15,16 @@ from fastapi.staticfiles import StaticFiles
 
 def install(app: FastAPI) -> None:
     """Mounts /static and the page routes on the API's app (`app.state.services` must be set)."""
-    from node.web import chat, contribute, pages, rewards, train, txs, wallet
+    from node.web import chat, contribute, datanet_new, pages, rewards, train, txs, wallet
     from node.web.site import STATIC, WebState, install_errors
 
     app.state.web = WebState(app.state.services)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_errors(app)
     txs.install_errors(app)
-    for router in (pages.router, chat.router, train.router, wallet.router, txs.router, contribute.router,
-                   rewards.router):  # fmt: skip
+    routers = (datanet_new.router, pages.router, chat.router, train.router, wallet.router, txs.router,
+               contribute.router, rewards.router)  # /datanets/new before pages' /datanets/{id}
+    for router in routers:
         app.include_router(router)
 
 
