@@ -38,6 +38,7 @@ def chat_page(request: Request, session: PageSession, model: str = "") -> Any:
     return render(
         request, "chat.html", active="chat", models=models, chosen=default.id if default else "",
         max_tokens=s.settings.max_tokens, default_max_tokens=min(128, s.settings.max_tokens),
+        retention_days=s.settings.retention_days,
     )  # fmt: skip
 
 

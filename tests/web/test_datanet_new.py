@@ -1,4 +1,4 @@
-"""New Datanet from the web app on a real dev chain: the terms checked as the CLI checks them
+"""New Datanet from the web app on a real dev chain (and the chat page's retention note): the terms checked as the CLI checks them
 (errors in the form's words, nothing stored or sent), created by a wallet (server-built calldata
 the wallet sends) or by the local operator's keystore; private Datanets go to the CLI."""
 
@@ -51,3 +51,8 @@ def test_a_wallet_and_the_operator_create_datanets(world: World, tmp_path: Path)
                                  headers={"X-CSRF-Token": csrf_of(page.text)})  # fmt: skip
     assert made_by_node.status_code == 200, made_by_node.text
     assert world.admin.datanet(made_by_node.json()["datanet_id"]).owner == dev_account(CURATOR).address
+
+
+def test_the_chat_page_states_the_retention_rule(world: World, tmp_path: Path) -> None:
+    page = client(create_app(chain_services(world, tmp_path), refresh=False), LOCAL).get("/chat")
+    assert page.status_code == 200 and "What this node keeps" in page.text and "for 30 days" in page.text
