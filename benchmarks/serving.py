@@ -178,9 +178,12 @@ def render(speed: dict[str, Any], switch: dict[str, Any], loads: list[dict[str, 
         f"| time to first token, median (s) | {speed['base_ttft']:.3f} | {speed['adapter_ttft']:.3f} | "
         f"{speed['adapter_ttft'] / speed['base_ttft']:.2f}x |",
         "", f"{len(QUESTIONS)} questions, up to {meta['tokens']} answer tokens each; decode speed excludes the first "
-        "token; the model (and adapter) were loaded before timing. The adapter's rows run the base layers plus "
-        "the LoRA product A·B at every adapted layer (PEFT's per-row `adapter_names`, not merged, so other "
-        "adapters can share the batch).", "",
+        "token; the model (and adapter) were loaded before timing. One request at a time, so each pass runs with the "
+        "adapter active (`node.serve.peft_engine`): the base layers plus the LoRA product A·B at all 210 adapted "
+        "layers, unmerged so other adapters can share the base. On a model this small on a CPU each of those "
+        "small matmuls costs about as much in per-operation overhead as the layer it adapts, which is where the "
+        "gap comes from; PEFT's per-row `adapter_names` path (used only for batches that mix adapters) measured "
+        "0.5-0.6x in a separate check.", "",
         f"### Switching among {switch['n']} registered adapters", "",
         f"{switch['n']} adapters in a real content store, at most {meta['resident']} resident. Time from the request "
         "to the first token:", "",
