@@ -22,6 +22,7 @@ function dnLossChart(figure) {
   }
   return {
     plot,
+    flush() { if (pending) redraw(); },  // draws what a pending burst holds, now
     push(p) {
       const row = byStep.get(p.step) || [null, null];
       if (p.kind === "train" && p.loss != null) row[0] = p.loss;

@@ -16,6 +16,7 @@
   });
   source.addEventListener("end", (e) => {
     source.close();
+    chart.flush();  // every line is drawn before the page says the stream ended
     figure.dataset.ended = e.data;
     summary.textContent += e.data === "done" ? " (finished)" : " (stopped)";
   });
