@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -568,6 +568,3 @@ def _completion_chunks(
 
     return _stream(s, events, model, key, tok, rid, make, None, usage_chunk if include_usage else None, prompt)
 
-
-def json_error(e: ApiError) -> Response:
-    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
