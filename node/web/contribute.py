@@ -42,6 +42,7 @@ from node.web.txs import (
     protocol_of,
     run_steps,
     sender_of,
+    store_of,
     wallet_plan,
 )
 
@@ -123,9 +124,7 @@ async def contribute_plan(request: Request, session: FormSession, datanet_id: in
     sender = sender_of(session)
     p = protocol_of(request)
     d, data, amount, _ = await _prepared(request, datanet_id, name, stake)
-    store = web_of(request).services.store
-    if store is None:
-        raise ActionError("This node has no content store configured, so it cannot hold your file.")
+    store = store_of(request, "your file")
     content_hash = hashlib.sha256(data).digest()
     existing = int(p.client.call(p.datanets.functions.contributionByContent(d.id, content_hash)))
     if existing:
@@ -166,14 +165,13 @@ async def contribute_keystore(request: Request, session: FormSession, datanet_id
     d, data, amount, file = await _prepared(request, datanet_id, name, stake)
     s = web_of(request).services
     assert s.node is not None
-    if s.store is None:
-        raise ActionError("This node has no content store configured, so it cannot hold your file.")
+    store = store_of(request, "your file")
     folder = s.node.data_dir / "web" / "uploads" / hashlib.sha256(data).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file
     path.write_bytes(data)
     journal = Journal(s.node.data_dir / "contributions-journal.json")
-    [r] = contribute_files(p, s.store, d.id, [path], amount, journal)
+    [r] = contribute_files(p, store, d.id, [path], amount, journal)
     return JSONResponse({"contribution_id": r.contribution_id, "cid": r.cid, "sha256": "0x" + r.sha256,
                          "tx": r.tx, "already": r.already_submitted})  # fmt: skip
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from node.chain.protocol import Protocol
 from node.data.datanet_terms import DatanetTerms, check_terms, datanet_params
 from node.errors import InputError
-from node.web.site import FormSession, PageSession, render, web_of
+from node.web.site import FormSession, PageSession, render
 from node.web.txs import (
     ActionError,
     Step,
@@ -22,6 +22,7 @@ from node.web.txs import (
     protocol_of,
     run_steps,
     sender_of,
+    store_of,
     wallet_plan,
 )
 
@@ -75,13 +76,6 @@ def create_steps(p: Protocol, terms: DatanetTerms, owner: str, store: Any) -> li
     return [Step(f"create Datanet '{params.name}'", p.datanets.functions.createDatanet(args))]
 
 
-def _store(request: Request) -> Any:
-    store = web_of(request).services.store
-    if store is None:
-        raise ActionError("This node has no content store configured, so it cannot hold the Datanet's metadata.")
-    return store
-
-
 @router.post("/datanets/new/check")
 async def new_check(request: Request, session: FormSession) -> JSONResponse:
     """The terms' problems in the form's words, or ok (nothing is stored or sent)."""
@@ -93,11 +87,13 @@ async def new_check(request: Request, session: FormSession) -> JSONResponse:
 async def new_plan(request: Request, session: FormSession) -> JSONResponse:
     sender = sender_of(session)
     p = protocol_of(request)
-    return wallet_plan(p, create_steps(p, await _terms(request), sender, _store(request)), sender)
+    return wallet_plan(
+        p, create_steps(p, await _terms(request), sender, store_of(request, "the Datanet's metadata")), sender
+    )
 
 
 @router.post("/datanets/new/keystore")
 async def new_keystore(request: Request, session: FormSession) -> JSONResponse:
     p = node_signer(request, "Creating a Datanet with the node's wallet")
-    txs = run_steps(p, create_steps(p, await _terms(request), p.address, _store(request)))
+    txs = run_steps(p, create_steps(p, await _terms(request), p.address, store_of(request, "the Datanet's metadata")))
     return JSONResponse({"txs": txs, "datanet_id": p.datanet_count()})

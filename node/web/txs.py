@@ -147,6 +147,14 @@ def protocol_of(request: Request) -> Protocol:
     return p
 
 
+def store_of(request: Request, what: str) -> Any:
+    """The node's content store, which must hold `what` before it goes on-chain."""
+    store = web_of(request).services.store
+    if store is None:
+        raise ActionError(f"This node has no content store configured, so it cannot hold {what}.")
+    return store
+
+
 # -- the routes the page's wallet script uses ------------------------------------------------------
 
 
