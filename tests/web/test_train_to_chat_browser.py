@@ -141,11 +141,13 @@ def test_train_from_the_page_then_chat_with_the_model(
         written = sum('"kind":"train"' in ln for ln in metrics.read_text().splitlines())
         assert written < 20, "the run finished before the pause took effect"
         page.reload()
-        page.wait_for_function(f"document.getElementById('loss-chart').dataset.train === '{written}'")
+        page.wait_for_function(f"document.getElementById('loss-chart')?.dataset.train === '{written}'")
         before = page.evaluate("() => ({...document.getElementById('loss-chart').dataset})")
         assert "badge paused" in page.content() and "deadline runs while the job is paused" in page.content()
-        page.click("#resume")
-        page.wait_for_function("document.getElementById('loss-chart').dataset.ended === 'done'", timeout=90_000)
+        with page.expect_navigation():  # the form posts, then the run's page loads again
+            page.click("#resume")
+        # `?.`: the predicate may run while the new document is still being parsed.
+        page.wait_for_function("document.getElementById('loss-chart')?.dataset.ended === 'done'", timeout=90_000)
         after = page.evaluate("() => ({...document.getElementById('loss-chart').dataset})")
         assert int(after["train"]) > int(before["train"]) and int(after["eval"]) >= 2, (before, after)
         assert int(after["eval"]) > int(before.get("eval", 0)) or int(before["train"]) >= 15, (before, after)
