@@ -102,7 +102,13 @@ def serve_cmd(
     engine: Annotated[EngineName, typer.Option(help="Inference engine: embedded PEFT, or a vLLM server.")] = (
         EngineName.PEFT
     ),
-    vllm_url: Annotated[str | None, typer.Option(help="The `vllm serve --enable-lora` server (engine vllm).")] = None,
+    vllm_url: Annotated[
+        str | None, typer.Option(help="An operator-run `vllm serve BASE --enable-lora` server (engine vllm).")
+    ] = None,
+    vllm_command: Annotated[
+        str | None,
+        typer.Option(help="The `vllm` executable of its own venv: the node starts a server per base (engine vllm)."),
+    ] = None,
     base: Annotated[
         list[str] | None, typer.Option(help="Also serve this base model (a reference a job could name); repeatable.")
     ] = None,
@@ -118,6 +124,8 @@ def serve_cmd(
     overrides: dict[str, object] = {"host": host, "port": port, "engine": engine.value}
     if vllm_url:
         overrides["vllm_url"] = vllm_url
+    if vllm_command:
+        overrides["vllm_command"] = vllm_command
     if max_adapters:
         overrides["max_adapters"] = max_adapters
     serve = ServeSettings(**overrides)  # type: ignore[arg-type]

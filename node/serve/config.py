@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +16,15 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 exposes the node: mind the keys).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free one).")
     engine: Literal["peft", "vllm"] = Field("peft", description="Inference engine: embedded PEFT, or a vLLM server.")
-    vllm_url: str = Field("http://127.0.0.1:8001", description="The `vllm serve --enable-lora` server (engine vllm).")
+    vllm_url: str = Field("http://127.0.0.1:8001", description="An operator-run `vllm serve --enable-lora` server.")
+    vllm_command: str | None = Field(
+        None, description="The `vllm` executable of its own venv: the node starts one server per base (engine vllm)."
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="The operator-run vLLM server's --api-key.")
+    vllm_max_loras: int = Field(4, ge=1, description="vLLM's --max-loras: adapters in one GPU batch.")
+    vllm_max_lora_rank: int = Field(64, description="vLLM's --max-lora-rank (1, 8, 16, 32, 64, 128, 256, 320, 512).")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM's --gpu-memory-utilization.")
+    vllm_args: str = Field("", description="More `vllm serve` flags for the servers the node starts.")
     device: str | None = Field(
         None, description="torch device of the PEFT engine (default: cuda if present, else cpu)."
     )

@@ -54,13 +54,21 @@ def fee_policy(settings: Settings, serve: ServeSettings, protocol: Protocol | No
     return FeePolicy(per_1k_tokens=price, node=node)
 
 
-def build_engine(serve: ServeSettings) -> Engine:
+def build_engine(serve: ServeSettings, settings: Settings | None = None) -> Engine:
     policy = AdapterPolicy(max_rank=serve.max_rank)
     if serve.engine == "vllm":
-        raise ConfigError(
-            "the vLLM engine is not in this release (it has not been run on a GPU yet; docs/serving.md, 'vLLM'); "
-            "serve with the embedded engine: --engine peft"
-        )
+        from node.serve.vllm_engine import VllmEngine, VllmSettings
+
+        try:
+            vllm = VllmSettings(
+                url=None if serve.vllm_command else serve.vllm_url, command=serve.vllm_command,
+                api_key=serve.vllm_api_key, max_adapters=serve.max_adapters, max_loras=serve.vllm_max_loras,
+                max_lora_rank=serve.vllm_max_lora_rank, gpu_memory_utilization=serve.vllm_gpu_memory_utilization,
+                extra_args=serve.vllm_args, log_dir=settings.data_dir / "serve" / "vllm" if settings else None,
+            )  # fmt: skip
+            return VllmEngine(vllm, policy)
+        except ValueError as e:
+            raise ConfigError(f"--engine vllm: {e}") from None
     from node.serve.peft_engine import PeftEngine
 
     return PeftEngine(device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy)
@@ -95,7 +103,7 @@ def build_services(settings: Settings, serve: ServeSettings, bases: list[str] = 
     catalog = build_catalog(settings, serve, protocol, bases)
     store = catalog.store
     return Services(
-        settings=serve, catalog=catalog, engine=build_engine(serve), keys=ApiKeyStore(keys_path(settings)),
+        settings=serve, catalog=catalog, engine=build_engine(serve, settings), keys=ApiKeyStore(keys_path(settings)),
         node=settings, protocol=protocol, store=store,
         responses=ResponseLog(
             responses_path(settings), retention_days=serve.retention_days, epoch_seconds=serve.epoch_seconds

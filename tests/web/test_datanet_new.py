@@ -1,6 +1,7 @@
-"""New Datanet from the web app on a real dev chain (and the chat page's retention note): the terms checked as the CLI checks them
-(errors in the form's words, nothing stored or sent), created by a wallet (server-built calldata
-the wallet sends) or by the local operator's keystore; private Datanets go to the CLI."""
+"""New Datanet from the web app on a real dev chain (and the chat page's retention note): the
+terms checked as the CLI checks them (errors in the form's words, nothing stored or sent),
+created by a wallet (server-built calldata the wallet sends) or by the local operator's keystore;
+private Datanets go to the CLI."""
 
 from __future__ import annotations
 
