@@ -86,8 +86,8 @@ def decode_speed(engine_cls: Any, base: Any, adapter: Any, prompts: list[str], t
         return [GenerationRequest(model=h, prompt=p, params=SamplingParams(max_tokens=tokens, temperature=0))
                 for p in prompts]  # fmt: skip
 
-    async def run(h: Any, warm: bool = True) -> tuple[float, float, int]:
-        engine = engine_cls(device="cpu")
+    async def run(h: Any, warm: bool = True, merge: bool = True) -> tuple[float, float, int]:
+        engine = engine_cls(device="cpu", merge_uniform=merge)
         try:
             if warm:
                 await _one(engine, reqs(h)[0])  # loads the model (and adapter): not timed
@@ -103,9 +103,10 @@ def decode_speed(engine_cls: Any, base: Any, adapter: Any, prompts: list[str], t
 
     base_ttft, base_s, base_n = asyncio.run(run(base))
     ad_ttft, ad_s, ad_n = asyncio.run(run(adapter))
+    _, lora_s, lora_n = asyncio.run(run(adapter, merge=False))
     return {
         "base_tps": base_n / base_s, "adapter_tps": ad_n / ad_s, "base_ttft": base_ttft, "adapter_ttft": ad_ttft,
-        "tokens": base_n + ad_n,
+        "lora_tps": lora_n / lora_s, "tokens": base_n + ad_n + lora_n,
     }  # fmt: skip
 
 
@@ -175,15 +176,18 @@ def render(speed: dict[str, Any], switch: dict[str, Any], loads: list[dict[str, 
         "| | bare base | with an adapter | ratio |", "|---|---:|---:|---:|",
         f"| decode tokens/s | {speed['base_tps']:.1f} | {speed['adapter_tps']:.1f} | **{ratio:.2f}x** "
         "(target >= 0.9x) |",
+        f"| decode tokens/s, LoRA path (`merge_adapter_weights` off) | {speed['base_tps']:.1f} | "
+        f"{speed['lora_tps']:.1f} | {speed['lora_tps'] / speed['base_tps']:.2f}x |",
         f"| time to first token, median (s) | {speed['base_ttft']:.3f} | {speed['adapter_ttft']:.3f} | "
         f"{speed['adapter_ttft'] / speed['base_ttft']:.2f}x |",
         "", f"{len(QUESTIONS)} questions, up to {meta['tokens']} answer tokens each; decode speed excludes the first "
-        "token; the model (and adapter) were loaded before timing. One request at a time, so each pass runs with the "
-        "adapter active (`node.serve.peft_engine`): the base layers plus the LoRA product A·B at all 210 adapted "
-        "layers, unmerged so other adapters can share the base. On a model this small on a CPU each of those "
-        "small matmuls costs about as much in per-operation overhead as the layer it adapts, which is where the "
-        "gap comes from; PEFT's per-row `adapter_names` path (used only for batches that mix adapters) measured "
-        "0.5-0.6x in a separate check.", "",
+        "token; the model (and adapter) were loaded before timing. One request at a time, so every pass uses one "
+        "adapter and runs on its merged weights (`node.serve.peft_engine`: W + B·A·scale computed once into a copy "
+        "the base layers point at while that adapter's passes run; the base's own weights are never written). "
+        "The second row is the unmerged LoRA path in the same run: the base layers plus the small A·B products at "
+        "all 210 adapted layers, each costing on a CPU about as much in per-operation overhead as the layer it "
+        "adapts. PEFT's per-row `adapter_names` path (batches that mix adapters) measured 0.5-0.6x in a separate "
+        "check.", "",
         f"### Switching among {switch['n']} registered adapters", "",
         f"{switch['n']} adapters in a real content store, at most {meta['resident']} resident. Time from the request "
         "to the first token:", "",

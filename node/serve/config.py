@@ -29,6 +29,9 @@ class ServeSettings(BaseSettings):
         None, description="torch device of the PEFT engine (default: cuda if present, else cpu)."
     )
     max_adapters: int = Field(8, ge=1, le=1024, description="Adapters kept loaded per base model (LRU beyond).")
+    merge_adapter_weights: bool = Field(
+        True, description="Run one-adapter batches on merged weights (faster; one copy of the adapted layers)."
+    )
     max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together in one batch.")
     max_rank: int = Field(256, ge=1, description="Largest LoRA rank served from the registry.")
     default_max_tokens: int = Field(256, ge=1, description="Tokens generated when a request names no limit.")

@@ -71,7 +71,10 @@ def build_engine(serve: ServeSettings, settings: Settings | None = None) -> Engi
             raise ConfigError(f"--engine vllm: {e}") from None
     from node.serve.peft_engine import PeftEngine
 
-    return PeftEngine(device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy)
+    return PeftEngine(
+        device=serve.device, max_adapters=serve.max_adapters, max_batch=serve.max_batch, policy=policy,
+        merge_uniform=serve.merge_adapter_weights,
+    )  # fmt: skip
 
 
 def read_protocol(settings: Settings) -> Protocol | None:

@@ -112,3 +112,37 @@ def test_safe_prefix_holds_back_a_possible_stop() -> None:
     assert _safe_prefix("hello wor", ("world",)) == "hello "
     assert _safe_prefix("hello", ("xyz",)) == "hello"
     assert _safe_prefix("caf\ufffd", ()) == "caf"
+
+
+def test_merged_weights_answer_as_the_lora_path_and_leave_the_base_untouched(
+    tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]
+) -> None:
+    """A one-adapter pass runs on W + delta (a pointer swap to a merged copy) instead of the LoRA
+    path: the same greedy answers as the unmerged path, the bare base's answers and weights the
+    same before and after, and an evicted adapter's merged copy dropped."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = handle(tiny_base_model, tiny_hash)
+    adapters = [handle(tiny_base_model, tiny_hash, a, key=f"m{i}") for i, a in enumerate(tiny_adapters)]
+    order = [base, adapters[0], base, adapters[1], adapters[0], adapters[2], base]
+
+    async def run(merge: bool) -> tuple[list[str], PeftEngine]:
+        engine = PeftEngine(device="cpu", max_adapters=2, merge_uniform=merge)
+        try:
+            return [(await _answer(engine, _req(h, max_tokens=16)))[0] for h in order], engine
+        finally:
+            await engine.close()
+
+    merged, engine = asyncio.run(run(True))
+    unmerged, _ = asyncio.run(run(False))
+    assert merged == unmerged
+    assert merged[0] == merged[2] == merged[6] and merged[1] == merged[4]
+    loaded = engine._bases[tiny_hash]
+    assert loaded.merged is not None and loaded.merged[0] == "m2"  # m0 was evicted (max 2): its copy went too
+    own = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32).state_dict()
+    now = loaded.model.get_base_model().state_dict()
+    assert loaded.swapped is None  # the last pass was the bare base's: the layers hold their own weights
+    for name, tensor in own.items():
+        wrapped = name.replace(".weight", ".base_layer.weight")  # a LoRA-wrapped layer's own weight
+        assert torch.equal(now[wrapped if wrapped in now else name], tensor), name
