@@ -188,6 +188,12 @@ def settled_charges(p: Protocol, node: str, epoch: int) -> list[Charge]:
     return [Charge(payer=log["args"]["payer"], amount=int(log["args"]["amount"])) for log in logs]
 
 
+def is_refunded(p: Protocol, node: str, epoch: int) -> bool:
+    """Whether `node`'s settlement of `epoch` already credited its unclaimed rest back."""
+    raw = p.client.call(p.escrow.functions.settlementOf(Web3.to_checksum_address(node), epoch))
+    return bool(_as_dict(raw)["refunded"])
+
+
 def refund_unclaimed(p: Protocol, node: str, epoch: int, charges: Sequence[Charge] | None = None) -> TxReceipt:
     """After the round's claim window, credits what contributors left unclaimed back to the charged
     payers' escrow balances (anyone may send it)."""
@@ -209,6 +215,7 @@ __all__ = [
     "escrow_account",
     "escrow_round_id",
     "is_epoch_claimed",
+    "is_refunded",
     "open_epoch_round",
     "refund_unclaimed",
     "request_withdraw",

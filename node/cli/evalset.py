@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, Field
@@ -25,7 +25,7 @@ from node.chain.protocol import Protocol
 from node.cli.common import JsonOpt, console, print_json, settings, write_protocol
 from node.data.validate import ValidationReport, validate_file
 from node.errors import NodeError
-from node.storage import open_store
+from node.storage import ContentStore, open_store
 from node.train.config import JobConfig
 
 
@@ -96,8 +96,19 @@ def reveal_eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Reveal a claimed job's eval set: check it against the committed sha256, upload it, send its CID."""
-    s = settings(ctx)
-    p = write_protocol(ctx)
+    out = reveal_eval(write_protocol(ctx), open_store(settings(ctx)), settings(ctx).data_dir, job_id, eval_file)
+    if json_out:
+        print_json(out)
+        return
+    console.print(f"revealed job #{job_id}'s eval set {out['file']} as {out['eval_cid']} (sha256 {out['eval_sha256']}) "
+                  f"in tx {out['tx']}")  # fmt: skip
+
+
+def reveal_eval(
+    p: Protocol, store: ContentStore, data_dir: Path, job_id: int, eval_file: Path | None
+) -> dict[str, Any]:
+    """The reveal's checks and transaction (`datanet job reveal-eval` and the run page): `EvalSetError`
+    saying what to do when it cannot happen now; what was revealed when it did."""
     if not 1 <= job_id <= p.job_count():
         raise EvalSetError(f"No job #{job_id} (`datanet job list`).")
     job = p.job(job_id)
@@ -122,14 +133,13 @@ def reveal_eval_cmd(
     revealed = p.eval_reveal(job_id)
     if revealed.revealed:
         raise EvalSetError(f"Job #{job_id}'s eval set is already revealed as {revealed.evalCID}; nothing to do.")
-    store = open_store(s)
     config = JobConfig.parse(store.cat(job.configCID), f"job #{job_id}'s config {job.configCID}")
     if config.eval_sha256 is None:
         raise EvalSetError(
             f"Job #{job_id} was posted without --eval-file: it committed no eval set, so there is "
             "nothing to reveal (its held-out split is the query set)."
         )
-    path = eval_file or _committed_path(p, s.data_dir, job_id)
+    path = eval_file or _committed_path(p, data_dir, job_id)
     data = path.read_bytes() if path.is_file() else None
     if data is None:
         raise EvalSetError(f"The eval file {path} does not exist; pass the committed file with --eval-file FILE.")
@@ -141,11 +151,7 @@ def reveal_eval_cmd(
         )
     cid = store.add_bytes(data)
     p.reveal_eval(job_id, cid)
-    out = {"job_id": job_id, "eval_cid": cid, "eval_sha256": digest, "file": str(path), "tx": p.client.last_tx}
-    if json_out:
-        print_json(out)
-        return
-    console.print(f"revealed job #{job_id}'s eval set {path} as {cid} (sha256 {digest}) in tx {out['tx']}")
+    return {"job_id": job_id, "eval_cid": cid, "eval_sha256": digest, "file": str(path), "tx": p.client.last_tx}
 
 
 def _committed_path(p: Protocol, data_dir: Path, job_id: int) -> Path:

@@ -321,3 +321,54 @@ def epoch_settle(
         state = f"tx {done.tx}" if done.tx else "already settled with this root"
         console.print(f"epoch {n} settled: {done.rewards.total} base units to {len(done.rewards.amounts)} "
                       f"contributor(s), root {done.rewards.root}, tree {done.tree_cid} ({state})")  # fmt: skip
+
+
+@epoch_app.command("close")
+def epoch_close(
+    ctx: typer.Context,
+    epoch: Annotated[int, typer.Argument(help="The settled epoch.")],
+    node: Annotated[str | None, typer.Option(help="The node that settled it (default: this wallet).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """After an epoch round's claim window, return what contributors left unclaimed: to the paying
+    accounts' escrow balances (pro rata to their charges) or, for a round the node sponsored, to
+    the node. Anyone may run it."""
+    from web3 import Web3
+
+    from node.chain import inference
+    from node.chain.deploy import fmt_open
+    from node.cli.common import write_protocol
+    from node.cli.operator import chain_now, fmt_when
+    from node.errors import NodeError
+
+    if node is not None and not Web3.is_address(node):
+        raise typer.BadParameter(f"'{node}' is not an address (0x and 40 hex digits)", param_hint="--node")
+    p = write_protocol(ctx)
+    who = Web3.to_checksum_address(node or p.address)
+    now = chain_now(p)
+    charges = inference.settled_charges(p, who, epoch)
+    escrowed = bool(charges)
+    funder, key = (p.escrow.address, inference.escrow_round_id(who, epoch)) if escrowed else (who, epoch)
+    rnd = inference.epoch_round(p, funder, key)
+    if int.from_bytes(rnd.root, "big") == 0:
+        raise NodeError(f"{who} opened no round for epoch {epoch} (`datanet rewards` lists the rounds).")
+    if now <= rnd.claimDeadline:
+        raise NodeError(f"Contributors can claim epoch {epoch}'s rewards until {fmt_when(rnd.claimDeadline, now)}; "
+                        "close it after that.")  # fmt: skip
+    left = rnd.total - rnd.claimed
+    if escrowed:
+        if inference.is_refunded(p, who, epoch):
+            raise NodeError(f"Epoch {epoch}'s unclaimed rest was already credited back to its payers.")
+        inference.refund_unclaimed(p, who, epoch, charges)
+        to = sorted({c.payer for c in charges})
+    else:
+        if rnd.swept:
+            raise NodeError(f"Epoch {epoch}'s unclaimed rest was already returned to {who}.")
+        inference.sweep_epoch(p, who, epoch)
+        to = [who]
+    out = {"epoch": epoch, "node": who, "returned": left, "to": to, "escrow": escrowed, "tx": p.client.last_tx}
+    if json_out:
+        print_json(out)
+        return
+    where = "the payers' escrow balances" if escrowed else f"{who}"
+    console.print(f"closed epoch {epoch}: {fmt_open(left)} unclaimed returned to {where} in tx {out['tx']}")

@@ -6,15 +6,17 @@ How it keeps many fine-tunes on one device:
   PEFT's `load_adapter` and evicted least-recently-used past `max_adapters` (`delete_adapter`);
 - a batch may mix adapters: a forward pass over rows of different adapters names each row's
   adapter (PEFT's per-row ``adapter_names``; ``__base__`` for the bare base). A pass whose rows
-  all use one adapter runs on that adapter's **merged weights** instead: W + B·A·scale computed
-  once into a copy kept for one adapter at a time, the base layers pointed at it (a pointer swap
-  per layer, so the base's own tensors are never written and need no unmerge), the LoRA layers
-  switched off. Measured on SmolLM2-135M (CPU, 2 threads, all-linear r=8): the per-row path
-  decodes at 0.5-0.6x the bare base's speed, the active-adapter LoRA path at 0.8-0.86x, merged
-  weights at 1.0x; the price is memory for one copy of the adapted layers
-  (`merge_uniform=False` keeps the LoRA path). The LoRA layers' on/off state and the swap
-  persist between passes, because switching walks every module. All of this is safe only because
-  one worker thread owns the model and changes it between passes, never during one;
+  all use one adapter runs with that adapter active (the LoRA path) and, once the adapter has had
+  `MERGE_AFTER` such passes in a row, on its **merged weights**: W + B·A·scale computed once into
+  a copy kept for one adapter at a time, the base layers pointed at it (a pointer swap per layer:
+  the base's own tensors are never written and need no unmerge), the LoRA layers switched off.
+  Computing the copy costs a few passes, wasted on short answers or alternating adapters, hence
+  the wait. Measured on SmolLM2-135M (CPU, 2 threads, all-linear r=8): the per-row path decodes
+  at 0.5-0.6x the bare base's speed, the LoRA path at 0.73-0.86x, merged weights at 1.0x; the
+  price is memory for one copy of the adapted layers (`merge_uniform=False` keeps the LoRA
+  path). The LoRA layers' on/off state and the swap persist between passes, because switching
+  walks every module. All of this is safe only because one worker thread owns the model and
+  changes it between passes, never during one;
 - one worker thread owns the models (PEFT's per-row adapter hooks are registered on the modules
   themselves, so two forward passes at once would see each other's hooks); requests that arrive
   while a batch runs wait for the next one, and a batch takes every waiting request of one base,
@@ -56,6 +58,7 @@ from node.serve.engine import (
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # PEFT's name for "no adapter" in per-row adapter_names
+MERGE_AFTER = 8  # one-adapter passes in a row before that adapter's merged weights are computed
 
 
 @dataclass
@@ -73,6 +76,7 @@ class _Base:
     swapped: str | None = None  # whose merged weights the base layers hold now (None: their own)
     own: dict[str, Any] = field(default_factory=dict)  # module -> the base layer's own weight tensor
     merge_uniform: bool = True  # run one-adapter passes on merged weights (PeftEngine's merge_uniform)
+    streak: tuple[str | None, int] = (None, 0)  # the adapter of the last one-adapter passes, and how many in a row
     lora_on: bool | None = True  # the LoRA layers add their deltas (off: base layers alone; None: unknown)
 
     @property
@@ -356,14 +360,16 @@ def _adapters_for(base: _Base, names: list[str]) -> Iterator[dict[str, Any]]:
     if not base.peft:
         yield {}
     elif len(set(names)) > 1:
+        base.streak = (None, 0)
         _use_weights(base, None)
         _lora_on(base, True)
         yield {"adapter_names": names}
     elif names[0] == BASE:
+        base.streak = (None, 0)
         _use_weights(base, None)
         _lora_on(base, False)
         yield {}
-    elif base.merge_uniform:
+    elif base.merge_uniform and _worth_merging(base, names[0]):
         _use_weights(base, names[0])
         _lora_on(base, False)  # the base layers hold W + delta: no LoRA path on top
         yield {}
@@ -374,6 +380,15 @@ def _adapters_for(base: _Base, names: list[str]) -> Iterator[dict[str, Any]]:
             base.model.set_adapter(names[0])
             base.active = names[0]
         yield {}
+
+
+def _worth_merging(base: _Base, adapter: str) -> bool:
+    """Whether `adapter`'s passes should run on merged weights: yes when its merged copy is at hand;
+    otherwise only once it has had MERGE_AFTER passes in a row (computing W + delta costs a few
+    passes' time, so short answers and traffic that alternates adapters keep the LoRA path)."""
+    run, count = base.streak
+    base.streak = (adapter, count + 1 if run == adapter else 1)
+    return (base.merged is not None and base.merged[0] == adapter) or base.streak[1] > MERGE_AFTER
 
 
 def _lora_on(base: _Base, on: bool) -> None:

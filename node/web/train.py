@@ -10,15 +10,18 @@ operator's Stop and Resume on a run's page are `datanet node pause|resume` (`nod
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from node.chain.accounts import resolve_account
+from node.cli.evalset import remember_commit, reveal_eval, validate_eval_file
 from node.daemon import control
 from node.daemon.steps import jobs_root
 from node.daemon.store import JobRecord, JobState, JobStore, namespace_of
@@ -36,9 +39,11 @@ NUMBERS = [("learning_rate", "Learning rate", "any"), ("epochs", "Epochs", "any"
            ("lora_r", "LoRA rank (r)", "1"), ("lora_alpha", "LoRA alpha", "1"), ("lora_dropout", "LoRA dropout", "any"),
            ("max_seq_len", "Max length (tokens)", "1"), ("eval_fraction", "Eval split fraction", "any"),
            ("eval_every", "Eval every (steps)", "1"), ("max_steps", "Max steps (optional)", "1")]  # fmt: skip
-LABELS = dict([(n, label) for n, label, _ in NUMBERS], method="Method", name="Job name", base_model="Base model")
+LABELS = dict([(n, label) for n, label, _ in NUMBERS], method="Method", name="Job name", base_model="Base model",
+              eval_sha256="Eval file")  # fmt: skip
 DEFAULT_POOL, DEFAULT_HOURS = "100", "72"
 PREVIEW_PAGE = 5  # records per page of the data preview
+EVAL_SETS = "eval-sets"  # under the data directory: uploaded eval files, named by sha256
 TRAINING = frozenset({JobState.SEEN, JobState.CLAIMED, JobState.DATA_READY, JobState.TRAINING})
 
 
@@ -94,6 +99,11 @@ def check(s: Services, form: JobForm) -> tuple[JobConfig | None, int]:
     doc |= {"method": v.get("method") or "lora", "base_model": bases.get(v.get("base_model") or "", "?")}
     if v.get("name"):
         doc["name"] = v["name"]
+    if v.get("eval_sha256"):
+        if s.node is None or eval_file_of(s.node.data_dir, v["eval_sha256"]) is None:
+            form.errors["eval_sha256"] = "The eval file is not on this node (any more): choose it again."
+        else:
+            doc["eval_sha256"] = v["eval_sha256"]
     config = None
     try:
         config = JobConfig.model_validate(doc)
@@ -169,24 +179,88 @@ async def train_post(request: Request) -> Response:
     return web_of(request).sessions.finish(request, RedirectResponse(f"/train/jobs/{job_id}", status_code=303))
 
 
-def _post(s: Services, form: JobForm, amount: int) -> int:
-    from node.cli.poster import _check_poster, _job_config, post_job_config
-
-    assert s.protocol is not None and s.node is not None and s.store is not None
+def _poster(s: Services) -> Any:
+    """The protocol acting with the node's keystore (the local operator's account)."""
+    assert s.protocol is not None and s.node is not None
     n = s.node
     account, _ = resolve_account(
         n.keystore, n.keystore_password.get_secret_value() if n.keystore_password else None,
         n.private_key.get_secret_value() if n.private_key else None, s.protocol.chain_id, prompt=False,
     )  # fmt: skip
-    p = s.protocol.as_account(account)
+    return s.protocol.as_account(account)
+
+
+def _post(s: Services, form: JobForm, amount: int) -> int:
+    from node.cli.poster import _check_poster, _job_config, post_job_config
+
+    assert s.protocol is not None and s.node is not None and s.store is not None
+    n = s.node
+    p = _poster(s)
     v = form.values
     flags = {k: v[k] for k, _, _ in NUMBERS if v.get(k)} | {"method": v["method"], "name": v.get("name") or None}
+    eval_path = eval_file_of(n.data_dir, v["eval_sha256"]) if v.get("eval_sha256") else None
+    eval_report = validate_eval_file(eval_path) if eval_path is not None else None
+    flags["eval_sha256"] = eval_report.sha256 if eval_report is not None else None
     ref = _bases(s)[v["base_model"]]
     config, base_dir = _job_config(ref, None, flags, n.models_path)  # JobPostError names the field
     hours = float(v["hours"])
     _check_poster(p, form.datanets, amount, hours)
     job_id, *_ = post_job_config(p, s.store, config, base_dir, form.datanets, amount, hours)
+    if eval_path is not None and eval_report is not None:
+        remember_commit(p, n.data_dir, job_id, eval_path, eval_report)  # what the run page's Reveal sends
     return job_id
+
+
+# -- the poster's eval set (committed now, revealed after the claim) ---------------------------------
+
+
+def eval_file_of(data_dir: Path, sha256: str) -> Path | None:
+    """The uploaded eval file with this sha256 (kept under its hash, with its format's suffix)."""
+    if not re.fullmatch(r"0x[0-9a-f]{64}", sha256):
+        return None
+    return next(iter(sorted((data_dir / EVAL_SETS).glob(f"{sha256[2:]}*"))), None)
+
+
+@router.post("/train/eval-set")
+async def eval_set(request: Request, name: str) -> JSONResponse:
+    """The poster's eval set (the raw body, as the Contribute page sends files): checked as a
+    contribution is, kept on this node under its sha256 so the form carries only that hash. Only
+    the hash is posted with the job; the run's page reveals the file once a node has claimed it
+    (`datanet job post --eval-file` / `job reveal-eval`). The local operator only, who posts."""
+    from node.web.contribute import _file_name, _report_json, check_bytes
+
+    require_local(request, "Committing an eval set")
+    await form_session(request)
+    s = web_of(request).services
+    if s.node is None:
+        raise WebError(409, "No node settings", "This server has no node settings: it cannot keep an eval set.")
+    file = _file_name(name)
+    data = await request.body()
+    report, preview = check_bytes(data, file)
+    if report.ok and eval_file_of(s.node.data_dir, report.sha256) is None:
+        path = s.node.data_dir / EVAL_SETS / f"{report.sha256[2:]}{Path(file).suffix.lower()}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: never half a file under the hash
+    return JSONResponse(_report_json(report, preview), status_code=200 if report.ok else 422)
+
+
+@router.post("/train/jobs/{job_id}/reveal-eval")
+async def run_reveal_eval(request: Request, job_id: str) -> Response:
+    """Reveal the committed eval set now that a node has claimed the job (`datanet job reveal-eval`):
+    uploaded to the content store, its CID sent with the node's keystore."""
+    require_local(request, "Revealing an eval set")
+    await form_session(request)
+    s = web_of(request).services
+    if s.node is None or s.protocol is None or s.store is None:
+        raise WebError(409, "No deployment", "Revealing an eval set needs this node's settings, deployment and store.")
+    v = find_run(request, job_id)
+    try:
+        reveal_eval(_poster(s), s.store, s.node.data_dir, v.job_id, None)
+    except (NodeError, ValueError) as e:
+        raise WebError(409, "Not revealed", str(e)) from None
+    return web_of(request).sessions.finish(request, RedirectResponse(f"/train/jobs/{v.job_id}", status_code=303))
 
 
 # -- the data preview ----------------------------------------------------------------------------
@@ -265,7 +339,35 @@ def run(request: Request, session: PageSession, job_id: str) -> Response:
     pause = _pause_state(request, v.job_id)
     return render(request, "run.html", active="train", job_id=v.job_id, record=v.record, job=v.job, config=config,
                   config_note=config_note, pause=pause, training_due=_training_due(request, v.job),
-                  can_pause=v.record is not None and v.record.state in TRAINING)  # fmt: skip
+                  can_pause=v.record is not None and v.record.state in TRAINING,
+                  eval_set=_eval_state(request, v, config))  # fmt: skip
+
+
+@dataclass
+class EvalState:
+    sha256: str
+    revealed: bool
+    cid: str
+    reveal_s: int
+    kept_here: bool  # this node remembers the committed file (it was posted from here)
+    claimed: bool
+
+
+def _eval_state(request: Request, v: RunView, config: Any) -> EvalState | None:
+    """The job's committed eval set, whether it is revealed, and whether this node can reveal it."""
+    from node.chain.models import JobStatus
+    from node.cli.evalset import committed
+
+    s = web_of(request).services
+    if config is None or not getattr(config, "eval_sha256", None) or v.job is None or s.protocol is None:
+        return None
+    try:
+        reveal = s.protocol.eval_reveal(v.job_id)
+        kept = s.node is not None and committed(s.protocol, s.node.data_dir, v.job_id) is not None
+    except NodeError:
+        return None
+    return EvalState(config.eval_sha256, bool(reveal.revealed), reveal.evalCID or "", int(config.eval_reveal_s),
+                     kept, v.job.status == JobStatus.CLAIMED)  # fmt: skip
 
 
 def _pause_state(request: Request, job_id: int) -> control.PauseState | None:

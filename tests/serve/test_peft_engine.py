@@ -146,3 +146,25 @@ def test_merged_weights_answer_as_the_lora_path_and_leave_the_base_untouched(
     for name, tensor in own.items():
         wrapped = name.replace(".weight", ".base_layer.weight")  # a LoRA-wrapped layer's own weight
         assert torch.equal(now[wrapped if wrapped in now else name], tensor), name
+
+
+def test_short_answers_keep_the_lora_path_and_long_ones_merge(
+    tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path]
+) -> None:
+    """Computing merged weights costs a few passes: not worth it for an answer of a few tokens."""
+    from node.serve.peft_engine import MERGE_AFTER
+
+    a = handle(tiny_base_model, tiny_hash, tiny_adapters[0], key="m0")
+
+    async def run() -> tuple[object, object]:
+        engine = PeftEngine(device="cpu")
+        try:
+            await _answer(engine, _req(a, max_tokens=MERGE_AFTER // 2))
+            short = engine._bases[tiny_hash].merged
+            await _answer(engine, _req(a, max_tokens=MERGE_AFTER * 2))
+            return short, engine._bases[tiny_hash].merged
+        finally:
+            await engine.close()
+
+    short, long = asyncio.run(run())
+    assert short is None and long is not None and long[0] == "m0"  # type: ignore[index]
