@@ -79,34 +79,55 @@ async def _one(engine: Any, req: Any) -> tuple[float, float, int]:
     raise RuntimeError("no Finished event")
 
 
-def decode_speed(engine_cls: Any, base: Any, adapter: Any, prompts: list[str], tokens: int) -> dict[str, Any]:
+def decode_speed(
+    engine_cls: Any, base: Any, adapter: Any, prompts: list[str], tokens: int, rounds: int = 5
+) -> dict[str, Any]:
+    """Tokens/s of the bare base, the adapter (merged weights) and the adapter on the LoRA path,
+    each in its own engine loaded once, measured in `rounds` interleaved rounds (base, merged,
+    LoRA, base, ...) so drift in the machine's speed hits all three alike; medians of the rounds,
+    and of the per-round ratios."""
     from node.serve.engine import GenerationRequest, SamplingParams
 
     def reqs(h: Any) -> list[Any]:
         return [GenerationRequest(model=h, prompt=p, params=SamplingParams(max_tokens=tokens, temperature=0))
                 for p in prompts]  # fmt: skip
 
-    async def run(h: Any, warm: bool = True, merge: bool = True) -> tuple[float, float, int]:
-        engine = engine_cls(device="cpu", merge_uniform=merge)
-        try:
-            if warm:
-                await _one(engine, reqs(h)[0])  # loads the model (and adapter): not timed
-            ttft, secs, n = [], 0.0, 0
-            for r in reqs(h):
-                a, b, c = await _one(engine, r)
-                ttft.append(a)
-                secs += b - a  # decode time after the first token
-                n += max(c - 1, 0)
-            return statistics.median(ttft), secs, n
-        finally:
-            await engine.close()
+    async def timed(engine: Any, h: Any) -> tuple[float, float]:
+        """(decode tokens/s after the first token, median time to first token) over the prompts."""
+        ttft, secs, n = [], 0.0, 0
+        for r in reqs(h):
+            a, b, c = await _one(engine, r)
+            ttft.append(a)
+            secs, n = secs + b - a, n + max(c - 1, 0)
+        return n / secs, statistics.median(ttft)
 
-    base_ttft, base_s, base_n = asyncio.run(run(base))
-    ad_ttft, ad_s, ad_n = asyncio.run(run(adapter))
-    _, lora_s, lora_n = asyncio.run(run(adapter, merge=False))
+    async def run() -> dict[str, list[tuple[float, float]]]:
+        variants = {"base": (base, True), "adapter": (adapter, True), "lora": (adapter, False)}
+        engines = {k: engine_cls(device="cpu", merge_uniform=merge) for k, (_, merge) in variants.items()}
+        out: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+        try:
+            for k, (h, _) in variants.items():
+                for r in reqs(h)[:2]:  # loads the model and adapter (and merges): not timed
+                    await _one(engines[k], r)
+            for _ in range(rounds):
+                for k, (h, _) in variants.items():
+                    out[k].append(await timed(engines[k], h))
+        finally:
+            for e in engines.values():
+                await e.close()
+        return out
+
+    got = asyncio.run(run())
+    med = {k: statistics.median(tps for tps, _ in v) for k, v in got.items()}
+    ratio = {k: statistics.median(a[0] / b[0] for a, b in zip(got[k], got["base"], strict=True))
+             for k in ("adapter", "lora")}  # fmt: skip
     return {
-        "base_tps": base_n / base_s, "adapter_tps": ad_n / ad_s, "base_ttft": base_ttft, "adapter_ttft": ad_ttft,
-        "lora_tps": lora_n / lora_s, "tokens": base_n + ad_n + lora_n,
+        "base_tps": med["base"], "adapter_tps": med["adapter"], "lora_tps": med["lora"],
+        "adapter_ratio": ratio["adapter"], "lora_ratio": ratio["lora"], "rounds": rounds,
+        "ratios": [round(a[0] / b[0], 3) for a, b in zip(got["adapter"], got["base"], strict=True)],
+        "base_ttft": statistics.median(t for _, t in got["base"]),
+        "adapter_ttft": statistics.median(t for _, t in got["adapter"]),
+        "tokens": rounds * len(prompts) * tokens * 3,
     }  # fmt: skip
 
 
@@ -165,7 +186,7 @@ def load_test(url: str, key: str, models: list[str], count: int, concurrency: in
 
 
 def render(speed: dict[str, Any], switch: dict[str, Any], loads: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    ratio = speed["adapter_tps"] / speed["base_tps"]
+    ratio = speed["adapter_ratio"]
     serial, batched = loads
     lines = [
         BEGIN, "## Serving (`benchmarks/serving.py`)", "",
@@ -177,13 +198,16 @@ def render(speed: dict[str, Any], switch: dict[str, Any], loads: list[dict[str, 
         f"| decode tokens/s | {speed['base_tps']:.1f} | {speed['adapter_tps']:.1f} | **{ratio:.2f}x** "
         "(target >= 0.9x) |",
         f"| decode tokens/s, LoRA path (`merge_adapter_weights` off) | {speed['base_tps']:.1f} | "
-        f"{speed['lora_tps']:.1f} | {speed['lora_tps'] / speed['base_tps']:.2f}x |",
+        f"{speed['lora_tps']:.1f} | {speed['lora_ratio']:.2f}x |",
         f"| time to first token, median (s) | {speed['base_ttft']:.3f} | {speed['adapter_ttft']:.3f} | "
         f"{speed['adapter_ttft'] / speed['base_ttft']:.2f}x |",
-        "", f"{len(QUESTIONS)} questions, up to {meta['tokens']} answer tokens each; decode speed excludes the first "
-        "token; the model (and adapter) were loaded before timing. One request at a time, so every pass uses one "
-        "adapter and runs on its merged weights (`node.serve.peft_engine`: W + B·A·scale computed once into a copy "
-        "the base layers point at while that adapter's passes run; the base's own weights are never written). "
+        "", f"{len(QUESTIONS)} questions, up to {meta['tokens']} answer tokens each, in {speed['rounds']} interleaved "
+        "rounds (base, merged, LoRA path, base, ...), one engine per variant loaded before timing; tokens/s are the "
+        "rounds' medians, ratios the medians of each round's ratio (merged, per round: "
+        f"{', '.join(f'{x:.2f}' for x in speed['ratios'])}). Decode speed excludes the first token. One request at "
+        "a time, so every pass uses one adapter and, from its 9th pass in a row, runs on its merged weights "
+        "(`node.serve.peft_engine`: W + B·A·scale computed once into a copy the base layers point at while that "
+        "adapter's passes run; the base's own weights are never written). "
         "The second row is the unmerged LoRA path in the same run: the base layers plus the small A·B products at "
         "all 210 adapted layers, each costing on a CPU about as much in per-operation overhead as the layer it "
         "adapts. PEFT's per-row `adapter_names` path (batches that mix adapters) measured 0.5-0.6x in a separate "

@@ -147,3 +147,28 @@ def test_a_runs_chart_grows_as_metrics_lines_are_appended(site: tuple[str, Any],
     assert "step 4 of 4" in page.locator("#progress-summary").inner_text()
     assert page.locator("#loss-chart canvas").count() == 1
     assert page.problems == []
+
+
+def test_the_train_pages_eval_file_is_checked_then_kept_by_its_hash(
+    site: tuple[str, Any], page: Any, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from node.demo import world as demo_world
+
+    url, services = site
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a question without its answer"}\n')
+    good = tmp_path / "questions.jsonl"
+    good.write_bytes(demo_world.to_jsonl(demo_world.region_facts(5)[1][:4]))
+    sha = "0x" + hashlib.sha256(good.read_bytes()).hexdigest()
+    page.goto(url + "/train")
+    page.set_input_files("#eval_file", str(bad))
+    page.wait_for_function("document.getElementById('eval-status').textContent.includes('not valid')")
+    assert page.locator("#eval_sha256").input_value() == "" and page.locator("#eval-report").is_visible()
+    page.set_input_files("#eval_file", str(good))
+    page.wait_for_function(f"document.getElementById('eval_sha256').value === '{sha}'")
+    assert "4 record(s), valid" in page.locator("#eval-status").inner_text()
+    assert not page.locator("#eval-report").is_visible()
+    assert (services.node.data_dir / "eval-sets" / f"{sha[2:]}.jsonl").read_bytes() == good.read_bytes()
+    assert [p for p in page.problems if "status of 422" not in p] == []  # the bad file's 422 is expected
