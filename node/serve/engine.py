@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +28,20 @@ class EngineError(NodeError, RuntimeError):
 
 class InputTooLongError(NodeError, ValueError):
     """The prompt plus the requested tokens do not fit the model's context; reported as a 400."""
+
+
+def prompt_ids(tokenizer: Any, request: GenerationRequest, context: int) -> list[int]:
+    """The request's prompt as the model's token ids, checked to fit its context with the answer
+    (the same rule and message whichever engine runs it)."""
+    ids = list(tokenizer(request.prompt, add_special_tokens=request.add_special_tokens)["input_ids"])
+    if not ids:
+        raise InputTooLongError("the prompt is empty after tokenisation; send some text")
+    if len(ids) + request.params.max_tokens > context:
+        raise InputTooLongError(
+            f"this model's context is {context} tokens; the prompt has {len(ids)} and max_tokens asks for "
+            f"{request.params.max_tokens} more: shorten the prompt or lower max_tokens"
+        )
+    return ids
 
 
 class AdapterRefusedError(NodeError, ValueError):

@@ -53,6 +53,7 @@ from node.serve.engine import (
     InputTooLongError,
     ModelHandle,
     TextDelta,
+    prompt_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -282,14 +283,7 @@ class _Row:
         import torch
 
         req = job.request
-        ids = list(base.tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)["input_ids"])
-        if not ids:
-            raise InputTooLongError("the prompt is empty after tokenisation; send some text")
-        if len(ids) + req.params.max_tokens > base.max_positions:
-            raise InputTooLongError(
-                f"this model's context is {base.max_positions} tokens; the prompt has {len(ids)} and max_tokens asks "
-                f"for {req.params.max_tokens}: shorten the prompt or lower max_tokens"
-            )
+        ids = prompt_ids(base.tokenizer, req, base.max_positions)
         gen = torch.Generator(device="cpu").manual_seed(
             req.params.seed if req.params.seed is not None else secrets.randbits(63)
         )

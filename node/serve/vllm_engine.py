@@ -55,6 +55,7 @@ from node.serve.engine import (
     InputTooLongError,
     ModelHandle,
     TextDelta,
+    prompt_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -138,16 +139,7 @@ class VllmEngine(Engine):
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         handle = request.model
         server = await self._server(handle)
-        tok = server.tokenizer
-        ids = tok(request.prompt, add_special_tokens=request.add_special_tokens)["input_ids"]
-        if not ids:
-            raise InputTooLongError("the prompt is empty after tokenisation; send some text")
-        p = request.params
-        if len(ids) + p.max_tokens > server.max_len:
-            raise InputTooLongError(
-                f"this model's context is {server.max_len} tokens; the prompt has {len(ids)} and max_tokens asks "
-                f"for {p.max_tokens} more: shorten the conversation or lower max_tokens"
-            )
+        ids = prompt_ids(server.tokenizer, request, server.max_len)
         name = server.served
         if handle.adapter_key is not None:
             name = await self._adapter(server, handle)

@@ -13,18 +13,24 @@ from node.serve.config import ServeSettings
 from node.serve.keys import ApiKeyStore
 from node.train.config import JobConfig
 from tests.conftest import World
-from tests.daemon_setup import BASE_REF, approved_datanet, node_home
+from tests.daemon_setup import BASE_REF, NodeHome, approved_datanet, node_home
 from tests.web.conftest import FakeEngine, client, csrf_of
+
+
+def chain_site(world: World, home: NodeHome, tmp_path: Path, bases: list[str] | None = None) -> Services:
+    """The app's services over the dev chain and `home` (the node's settings, keystore, store);
+    no engine (these pages never generate)."""
+    catalog = Catalog(world.admin, home.store, models_dir=home.settings.models_path, adapters_dir=tmp_path / "cache",
+                      bases=bases or [])  # fmt: skip
+    catalog.refresh()
+    return Services(ServeSettings(), catalog, FakeEngine(), ApiKeyStore(tmp_path / "keys.sqlite"),  # type: ignore[arg-type]
+                    node=home.settings, protocol=world.admin, store=home.store)  # fmt: skip
 
 
 def test_datanets_preview_and_posting_a_job(world: World, tmp_path: Path, tiny_base_model: Path) -> None:
     home = node_home(world, tmp_path, tiny_base_model)
     datanet = approved_datanet(world, home)
-    catalog = Catalog(world.admin, home.store, models_dir=home.settings.models_path, adapters_dir=tmp_path / "cache",
-                      bases=[BASE_REF])  # fmt: skip
-    services = Services(ServeSettings(), catalog, FakeEngine(), ApiKeyStore(tmp_path / "keys.sqlite"),  # type: ignore[arg-type]
-                        node=home.settings, protocol=world.admin, store=home.store)  # fmt: skip
-    c = client(create_app(services, refresh=False))
+    c = client(create_app(chain_site(world, home, tmp_path, [BASE_REF]), refresh=False))
 
     listing = c.get("/datanets")
     assert listing.status_code == 200 and f'href="/datanets/{datanet}">facts</a>' in listing.text
@@ -64,11 +70,7 @@ def test_models_page_reads_the_registry(world: World, tmp_path: Path, tiny_base_
     stake(world.node)
     datanet = approved_datanet(world, home)
     model_id = _register(world, home, datanet, make_adapter(tiny_base_model, tmp_path / "a", seed=1), "web-model")
-    catalog = Catalog(world.admin, home.store, models_dir=home.settings.models_path, adapters_dir=tmp_path / "cache")
-    catalog.refresh()
-    services = Services(ServeSettings(), catalog, FakeEngine(), ApiKeyStore(tmp_path / "keys.sqlite"),  # type: ignore[arg-type]
-                        node=home.settings, protocol=world.admin, store=home.store)  # fmt: skip
-    c = client(create_app(services, refresh=False))
+    c = client(create_app(chain_site(world, home, tmp_path), refresh=False))
     listing = c.get("/models")
     row = re.search(rf'<tr data-model="datanet-{model_id}">(.*?)</tr>', listing.text, re.S)
     assert row and "web-model" in row.group(1) and "pending" in row.group(1) and "served" in row.group(1)

@@ -8,14 +8,12 @@ import hashlib
 from pathlib import Path
 
 from node.demo import world as demo_world
-from node.serve.app import Services, create_app
-from node.serve.catalog import Catalog
-from node.serve.config import ServeSettings
-from node.serve.keys import ApiKeyStore
+from node.serve.app import create_app
 from node.train.config import JobConfig
 from tests.conftest import World
 from tests.daemon_setup import BASE_REF, approved_datanet, node_home, stake
-from tests.web.conftest import REMOTE, FakeEngine, client, csrf_of
+from tests.web.conftest import REMOTE, client, csrf_of
+from tests.web.test_chain_pages import chain_site
 
 FORM = {"base_model": BASE_REF, "method": "lora", "pool": "25", "hours": "24", "learning_rate": "0.001",
         "epochs": "1", "batch_size": "4", "lora_r": "4", "lora_alpha": "8", "lora_dropout": "0",
@@ -27,11 +25,7 @@ def test_an_eval_file_is_committed_with_the_job_and_revealed_after_the_claim(
 ) -> None:
     home = node_home(world, tmp_path, tiny_base_model)
     datanet = approved_datanet(world, home)
-    catalog = Catalog(world.admin, home.store, models_dir=home.settings.models_path, adapters_dir=tmp_path / "cache",
-                      bases=[BASE_REF])  # fmt: skip
-    services = Services(ServeSettings(), catalog, FakeEngine(), ApiKeyStore(tmp_path / "keys.sqlite"),  # type: ignore[arg-type]
-                        node=home.settings, protocol=world.admin, store=home.store)  # fmt: skip
-    app = create_app(services, refresh=False)
+    app = create_app(chain_site(world, home, tmp_path, [BASE_REF]), refresh=False)
     c = client(app)
     csrf = csrf_of(c.get("/train").text)
     headers = {"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream", "Accept": "application/json"}
