@@ -56,6 +56,7 @@ from benchmarks.gas_report import (
     write_section,
 )
 from node.attribution.disputes import commitment, new_salt
+from node.chain import inference
 from node.chain.accounts import dev_account
 from node.chain.artifacts import compile_contracts
 from node.chain.client import ChainClient
@@ -65,7 +66,9 @@ from node.chain.models import ChallengeKind, ContributionInput, DatanetParams, D
 from node.chain.protocol import Protocol
 from node.config import REPO_ROOT
 from node.data.encryption import derive_encryption_key, public_bytes
+from node.rewards.epochs import epoch_tree
 from node.rewards.merkle import StandardMerkleTree, process_proof
+from node.rewards.shares import Share
 from node.storage.unixfs import RAW, cid_bytes, cid_str
 
 T = TypeVar("T")
@@ -130,6 +133,14 @@ CALLS: list[tuple[str, str, str]] = [
     ("tally", "VerifierCourt", "3 votes, a Fault majority paid half the bond"),
     ("close (upheld)", "VerifierCourt", "after the appeal period: returns the bond, voids the result, slashes"),
     ("claimFees", "VerifierCourt", "a verifier's committee fees and its share of finalized jobs' fees"),
+    ("deposit", "InferenceEscrow", "a payer prepays a node's inference (after an approve)"),
+    ("requestWithdraw", "InferenceEscrow", "starts the withdrawal delay"),
+    ("settle", "InferenceEscrow", "a node charges 1 payer and opens and funds its epoch round (3-leaf tree)"),
+    ("claimEpoch", "RewardDistributor", "3-leaf tree"),
+    ("openEpochRound", "RewardDistributor", "a node sponsors an epoch from its own wallet (after an approve)"),
+    ("refundUnclaimed", "InferenceEscrow", "after the claim window: sweeps the round back, credits the payer"),
+    ("sweepEpoch", "RewardDistributor", "after the claim window: a sponsored round's rest to its funder"),
+    ("withdraw (escrow)", "InferenceEscrow", "after the delay"),
 ]
 
 
@@ -259,6 +270,7 @@ class GasBenchmark:
         self._court_calls(gas)
         self._private_datanet_calls(gas, k)
         self._token_calls(gas)
+        self._inference_calls(gas, k)
         return gas
 
     def _contribution_calls(self, gas: dict[str, int], k: int) -> None:
@@ -438,6 +450,30 @@ class GasBenchmark:
         self._gas(gas, "permit", "relayer", lambda: relayer.client.transact(fn))
         # Spend the allowance, as a permit's spender does, so the next pass's permit writes it anew.
         relayer.client.transact(relayer.token.functions.transferFrom(c.address, relayer.address, STAKE))
+
+    def _inference_calls(self, gas: dict[str, int], k: int) -> None:
+        """Paid inference: a payer's deposit, a node's settlement of an epoch (its round funded by
+        the escrow) and a sponsored one, a claim, and after the windows the unclaimed rests back."""
+        p = self.p
+        node, payer, claimer = p("node"), p("poster"), p("claimer")
+        epoch = 100 + k
+        self._gas(gas, "deposit", "poster", lambda: inference.deposit(payer, node.address, 10 * OPEN))
+        self._gas(gas, "requestWithdraw", "poster", lambda: inference.request_withdraw(payer, node.address, OPEN))
+        shares = [Share(account=p(r).address, amount=OPEN) for r in ("contributor", "permit_contributor", "signer")]
+        paid = epoch_tree(node.escrow.address, inference.escrow_round_id(node.address, epoch), shares)
+        charge = [inference.Charge(payer=payer.address, amount=3 * OPEN)]
+        self._gas(gas, "settle", "node", lambda: inference.settle(node, epoch, paid.root, charge, CID))
+        funder, key, index, account, amount = paid.values()[0]
+        proof = paid.proof(0)
+        self._gas(gas, "claimEpoch", "claimer",
+                  lambda: inference.claim_epoch(claimer, funder, key, index, account, amount, proof))  # fmt: skip
+        sponsored = epoch_tree(node.address, epoch, shares)
+        self._gas(gas, "openEpochRound", "node",
+                  lambda: inference.open_epoch_round(node, epoch, sponsored.root, 3 * OPEN, CID))  # fmt: skip
+        self._advance(max(self._config.claim_window, inference.withdraw_delay(node)) + DAY)
+        self._gas(gas, "refundUnclaimed", "claimer", lambda: inference.refund_unclaimed(claimer, node.address, epoch))
+        self._gas(gas, "sweepEpoch", "claimer", lambda: inference.sweep_epoch(claimer, node.address, epoch))
+        self._gas(gas, "withdraw (escrow)", "poster", lambda: inference.withdraw(payer, node.address))
 
     # -- scale
 
