@@ -169,3 +169,48 @@ def test_sign_in_then_claim_a_reward_and_contribute_with_the_wallet(
     page.goto(f"{url}/datanets/{d}")
     assert "pending" in page.locator(f'tr[data-contribution="{cid}"]').inner_text()
     assert page.problems == []
+
+
+OTHER_PROVIDER = """
+(() => {
+  const provider = {
+    async request({ method }) {
+      await window.dnOtherWallet(method);
+      throw Object.assign(new Error("rejected"), { code: 4001 });
+    },
+    on() {}, removeListener() {},
+  };
+  const info = { uuid: "0b9d7f8e-1c2a-4e3b-8f4d-5a6b7c8d9e0f", name: "Other Wallet", rdns: "org.datanet.other",
+                 icon: "https://tracker.example/icon.png" };
+  const announce = () => window.dispatchEvent(new CustomEvent("eip6963:announceProvider",
+    { detail: Object.freeze({ info, provider }) }));
+  window.addEventListener("eip6963:requestProvider", announce);
+  announce();
+})();
+"""
+
+
+def test_with_two_wallets_the_visitor_chooses_which_signs_in(world: World, site: tuple[str, Any]) -> None:
+    """EIP-6963 lets several wallets announce: the page asks which one, and only that one is asked
+    to sign (a remote icon URL is not loaded)."""
+    url, _ = site
+    wallet, other_calls = DevWallet(world, CONTRIBUTORS[0]), []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        context = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"})
+        context.expose_function("dnTestWallet", wallet)
+        context.expose_function("dnOtherWallet", lambda method: other_calls.append(method))
+        context.add_init_script(OTHER_PROVIDER)
+        context.add_init_script(PROVIDER)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(url + "/rewards")
+        page.get_by_role("button", name="Connect wallet").first.click()
+        choice = page.locator("#wallet-choice")
+        assert [t.strip() for t in choice.get_by_role("button").all_inner_texts()] == ["Other Wallet", "Test Wallet"]
+        assert choice.locator("img").count() == 1  # only the data-URI icon
+        choice.get_by_role("button", name="Test Wallet").click()
+        page.wait_for_url(url + "/rewards", timeout=10_000)
+        assert f"wallet {wallet.account.address[:6]}" in page.locator("#who").inner_text()
+        assert "personal_sign" in wallet.calls and other_calls == []
+        browser.close()

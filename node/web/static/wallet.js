@@ -1,4 +1,5 @@
-// The browser wallet: finds it (EIP-6963 announcements, else window.ethereum), signs in with
+// The browser wallet: finds it (EIP-6963 announcements, the visitor choosing when several
+// announce; else window.ethereum), signs in with
 // Ethereum (EIP-4361 message written by the server, signed with personal_sign), and sends the
 // transactions the server builds ({to, data, value, chainId}) with eth_sendTransaction, one at a
 // time: gas estimated by the server first (it decodes a revert into a readable reason), then the
@@ -14,13 +15,54 @@ const dnWallet = (function () {
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+  // The wallet the visitor chose when several announced themselves (kept for the browser tab).
+  const CHOICE = "dn-wallet";
+  function current() {
+    const uuid = sessionStorage.getItem(CHOICE);
+    return announced.find((a) => a.info.uuid === uuid) || announced[0] || null;
+  }
+
   function provider() {
-    if (announced.length) return announced[0].provider;
+    const a = current();
+    if (a) return a.provider;
     if (window.ethereum) return window.ethereum;
     throw new Error("No browser wallet found. Install one (any EIP-6963 or EIP-1193 wallet) and reload the page.");
   }
 
-  function walletName() { return announced.length ? announced[0].info.name : window.ethereum ? "browser wallet" : ""; }
+  function walletName() { const a = current(); return a ? a.info.name : window.ethereum ? "browser wallet" : ""; }
+
+  // Several wallets announced: one button per wallet after `anchor`; resolves with the one clicked.
+  function choose(anchor) {
+    if (announced.length < 2) return Promise.resolve(current());
+    document.getElementById("wallet-choice")?.remove();
+    return new Promise((resolve) => {
+      const box = document.createElement("div");
+      box.id = "wallet-choice";
+      box.className = "wallet-choice";
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", "Choose a wallet");
+      box.append("Sign in with: ");
+      for (const a of announced) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "secondary";
+        b.dataset.wallet = a.info.uuid;
+        // EIP-6963 icons are data URIs; anything else (a remote URL that could track) is not shown.
+        if (typeof a.info.icon === "string" && /^data:image\/(png|svg\+xml|webp|jpeg|gif)[;,]/.test(a.info.icon)) {
+          const img = document.createElement("img");
+          img.src = a.info.icon;
+          img.alt = "";
+          img.width = img.height = 16;
+          b.append(img, " ");
+        }
+        b.append(String(a.info.name || "wallet"));
+        b.addEventListener("click", () => { sessionStorage.setItem(CHOICE, a.info.uuid); box.remove(); resolve(a); });
+        box.append(b);
+      }
+      anchor.after(box);
+      box.querySelector("button").focus();
+    });
+  }
 
   // The server's answer as JSON, or an Error carrying its message (JSON {error}, or an HTML fragment's text).
   async function answer(response) {
@@ -136,6 +178,10 @@ const dnWallet = (function () {
     const out = document.getElementById(button.dataset.status || "wallet-status");
     button.disabled = true;
     try {
+      if (announced.length > 1) {
+        if (out) status(out, "several wallets found: choose one");
+        await choose(button);
+      }
       if (out) status(out, `asking ${walletName() || "the wallet"} to sign in…`);
       const r = await signIn();
       if (out) status(out, `signed in as ${r.address}`, "ok");
