@@ -235,3 +235,22 @@ def test_a_real_vllm_server_serves_the_base_and_adapters(tmp_path: Path) -> None
     assert all(f.completion_ids and f.prompt_ids and f.completion_tokens == len(f.completion_ids) for f in got)
     assert [f.text for f in got[:3]] != [f.text for f in got[3:6]]  # an adapter changes the answers
     assert all(f.finish_reason in ("stop", "length") for f in got)
+
+
+def test_serve_settings_choose_the_vllm_mode(tmp_path: Path) -> None:
+    """`--engine vllm` with `--vllm-command` manages servers (logs under the data dir); with only a
+    URL it attaches; a rank vLLM does not offer is a one-line config error."""
+    from node.config import Settings
+    from node.errors import ConfigError
+    from node.serve.config import ServeSettings
+    from node.serve.runtime import build_engine
+
+    node = Settings(data_dir=tmp_path / ".datanet")
+    managed = build_engine(ServeSettings(engine="vllm", vllm_command=STANDIN, max_adapters=3), node)
+    assert isinstance(managed, VllmEngine) and managed.settings.url is None
+    assert managed.settings.command == STANDIN and managed.settings.max_adapters == 3
+    assert managed.settings.log_dir == tmp_path / ".datanet" / "serve" / "vllm"
+    attached = build_engine(ServeSettings(engine="vllm", vllm_url="http://127.0.0.1:9"), node)
+    assert isinstance(attached, VllmEngine) and attached.settings.url == "http://127.0.0.1:9"
+    with pytest.raises(ConfigError, match=r"--engine vllm: max_lora_rank must be one of vLLM's"):
+        build_engine(ServeSettings(engine="vllm", vllm_max_lora_rank=12), node)
