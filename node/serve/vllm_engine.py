@@ -225,11 +225,22 @@ class VllmEngine(Engine):
 
     # -- servers --------------------------------------------------------------------------
     async def _server(self, handle: ModelHandle) -> _Server:
-        if (server := self._servers.get(handle.base_hash)) is not None:
+        server = self._servers.get(handle.base_hash)
+        if server is not None and not _exited(server):
             return server
         lock = self._starting.setdefault(handle.base_hash, asyncio.Lock())
         async with lock:
-            if (server := self._servers.get(handle.base_hash)) is None:
+            server = self._servers.get(handle.base_hash)
+            if server is not None and _exited(server):
+                # A managed server that died (a GPU fault, the OOM killer) is started again; its
+                # adapters are registered anew on first use, as the fresh server holds none.
+                log.warning("the vLLM server for %s exited with %s; starting it again (log: %s)",
+                            handle.base_hash[:12], server.process.returncode if server.process else None,
+                            server.log_path)  # fmt: skip
+                del self._servers[handle.base_hash]
+                await server.client.aclose()
+                server = None
+            if server is None:
                 server = await (self._attach(handle) if self.settings.url else self._launch(handle))
                 self._servers[handle.base_hash] = server
         return server
@@ -312,6 +323,10 @@ async def _registered_root(server: _Server, name: str) -> str | None:
     except (httpx.HTTPError, ValueError):
         return None
     return next((str(c.get("root")) for c in cards if c.get("id") == name), None)
+
+
+def _exited(server: _Server) -> bool:
+    return server.process is not None and server.process.poll() is not None
 
 
 def _client(url: str, key: str | None, timeout: float) -> httpx.AsyncClient:

@@ -254,3 +254,31 @@ def test_serve_settings_choose_the_vllm_mode(tmp_path: Path) -> None:
     assert isinstance(attached, VllmEngine) and attached.settings.url == "http://127.0.0.1:9"
     with pytest.raises(ConfigError, match=r"--engine vllm: max_lora_rank must be one of vLLM's"):
         build_engine(ServeSettings(engine="vllm", vllm_max_lora_rank=12), node)
+
+
+def test_a_managed_server_that_dies_is_started_again_with_its_adapters(
+    tiny_base_model: Path, tiny_hash: str, tiny_adapters: list[Path], tmp_path: Path
+) -> None:
+    import signal
+
+    engine = VllmEngine(VllmSettings(command=STANDIN, max_lora_rank=8, log_dir=tmp_path))
+    h = handle(tiny_base_model, tiny_hash, tiny_adapters[1], "again")
+    req = GenerationRequest(model=h, prompt=PROMPTS[1], params=SamplingParams(max_tokens=4, temperature=0))
+
+    async def run() -> tuple[list[Finished], int, int]:
+        try:
+            first = [ev async for ev in await engine.stream(req) if isinstance(ev, Finished)]
+            dead = engine._servers[tiny_hash].process
+            assert dead is not None
+            os.killpg(dead.pid, signal.SIGKILL)  # as the OOM killer would
+            dead.wait(30)
+            second = [ev async for ev in await engine.stream(req) if isinstance(ev, Finished)]
+            fresh = engine._servers[tiny_hash].process
+            assert fresh is not None and fresh.poll() is None
+            return first + second, dead.pid, fresh.pid
+        finally:
+            await engine.close()
+
+    answers, old_pid, new_pid = asyncio.run(run())
+    want = _answers(PeftEngine(device="cpu"), [h], tokens=4)[1]  # PROMPTS[1] with the adapter
+    assert new_pid != old_pid and answers[0].text == answers[1].text == want.text  # the adapter registered again
