@@ -13,11 +13,11 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
+from web3 import Web3
 
-from node.chain.contributions import submitted_ids
 from node.chain.models import Contribution, ContributionStatus, Datanet, ModelStatus
 from node.daemon.outputs import MetricsDocument
 from node.data.records import Example
@@ -78,12 +78,43 @@ class Cache:
         return value
 
 
+class EventLog:
+    """One contract event's logs, read incrementally: each call asks the chain only for the blocks
+    since the last one (the Datanets pages would otherwise scan every block since deployment,
+    once per Datanet, on every page view). The last `REORG_DEPTH` blocks are read again each time,
+    so a log a reorganisation dropped does not stay cached."""
+
+    REORG_DEPTH = 12
+
+    def __init__(self, protocol: Any, contract: str, event: str) -> None:
+        self.p, self.contract, self.event = protocol, contract, event
+        self._settled: list[Any] = []  # logs at least REORG_DEPTH blocks deep
+        self._next = int(protocol.deployment.deploy_block)  # first block not settled yet
+        self._lock = threading.Lock()
+
+    def all(self) -> list[Any]:
+        with self._lock:
+            head = int(self.p.client.block_number())
+            ev = getattr(getattr(self.p, self.contract).events, self.event)
+            start = self._next
+            recent = (
+                self.p.client.rpc(lambda: ev.get_logs(from_block=start, to_block=head), f"get {self.event} logs")
+                if start <= head else []
+            )  # fmt: skip
+            settle_to = head - self.REORG_DEPTH
+            self._settled += [log for log in recent if log["blockNumber"] <= settle_to]
+            self._next = max(self._next, settle_to + 1)
+            return self._settled + [log for log in recent if log["blockNumber"] > settle_to]
+
+
 class Registry:
     """Read-only views over `Services` for the pages."""
 
     def __init__(self, services: Services) -> None:
         self.s = services
         self._docs = Cache()
+        self._logs_of: object = None  # the protocol `_logs` were read from
+        self._logs: dict[str, EventLog] = {}
 
     # -- models ------------------------------------------------------------------------
     def models(self, page: int = 1) -> tuple[list[ModelRow], int]:
@@ -157,9 +188,7 @@ class Registry:
         p = self.s.protocol
         if p is None:
             return []
-        from node.data.grants import curators
-
-        rows = [(d, list[str](curators(p, d.id))) for d in (p.datanet(i) for i in range(1, p.datanet_count() + 1))]
+        rows = [(d, self._curators(d.id)) for d in (p.datanet(i) for i in range(1, p.datanet_count() + 1))]
         q = query.strip().lower()
         if not q:
             return rows
@@ -173,15 +202,34 @@ class Registry:
         p = self.s.protocol
         if p is None or not 1 <= datanet_id <= p.datanet_count():
             return None
-        from node.data.grants import curators
-
-        return p.datanet(datanet_id), list[str](curators(p, datanet_id))
+        return p.datanet(datanet_id), self._curators(datanet_id)
 
     def contributions(self, datanet_id: int) -> list[Contribution]:
         p = self.s.protocol
         if p is None:
             return []
-        return [p.contribution(i) for i in submitted_ids(p, datanetId=datanet_id)]
+        ids = sorted(int(log["args"]["contributionId"]) for log in self._log("ContributionSubmitted").all()
+                     if int(log["args"]["datanetId"]) == datanet_id)  # fmt: skip
+        return [p.contribution(i) for i in ids]
+
+    def _curators(self, datanet_id: int) -> list[str]:
+        """A Datanet's current curators: every account a `CuratorSet` log named, still a curator
+        (`node.data.grants.curators`, from the incremental log)."""
+        p = self.s.protocol
+        assert p is not None
+        named = dict.fromkeys(
+            Web3.to_checksum_address(log["args"]["account"]) for log in self._log("CuratorSet").all()
+            if int(log["args"]["datanetId"]) == datanet_id
+        )  # fmt: skip
+        return [a for a in named if p.is_curator(datanet_id, a)]
+
+    def _log(self, event: str) -> EventLog:
+        p = self.s.protocol
+        if p is not self._logs_of:  # another deployment: start over
+            self._logs_of, self._logs = p, {}
+        if event not in self._logs:
+            self._logs[event] = EventLog(p, "datanets", event)
+        return self._logs[event]
 
     def approved_examples(self, datanet_id: int) -> tuple[list[tuple[int, Example]], list[str]]:
         """The approved records of a public Datanet, each with its contribution id; and notes on
