@@ -81,6 +81,12 @@ def remember_commit(p: Protocol, data_dir: Path, job_id: int, path: Path, report
     os.replace(tmp, file)  # atomic: a crash leaves the old records or the new ones
 
 
+def commits(p: Protocol, data_dir: Path) -> dict[int, EvalCommit]:
+    """Every eval set this machine committed on this chain, by job id."""
+    file, ns = _commits_file(p, data_dir)
+    return {int(job): EvalCommit.model_validate(raw) for job, raw in _read(file).get(ns, {}).items()}
+
+
 def committed(p: Protocol, data_dir: Path, job_id: int) -> EvalCommit | None:
     file, ns = _commits_file(p, data_dir)
     raw = _read(file).get(ns, {}).get(str(job_id))

@@ -93,6 +93,7 @@ class Services:
     responses: ResponseLog | None = None  # what is kept of each answer (node.serve.responses: the retention rule)
     fees: FeePolicy = field(default_factory=FeePolicy)  # free unless configured (node.serve.fees)
     balances: BalanceCache | None = None
+    duties: list[Callable[[], None]] = field(default_factory=list)  # run with each registry refresh (blocking)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -194,6 +195,11 @@ async def _refresh_loop(s: Services) -> None:
                 await asyncio.to_thread(s.responses.purge)
             except Exception as e:
                 log.warning("could not erase answers past their retention: %s", e)
+        for duty in s.duties:  # the pages' own chores (node.web): each failure logged, none stops the loop
+            try:
+                await asyncio.to_thread(duty)
+            except Exception as e:
+                log.warning("%s failed: %s", getattr(duty, "__name__", "a duty"), e)
         await asyncio.sleep(s.settings.refresh_s)
 
 

@@ -44,6 +44,10 @@ class ServeSettings(BaseSettings):
         "0", description="OPEN per 1,000 tokens a paying key's account is charged (0: inference is free)."
     )
     epoch_seconds: int = Field(86_400, ge=60, description="Length of an inference-reward settlement epoch.")
+    auto_reveal: bool = Field(
+        True, description="Reveal each eval set this node committed (job post --eval-file, the Train page) once "
+        "a node has claimed its job, with the node's keystore.",
+    )
     retention_days: int = Field(
         30, ge=0, description="Days a prompt and its answer are kept for attribution (0: not kept at all)."
     )

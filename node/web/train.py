@@ -9,6 +9,7 @@ operator's Stop and Resume on a run's page are `datanet node pause|resume` (`nod
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from node.web.progress import last_event_id, progress_events
 from node.web.security import WebError, form_lists, require_local
 from node.web.site import FormSession, PageSession, form_session, is_htmx, not_found, render, web_of
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 # (field, label, step): the JobConfig fields the form offers; the rest keep JobConfig's defaults
@@ -244,6 +246,50 @@ async def eval_set(request: Request, name: str) -> JSONResponse:
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: never half a file under the hash
     return JSONResponse(_report_json(report, preview), status_code=200 if report.ok else 422)
+
+
+class EvalReveals:
+    """A duty of the server (run with each registry refresh): reveal, once a node has claimed it,
+    the eval set of each job this node posted with one, as the run page's Reveal button does, so
+    the reveal window (`eval_reveal_s` after the claim) does not pass while nobody watches.
+    `DATANET_SERVE_AUTO_REVEAL=false` leaves it to the button and `datanet job reveal-eval`."""
+
+    __name__ = "revealing committed eval sets"
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.done: set[int] = set()  # revealed, or past revealing: not read again
+        self.disabled = False
+
+    def __call__(self) -> None:
+        from node.chain.models import JobStatus
+        from node.cli.evalset import commits
+
+        s = self.s
+        if self.disabled or not s.settings.auto_reveal or s.node is None or s.protocol is None or s.store is None:
+            return
+        pending = sorted(set(commits(s.protocol, s.node.data_dir)) - self.done)
+        poster = None
+        for job_id in pending:
+            job = s.protocol.job(job_id)
+            if job.status == JobStatus.OPEN or s.protocol.client.block_number() <= job.claimBlock:
+                continue  # not claimed yet, or claimed in the latest block (the reveal must come later)
+            if job.status != JobStatus.CLAIMED or s.protocol.eval_reveal(job_id).revealed:
+                self.done.add(job_id)
+                continue
+            if poster is None:
+                try:
+                    poster = _poster(s)
+                except NodeError as e:  # no usable keystore here: say so once, leave it to the operator
+                    log.warning("not revealing eval sets automatically: %s", e)
+                    self.disabled = True
+                    return
+            if job.poster != poster.address:
+                self.done.add(job_id)
+                continue
+            out = reveal_eval(poster, s.store, s.node.data_dir, job_id, None)
+            log.info("revealed job #%d's eval set as %s (tx %s)", job_id, out["eval_cid"], out["tx"])
+            self.done.add(job_id)
 
 
 @router.post("/train/jobs/{job_id}/reveal-eval")

@@ -78,3 +78,35 @@ def test_an_eval_file_is_committed_with_the_job_and_revealed_after_the_claim(
     assert reveal.revealed and home.store.cat(reveal.evalCID) == data  # the committed bytes, now public
     page = c.get(f"/train/jobs/{job_id}").text
     assert f"revealed as <code>{reveal.evalCID}</code>" in page and 'id="reveal-eval"' not in page
+
+
+def test_the_server_reveals_a_committed_eval_set_once_the_job_is_claimed(
+    world: World, tmp_path: Path, tiny_base_model: Path
+) -> None:
+    """The operator need not watch: the server's duty (run with each registry refresh) reveals the
+    eval set of a job this node posted once a node has claimed it, and not before."""
+    from node.web.train import EvalReveals
+
+    home = node_home(world, tmp_path, tiny_base_model)
+    datanet = approved_datanet(world, home)
+    services = chain_site(world, home, tmp_path, [BASE_REF])
+    c = client(create_app(services, refresh=False))
+    csrf = csrf_of(c.get("/train").text)
+    data = demo_world.to_jsonl(demo_world.region_facts(301)[1][:5])
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream", "Accept": "application/json"}
+    sha = c.post("/train/eval-set", params={"name": "q.jsonl"}, content=data, headers=headers).json()["sha256"]
+    posted = c.post("/train", data={**FORM, "datanet": str(datanet), "eval_sha256": sha, "csrf_token": csrf})
+    job_id = int(posted.headers["location"].rsplit("/", 1)[1])
+    [duty] = [d for d in services.duties if isinstance(d, EvalReveals)]
+
+    duty()
+    assert not world.admin.eval_reveal(job_id).revealed  # open: nothing to reveal yet
+    stake(world.node)
+    world.node.claim_job(job_id)
+    world.admin.client.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    duty()
+    reveal = world.admin.eval_reveal(job_id)
+    assert reveal.revealed and home.store.cat(reveal.evalCID) == data
+    assert job_id in duty.done
+    duty()  # nothing left to do: no second transaction
+    assert world.admin.eval_reveal(job_id).evalCID == reveal.evalCID
