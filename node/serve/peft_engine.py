@@ -33,12 +33,11 @@ the engine for busy GPUs (`node.serve.vllm_engine`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,35 +344,32 @@ def _safe_prefix(text: str, stops: tuple[str, ...]) -> str:
     return text[: len(text) - hold] if hold else text
 
 
-@contextlib.contextmanager
-def _adapters_for(base: _Base, names: list[str]) -> Iterator[dict[str, Any]]:
-    """How one forward pass selects its rows' adapters (module docstring): the keyword arguments
-    to pass, with the model set up for them while the context is open. The set-up persists
-    between passes (one worker thread owns the model): switching the LoRA layers on or off walks
-    every module, too slow to do per decoded token."""
+def _adapters_for(base: _Base, names: list[str]) -> dict[str, Any]:
+    """How one forward pass selects its rows' adapters (module docstring): sets the model up for
+    them and returns the keyword arguments to pass. The set-up persists between passes (one
+    worker thread owns the model): switching the LoRA layers on or off walks every module, too
+    slow to do per decoded token."""
     if not base.peft:
-        yield {}
-    elif len(set(names)) > 1:
+        return {}
+    if len(set(names)) > 1:
         base.streak = (None, 0)
         _use_weights(base, None)
         _lora_on(base, True)
-        yield {"adapter_names": names}
-    elif names[0] == BASE:
+        return {"adapter_names": names}
+    if names[0] == BASE:
         base.streak = (None, 0)
         _use_weights(base, None)
         _lora_on(base, False)
-        yield {}
     elif base.merge_uniform and _worth_merging(base, names[0]):
         _use_weights(base, names[0])
         _lora_on(base, False)  # the base layers hold W + delta: no LoRA path on top
-        yield {}
     else:
         _use_weights(base, None)
         _lora_on(base, True)
         if base.active != names[0]:
             base.model.set_adapter(names[0])
             base.active = names[0]
-        yield {}
+    return {}
 
 
 def _worth_merging(base: _Base, adapter: str) -> bool:
@@ -439,11 +435,10 @@ def _decode(base: _Base, rows: list[_Row]) -> None:
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
         while live:
-            with _adapters_for(base, [r.adapter for r in live]) as kwargs:
-                out = base.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                    **kwargs,
-                )  # fmt: skip
+            kwargs = _adapters_for(base, [r.adapter for r in live])
+            out = base.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, **kwargs
+            )
             logits = out.logits[:, -1, :]  # (B, V)
             nxt = []  # aligned with `live`
             for i, row in enumerate(live):

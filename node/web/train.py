@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from pydantic import ValidationError
 
 from node.chain.accounts import resolve_account
-from node.cli.evalset import remember_commit, reveal_eval, validate_eval_file
+from node.chain.models import JobStatus
+from node.cli.evalset import commits, committed, remember_commit, reveal_eval, validate_eval_file
 from node.daemon import control
 from node.daemon.steps import jobs_root
 from node.daemon.store import JobRecord, JobState, JobStore, namespace_of
@@ -262,9 +263,6 @@ class EvalReveals:
         self.disabled = False
 
     def __call__(self) -> None:
-        from node.chain.models import JobStatus
-        from node.cli.evalset import commits
-
         s = self.s
         if self.disabled or not s.settings.auto_reveal or s.node is None or s.protocol is None or s.store is None:
             return
@@ -401,9 +399,6 @@ class EvalState:
 
 def _eval_state(request: Request, v: RunView, config: Any) -> EvalState | None:
     """The job's committed eval set, whether it is revealed, and whether this node can reveal it."""
-    from node.chain.models import JobStatus
-    from node.cli.evalset import committed
-
     s = web_of(request).services
     if config is None or not getattr(config, "eval_sha256", None) or v.job is None or s.protocol is None:
         return None
@@ -426,8 +421,6 @@ def _pause_state(request: Request, job_id: int) -> control.PauseState | None:
 def _training_due(request: Request, job: Any) -> int | None:
     """When a claimed job must be submitted by (its claim plus the chain's maximum training time),
     paused or not; None unless claimed and not yet submitted."""
-    from node.chain.models import JobStatus
-
     s = web_of(request).services
     if job is None or job.status != JobStatus.CLAIMED or not job.claimedAt or s.protocol is None:
         return None
